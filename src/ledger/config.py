@@ -1,0 +1,38 @@
+"""Settings read from the environment.
+
+Every server comes from configuration in production (`LEDGER_DATABASE_URL`,
+`LEDGER_KAFKA_BOOTSTRAP`, `LEDGER_REDIS_URL`); when a URL is absent the embedded default starts its
+own server (see `ledger.embedded`).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+def _env(name: str) -> str | None:
+    value = os.environ.get(name, "").strip()
+    return value or None
+
+
+@dataclass(frozen=True)
+class Settings:
+    database_url: str | None = None
+    kafka_bootstrap: str | None = None
+    redis_url: str | None = None
+    data_dir: Path = field(default_factory=lambda: Path(".ledger"))
+    jwt_secret: str | None = None
+    kafka_partitions: int = 6
+
+    @classmethod
+    def from_env(cls) -> Settings:
+        return cls(
+            database_url=_env("LEDGER_DATABASE_URL"),
+            kafka_bootstrap=_env("LEDGER_KAFKA_BOOTSTRAP"),
+            redis_url=_env("LEDGER_REDIS_URL"),
+            data_dir=Path(_env("LEDGER_DATA_DIR") or ".ledger"),
+            jwt_secret=_env("LEDGER_JWT_SECRET"),
+            kafka_partitions=int(_env("LEDGER_KAFKA_PARTITIONS") or 6),
+        )
