@@ -50,7 +50,7 @@ source_length_max = 1024
 
 _no_control_characters = r"^[^\x00-\x1f\x7f]+$"
 _date_pattern = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$")
-_tenant_pattern = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+tenant_pattern = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
 Id = Annotated[
     str,
@@ -324,7 +324,7 @@ def type_name(kind: str) -> str:
 
 
 def _parse_tenant(value: Any) -> str:
-    if not isinstance(value, str) or not _tenant_pattern.match(value):
+    if not isinstance(value, str) or not tenant_pattern.match(value):
         raise PydanticCustomError(
             "invalid_tenant",
             "must be 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit",
@@ -375,7 +375,7 @@ class Envelope(BaseModel):
     tenantid: Annotated[
         str,
         BeforeValidator(_parse_tenant),
-        WithJsonSchema({"type": "string", "pattern": _tenant_pattern.pattern}),
+        WithJsonSchema({"type": "string", "pattern": tenant_pattern.pattern}),
     ]
     expectedversion: Annotated[int, Field(ge=0)] | None = None
     datacontenttype: Literal["application/json"] | None = None

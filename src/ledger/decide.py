@@ -818,10 +818,8 @@ def decide_unit(
         outcome = _decide_event(overlay, event, positions)
         outcomes.append(outcome)
         refused = refused or isinstance(outcome, Refused)
-    if validate_only:
-        positions.head = start_head
-        return outcomes
-    if refused:
+    if validate_only or refused:
+        # Nothing of the unit is kept: no outcome may say Accepted, or a store would write it.
         positions.head = start_head
         return [
             outcome

@@ -3,8 +3,9 @@
     LedgerError
     ├── RejectedError          a request was refused; carries `Rejection`s (code, field, message)
     ├── LimitExceededError     a request is over a named limit (size, count)
-    └── StoreError             the event store failed (wraps psycopg errors)
-        └── StoreUnavailableError   the database cannot be reached
+    ├── StoreError             the event store failed (wraps psycopg errors)
+    │   └── StoreUnavailableError   the database cannot be reached
+    └── InvariantError         a property that must always hold did not: a bug, never bad input
 
 A `Rejection` is data, not an exception: batches answer with a list of them. `RejectionCode` lists
 every reason an event is refused, in the order the checks run (TigerBeetle's result enums are the
@@ -115,3 +116,12 @@ class StoreError(LedgerError):
 
 class StoreUnavailableError(StoreError):
     """The database cannot be reached."""
+
+
+class InvariantError(LedgerError):
+    """Something that must always hold did not. Raised, never asserted: `python -O` keeps it."""
+
+
+def invariant(condition: bool, message: str) -> None:
+    if not condition:
+        raise InvariantError(message)

@@ -6,6 +6,7 @@ import asyncio
 from datetime import UTC, datetime
 
 from ledger.decide import Accepted, Outcome, PositionCounter, TenantState, decide_unit
+from ledger.errors import invariant
 from ledger.store import RecordedEvent, Unit, read_limit_max
 
 
@@ -26,6 +27,10 @@ class MemoryEventStore:
             for outcomes in results:
                 for outcome in outcomes:
                     if isinstance(outcome, Accepted):
+                        invariant(
+                            outcome.position == len(self._events) + 1,
+                            "accepted positions must continue the head without a gap",
+                        )
                         self._events.append(_record(outcome, recorded_at))
             return results
 

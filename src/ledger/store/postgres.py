@@ -46,7 +46,7 @@ from ledger.decide import (
     encode_state,
     needs_of,
 )
-from ledger.errors import StoreError, StoreUnavailableError
+from ledger.errors import StoreError, StoreUnavailableError, invariant
 from ledger.store import RecordedEvent, Unit, append_batch_events_max, read_limit_max
 
 logger = logging.getLogger(__name__)
@@ -107,7 +107,9 @@ async def _ensure_app_role(conn: AsyncConnection[TupleRow]) -> None:
         async with conn.transaction():
             cursor = await conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", [app_role])
             if await cursor.fetchone() is None:
-                await conn.execute(sql.SQL("CREATE ROLE {} NOLOGIN").format(sql.Identifier(app_role)))
+                await conn.execute(
+                    sql.SQL("CREATE ROLE {} NOLOGIN").format(sql.Identifier(app_role))
+                )
             role = sql.Identifier(app_role)
             for statement in (
                 "GRANT SELECT, INSERT ON events TO {}",
@@ -168,7 +170,9 @@ class PostgresEventStore:
             )
             await pool.open(wait=True, timeout=connect_timeout_s)
         except (psycopg.OperationalError, psycopg_pool_errors()) as error:
-            raise StoreUnavailableError(f"cannot reach the event store database: {error}") from error
+            raise StoreUnavailableError(
+                f"cannot reach the event store database: {error}"
+            ) from error
         store = cls(conninfo, pool)
         store._writer_task = asyncio.create_task(store._write_loop(), name="ledger-group-commit")
         return store
@@ -250,8 +254,17 @@ class PostgresEventStore:
                 for unit in units
             ]
             accepted = [
-                outcome for outcomes in results for outcome in outcomes if isinstance(outcome, Accepted)
+                outcome
+                for outcomes in results
+                for outcome in outcomes
+                if isinstance(outcome, Accepted)
             ]
+            first_position = int(head_row[0]) + 1
+            invariant(
+                [outcome.position for outcome in accepted]
+                == list(range(first_position, positions.head + 1)),
+                "accepted positions must continue the head without a gap",
+            )
             # Round trip 2: write the events, the changed references, the head; notify; commit.
             async with conn.pipeline():
                 if accepted:

@@ -1,0 +1,255 @@
+"""The `ledger` command line.
+
+    ledger migrate                     apply the event store's migrations
+    ledger append FILE|-  [--atomic]   append JSON lines; print what was appended, duplicated, rejected
+    ledger events --tenant T [--from-position N] [--limit N]   stored events as JSON lines
+    ledger api [--host H] [--port P]   serve the HTTP API
+    ledger up [--api-port P] [--data-dir D]   run the system on embedded defaults
+
+Exit codes: 0 success; 1 something was rejected; 2 bad usage or input that cannot be read;
+3 a server (the database) cannot be reached. Errors are one line on stderr, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import IO, Any
+
+import orjson
+
+from ledger.config import Settings
+from ledger.errors import LedgerError, StoreUnavailableError
+from ledger.service import AppendReport, LedgerService, parse_all
+from ledger.store import append_batch_events_max
+
+logger = logging.getLogger("ledger")
+
+# Lines are parsed and appended in chunks; parsing one chunk overlaps the database work of the
+# previous one. 1,000 lines keep memory small and the append lock short.
+append_chunk_lines = 1000
+exit_rejected = 1
+exit_usage = 2
+exit_unavailable = 3
+
+
+def _print_json(value: Any, stream: IO[bytes] | None = None) -> None:
+    out = stream or sys.stdout.buffer
+    out.write(orjson.dumps(value) + b"\n")
+    out.flush()
+
+
+def _fail(message: str, code: int = exit_usage) -> int:
+    sys.stderr.write(f"ledger: {message}\n")
+    return code
+
+
+def _read_lines(source: str) -> Iterator[tuple[int, bytes]]:
+    handle = sys.stdin.buffer if source == "-" else Path(source).open("rb")  # noqa: SIM115
+    try:
+        for number, line in enumerate(handle):
+            stripped = line.strip()
+            if stripped:
+                yield number, stripped
+    finally:
+        if handle is not sys.stdin.buffer:
+            handle.close()
+
+
+def _chunks(lines: Iterator[tuple[int, bytes]], size: int) -> Iterator[list[tuple[int, bytes]]]:
+    chunk: list[tuple[int, bytes]] = []
+    for item in lines:
+        chunk.append(item)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+async def append_lines(
+    service: LedgerService, lines: Iterator[tuple[int, bytes]], *, atomic: bool
+) -> AppendReport:
+    """Append JSON lines; `index` in the answer is the 0-based line number in the input."""
+    if atomic:
+        numbered = list(lines)
+        parsed, rejected = parse_all([text for _, text in numbered])
+        report = await service.append_parsed(parsed, rejected, atomic=True)
+        return _renumber(report, [number for number, _ in numbered])
+    report = AppendReport()
+    in_flight: asyncio.Task[AppendReport] | None = None
+    in_flight_numbers: list[int] = []
+    for chunk in _chunks(lines, min(append_chunk_lines, append_batch_events_max)):
+        parsed, rejected = parse_all([text for _, text in chunk])
+        if in_flight is not None:
+            report.extend(_renumber(await in_flight, in_flight_numbers))
+        in_flight = asyncio.create_task(service.append_parsed(parsed, rejected, atomic=False))
+        in_flight_numbers = [number for number, _ in chunk]
+    if in_flight is not None:
+        report.extend(_renumber(await in_flight, in_flight_numbers))
+    return report
+
+
+def _renumber(report: AppendReport, numbers: list[int]) -> AppendReport:
+    for entries in (report.appended, report.duplicates, report.rejected):
+        for entry in entries:
+            entry["index"] = numbers[entry["index"]]
+    return report
+
+
+async def _append_command(settings: Settings, args: argparse.Namespace) -> int:
+    from ledger.runtime import open_service
+
+    if args.file != "-" and not Path(args.file).is_file():
+        return _fail(f"append: no such file: {args.file}")
+    async with open_service(settings) as service:
+        report = await append_lines(service, _read_lines(args.file), atomic=args.atomic)
+    _print_json(report.as_json())
+    return exit_rejected if report.rejected else 0
+
+
+async def _events_command(settings: Settings, args: argparse.Namespace) -> int:
+    from ledger.contract import tenant_pattern
+    from ledger.runtime import open_service
+
+    if not tenant_pattern.match(args.tenant):
+        return _fail(f"events: --tenant {args.tenant!r} is not a valid tenant id")
+    async with open_service(settings) as service:
+        position, remaining = args.from_position, args.limit
+        while remaining is None or remaining > 0:
+            page_size = 1000 if remaining is None else min(remaining, 1000)
+            events = await service.store.read(args.tenant, position, page_size)
+            for event in events:
+                sys.stdout.buffer.write(orjson.dumps(event.as_json()) + b"\n")
+            if len(events) < page_size:
+                break
+            position = events[-1].position + 1
+            if remaining is not None:
+                remaining -= len(events)
+    sys.stdout.buffer.flush()
+    return 0
+
+
+async def _migrate_command(settings: Settings, args: argparse.Namespace) -> int:
+    from ledger.runtime import database_url
+    from ledger.store.postgres import migrate
+
+    with database_url(settings) as url:
+        applied = await migrate(url)
+    _print_json({"applied": applied})
+    return 0
+
+
+async def _serve_api(settings: Settings, host: str, port: int, announce: str | None = None) -> int:
+    from aiohttp import web
+
+    from ledger.api import make_app
+    from ledger.runtime import open_service
+
+    async with open_service(settings) as service:
+        runner = web.AppRunner(make_app(service), access_log=None)
+        await runner.setup()
+        site = web.TCPSite(runner, host, port)
+        await site.start()
+        logger.info("HTTP API listening on http://%s:%d", host, port)
+        if announce:
+            sys.stdout.write(announce.format(host=host, port=port))
+            sys.stdout.flush()
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signal_number in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signal_number, stop.set)
+        try:
+            await stop.wait()
+        finally:
+            await runner.cleanup()
+    return 0
+
+
+async def _api_command(settings: Settings, args: argparse.Namespace) -> int:
+    return await _serve_api(settings, args.host, args.port)
+
+
+async def _up_command(settings: Settings, args: argparse.Namespace) -> int:
+    settings = Settings(
+        database_url=settings.database_url,
+        kafka_bootstrap=settings.kafka_bootstrap,
+        redis_url=settings.redis_url,
+        data_dir=Path(args.data_dir),
+        jwt_secret=settings.jwt_secret,
+        kafka_partitions=settings.kafka_partitions,
+    )
+    announce = (
+        "ledger is up.\n"
+        "  HTTP API:   http://{host}:{port}/v1/events   (health: http://{host}:{port}/healthz)\n"
+        f"  data:       {Path(args.data_dir).resolve()}\n"
+        "Press Ctrl-C to stop.\n"
+    )
+    return await _serve_api(settings, args.host, args.api_port, announce)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ledger", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--log-level", default="INFO", help="logging level (default INFO)")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    commands.add_parser("migrate", help="apply the event store's migrations")
+
+    append = commands.add_parser("append", help="append events from a JSON lines file")
+    append.add_argument("file", help="a JSON lines file, or - for standard input")
+    append.add_argument(
+        "--atomic", action="store_true", help="all or nothing: append no line if any is rejected"
+    )
+
+    events = commands.add_parser("events", help="list stored events as JSON lines")
+    events.add_argument("--tenant", required=True)
+    events.add_argument("--from-position", type=int, default=1)
+    events.add_argument("--limit", type=int, default=None)
+
+    api = commands.add_parser("api", help="serve the HTTP API")
+    api.add_argument("--host", default="127.0.0.1")
+    api.add_argument("--port", type=int, default=8080)
+
+    up = commands.add_parser("up", help="run the whole system on embedded defaults")
+    up.add_argument("--host", default="127.0.0.1")
+    up.add_argument("--api-port", type=int, default=8080)
+    up.add_argument("--data-dir", default=".ledger")
+    return parser
+
+
+_commands = {
+    "migrate": _migrate_command,
+    "append": _append_command,
+    "events": _events_command,
+    "api": _api_command,
+    "up": _up_command,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level.upper(),
+        stream=sys.stderr,
+        format='{"time":"%(asctime)s","level":"%(levelname)s","logger":"%(name)s","message":"%(message)s"}',
+    )
+    settings = Settings.from_env()
+    try:
+        return asyncio.run(_commands[args.command](settings, args))
+    except StoreUnavailableError as error:
+        return _fail(str(error), exit_unavailable)
+    except LedgerError as error:
+        return _fail(str(error))
+    except KeyboardInterrupt:
+        return 130
+    except OSError as error:
+        return _fail(f"{args.command}: {error}")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

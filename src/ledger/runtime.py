@@ -1,0 +1,38 @@
+"""Where the servers come from: configured URLs in production, embedded servers otherwise."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
+
+from ledger.config import Settings
+from ledger.service import LedgerService
+from ledger.store.postgres import PostgresEventStore
+
+logger = logging.getLogger(__name__)
+
+
+@contextmanager
+def database_url(settings: Settings) -> Iterator[str]:
+    """The configured database, or the embedded PostgreSQL under the data folder."""
+    if settings.database_url:
+        yield settings.database_url
+        return
+    from ledger.embedded import EmbeddedPostgres
+
+    server = EmbeddedPostgres.start(settings.data_dir / "postgres")
+    try:
+        yield server.url
+    finally:
+        server.stop()
+
+
+@asynccontextmanager
+async def open_service(settings: Settings) -> AsyncIterator[LedgerService]:
+    with database_url(settings) as url:
+        store = await PostgresEventStore.open(url)
+        try:
+            yield LedgerService(store)
+        finally:
+            await store.close()
