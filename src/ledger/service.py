@@ -17,7 +17,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ledger.contract import ProposedEvent, parse_event, parse_event_json
+import orjson
+
+from ledger.contract import ProposedEvent, parse_event
 from ledger.decide import Accepted, Duplicate, Outcome, Refused
 from ledger.errors import Rejection, RejectionCode
 from ledger.store import EventStore, Unit, append_batch_events_max
@@ -64,7 +66,16 @@ def parse_all(raw_events: Sequence[Any]) -> tuple[list[_Parsed], list[dict[str, 
     parsed: list[_Parsed] = []
     rejected: list[dict[str, Any]] = []
     for index, raw in enumerate(raw_events):
-        result = parse_event_json(raw) if isinstance(raw, bytes | str) else parse_event(raw)
+        if isinstance(raw, bytes | str):
+            try:
+                raw = orjson.loads(raw)
+            except orjson.JSONDecodeError as error:
+                rejection = Rejection(
+                    RejectionCode.malformed_json, "", f"is not valid JSON: {error}"
+                )
+                rejected.append(_rejected(index, None, rejection))
+                continue
+        result = parse_event(raw)
         if isinstance(result, list):
             event_id = _raw_id(raw)
             rejected.extend(_rejected(index, event_id, rejection) for rejection in result)
