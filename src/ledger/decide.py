@@ -890,7 +890,7 @@ def encode_state(state: State) -> Any:
     if isinstance(state, bool | str):
         return state
     encoded: dict[str, Any] = {}
-    for name in state.__slots__:  # type: ignore[union-attr]
+    for name in state.__slots__:
         value = getattr(state, name)
         if isinstance(value, Decimal | date):
             value = str(value)

@@ -188,7 +188,7 @@ class PostgresEventStore:
         return await future
 
     def _take_group(self) -> list[tuple[list[Unit], asyncio.Future[list[list[Outcome]]]]]:
-        group = []
+        group: list[tuple[list[Unit], asyncio.Future[list[list[Outcome]]]]] = []
         events = 0
         while self._pending:
             units, future = self._pending[0]
