@@ -68,7 +68,10 @@ class InvoiceState:
     total: Decimal
     position: int
     paid: Decimal = zero
-    credited: Decimal = zero
+    credited: Decimal = zero  # the part of credit notes that reduced the open amount
+    # Every credit note's full amount, the part that became customer credit included: what bounds
+    # further credit notes, so they never add up to more than the invoice.
+    credit_notes_total: Decimal = zero
     written_off: Decimal = zero
     voided: bool = False
 
@@ -462,7 +465,7 @@ def _invoice_voided(overlay: _Overlay, payload: InvoiceVoided) -> Rejection | di
     invoice, rejection = _known_invoice(overlay, payload.invoice_id)
     if rejection or invoice is None:
         return rejection or _refused(RejectionCode.unknown_invoice, "data.invoice_id", "")
-    if invoice.paid or invoice.credited or invoice.written_off:
+    if invoice.paid or invoice.credit_notes_total or invoice.written_off:
         return _refused(
             RejectionCode.invoice_has_applications,
             "data.invoice_id",
@@ -488,7 +491,7 @@ def _credit_note_issued(overlay: _Overlay, payload: CreditNoteIssued) -> Rejecti
     invoice, rejection = _known_invoice(overlay, payload.invoice_id)
     if rejection or invoice is None:
         return rejection or _refused(RejectionCode.unknown_invoice, "data.invoice_id", "")
-    creditable = invoice.total - invoice.credited - invoice.written_off
+    creditable = invoice.total - invoice.credit_notes_total - invoice.written_off
     if payload.amount > creditable:
         return _refused(
             RejectionCode.credit_exceeds_invoice,
@@ -505,6 +508,7 @@ def _credit_note_issued(overlay: _Overlay, payload: CreditNoteIssued) -> Rejecti
     applied = min(payload.amount, invoice.open_amount)
     invoice = overlay.for_update("invoice", payload.invoice_id)
     invoice.credited += applied
+    invoice.credit_notes_total += payload.amount
     overlay.put("credit_note", payload.credit_note_id, True)
     return {"applied": str(applied), "to_customer_credit": str(payload.amount - applied)}
 
@@ -911,8 +915,9 @@ def decode_state(kind: str, encoded: Any) -> State:
     if kind == "invoice":
         for name in ("issue_date", "due_date"):
             values[name] = date.fromisoformat(values[name])
-        for name in ("total", "paid", "credited", "written_off"):
-            values[name] = Decimal(values[name])
+        for name in ("total", "paid", "credited", "credit_notes_total", "written_off"):
+            if name in values:  # states saved before a field existed take its default
+                values[name] = Decimal(values[name])
         return InvoiceState(**values)
     if kind == "payment":
         values["date"] = date.fromisoformat(values["date"])

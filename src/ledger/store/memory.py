@@ -37,7 +37,9 @@ class MemoryEventStore:
     async def read(
         self, tenant_id: str | None, from_position: int = 1, limit: int = 1000
     ) -> list[RecordedEvent]:
-        limit = min(limit, read_limit_max)
+        limit = max(0, min(limit, read_limit_max))
+        if limit == 0:  # as PostgreSQL's LIMIT 0: nothing, not everything
+            return []
         selected = []
         for event in self._events[max(from_position, 1) - 1 :]:
             if tenant_id is None or event.tenant_id == tenant_id:

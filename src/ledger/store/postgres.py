@@ -97,7 +97,9 @@ async def migrate(conninfo: str) -> list[int]:
                     "INSERT INTO ledger_schema_migrations (version) VALUES (%s)", [version]
                 )
                 applied.append(version)
-        await _ensure_app_role(conn)
+            # Under the migration lock too: concurrent GRANTs on one table fail with "tuple
+            # concurrently updated". A savepoint inside, so a refused GRANT keeps the migration.
+            await _ensure_app_role(conn)
     return applied
 
 
@@ -210,6 +212,12 @@ class PostgresEventStore:
                     results = await self._append_transaction(units)
                 except Exception as error:  # every waiter must hear about the failure
                     failure = _as_store_error(error)
+                    if len(group) > 1 and not isinstance(failure, StoreUnavailableError):
+                        # Callers share a transaction, never a failure: the group rolled back
+                        # whole, so each request is retried alone and only the bad one fails.
+                        for request, future in group:
+                            await self._append_alone(request, future)
+                        continue
                     for _, future in group:
                         if not future.done():
                             future.set_exception(failure)
@@ -219,6 +227,18 @@ class PostgresEventStore:
                     if not future.done():
                         future.set_result(results[offset : offset + len(request)])
                     offset += len(request)
+
+    async def _append_alone(
+        self, request: list[Unit], future: asyncio.Future[list[list[Outcome]]]
+    ) -> None:
+        try:
+            results = await self._append_transaction(request)
+        except Exception as error:
+            if not future.done():
+                future.set_exception(_as_store_error(error))
+            return
+        if not future.done():
+            future.set_result(results)
 
     async def _writer_connection(self) -> AsyncConnection[TupleRow]:
         if self._writer is None or self._writer.closed or self._writer.broken:
