@@ -21,6 +21,7 @@ transaction ran into the next one, so 16 callers pay for one lock, two round tri
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Iterable
 from importlib import resources
@@ -37,7 +38,7 @@ from ledger.decide import (
     Accepted,
     Existing,
     InvoiceState,
-    Key,
+    Needs,
     Outcome,
     PositionCounter,
     TenantState,
@@ -60,7 +61,7 @@ read_pool_size_max = 8
 connect_timeout_s = 10
 # A migration lock id of our own: concurrent `ledger migrate` runs wait for each other.
 migration_lock_id = 0x1ED6E5
-_migrations = ("001_events.sql",)
+_migrations = ("001_events.sql", "002_append_functions.sql")
 
 _select_events = """
 SELECT position, tenant_id, stream_id, stream_version, event_id, type, time, recorded_at,
@@ -193,7 +194,7 @@ class PostgresEventStore:
         group: list[tuple[list[Unit], asyncio.Future[list[list[Outcome]]]]] = []
         events = 0
         while self._pending:
-            units, future = self._pending[0]
+            units, _future = self._pending[0]
             size = sum(len(unit.events) for unit in units)
             if group and events + size > append_batch_events_max:
                 break
@@ -255,20 +256,21 @@ class PostgresEventStore:
         conn = await self._writer_connection()
         needs = needs_of(events)
         try:
-            # Round trip 1: take the position lock, then load what the rules need. Pipelined, so
-            # the loads run right after the lock is granted and see every earlier commit.
+            # Round trip 1: take the position lock, then load what the rules need (one call; the
+            # loads run after the lock is granted and see every earlier commit).
             async with conn.pipeline():
                 await conn.execute("BEGIN")
-                await conn.execute(
-                    "SELECT set_config('ledger.tenants', %s, true)", [_tenant_scope(needs.refs)]
+                loaded_cursor = await conn.execute(
+                    "SELECT ledger_lock_and_load(%s, %s::jsonb)",
+                    [_tenant_scope(needs.refs), _needs_json(needs)],
                 )
-                head_cursor = await conn.execute("SELECT head FROM ledger_position FOR UPDATE")
-                loads = await _load_state(conn, needs)
-            head_row = await head_cursor.fetchone()
-            if head_row is None:
-                raise StoreError("ledger_position is empty: the schema was not migrated")
-            state = await _state_from(loads)
-            positions = PositionCounter(int(head_row[0]))
+            loaded_row = await loaded_cursor.fetchone()
+            if loaded_row is None:
+                raise StoreError("ledger_lock_and_load returned nothing")
+            loaded = loaded_row[0]
+            head = int(loaded["head"])
+            state = _state_from(loaded)
+            positions = PositionCounter(head)
             results = [
                 decide_unit(state, unit.events, positions, validate_only=unit.validate_only)
                 for unit in units
@@ -279,20 +281,17 @@ class PostgresEventStore:
                 for outcome in outcomes
                 if isinstance(outcome, Accepted)
             ]
-            first_position = int(head_row[0]) + 1
             invariant(
                 [outcome.position for outcome in accepted]
-                == list(range(first_position, positions.head + 1)),
+                == list(range(head + 1, positions.head + 1)),
                 "accepted positions must continue the head without a gap",
             )
-            # Round trip 2: write the events, the changed references, the head; notify; commit.
+            # Round trip 2: write the events, the changed references and the head; notify; commit.
             async with conn.pipeline():
                 if accepted:
-                    await _insert_events(conn, accepted)
-                    await _upsert_refs(conn, state)
-                    await conn.execute("UPDATE ledger_position SET head = %s", [positions.head])
                     await conn.execute(
-                        "SELECT pg_notify(%s, %s)", [notify_channel, str(positions.head)]
+                        "SELECT ledger_write(%s, %s::jsonb, %s::jsonb)",
+                        [positions.head, _events_json(accepted), _refs_json(state)],
                     )
                 await conn.execute("COMMIT")
         except BaseException:
@@ -336,10 +335,8 @@ class PostgresEventStore:
         self._wakeup.set()
         if self._writer_task is not None:
             self._writer_task.cancel()
-            try:
+            with contextlib.suppress(asyncio.CancelledError):
                 await self._writer_task
-            except asyncio.CancelledError:
-                pass
         for _, future in self._pending:
             if not future.done():
                 future.set_exception(StoreError("the event store was closed"))
@@ -372,145 +369,77 @@ async def _rollback_quietly(conn: AsyncConnection[TupleRow]) -> None:
         await conn.close()
 
 
-# --- loading the reference state -------------------------------------------------------------
+# --- the JSON documents exchanged with ledger_lock_and_load and ledger_write ------------------
+# One JSON parameter per call instead of one array per column: orjson encodes it in C and the server
+# decodes it in C, where psycopg's array adaptation escapes each element in Python.
 
 
-def _pairs(values: dict[str, set[Any]]) -> tuple[list[str], list[Any]]:
-    tenants, items = [], []
-    for tenant, keys in values.items():
-        for key in keys:
-            tenants.append(tenant)
-            items.append(key)
-    return tenants, items
-
-
-async def _load_state(conn: AsyncConnection[TupleRow], needs: Any) -> dict[str, Any]:
-    """Queue the loads in the current pipeline; the caller fetches after the pipeline syncs."""
-    tenants, event_ids = _pairs(needs.event_ids)
-    existing = await conn.execute(
-        "SELECT e.tenant_id, e.event_id, e.position, e.hash FROM events e"
-        " JOIN unnest(%s::text[], %s::text[]) AS u(t, i) ON e.tenant_id = u.t AND e.event_id = u.i",
-        [tenants, event_ids],
-    )
-    tenants, stream_ids = _pairs(needs.streams)
-    streams = await conn.execute(
-        "SELECT u.t, u.s, (SELECT max(stream_version) FROM events e"
-        "  WHERE e.tenant_id = u.t AND e.stream_id = u.s)"
-        " FROM unnest(%s::text[], %s::text[]) AS u(t, s)",
-        [tenants, stream_ids],
-    )
-    tenants, keys = _pairs(needs.refs)
-    kinds = [kind for kind, _ in keys]
-    ref_ids = [ref_id for _, ref_id in keys]
-    refs = await conn.execute(
-        "SELECT r.tenant_id, r.kind, r.ref_id, r.state FROM ledger_refs r"
-        " JOIN unnest(%s::text[], %s::text[], %s::text[]) AS u(t, k, i)"
-        "   ON r.tenant_id = u.t AND r.kind = u.k AND r.ref_id = u.i",
-        [tenants, kinds, ref_ids],
-    )
-    # Invoices a refund may reopen: those its payment was applied to.
-    payment_tenants = [t for t, (kind, _) in zip(tenants, keys, strict=True) if kind == "payment"]
-    payment_ids = [i for (kind, i) in keys if kind == "payment"]
-    followed = await conn.execute(
-        "SELECT r.tenant_id, r.kind, r.ref_id, r.state FROM ledger_refs p"
-        " JOIN unnest(%s::text[], %s::text[]) AS u(t, i)"
-        "   ON p.tenant_id = u.t AND p.kind = 'payment' AND p.ref_id = u.i"
-        " CROSS JOIN LATERAL jsonb_array_elements(p.state -> 'allocations') AS a(pair)"
-        " JOIN ledger_refs r ON r.tenant_id = p.tenant_id AND r.kind = 'invoice'"
-        "   AND r.ref_id = a.pair ->> 0",
-        [payment_tenants, payment_ids],
-    )
-    tenants, customers = _pairs(needs.customers_for_auto_allocation)
-    open_invoices = await conn.execute(
-        "SELECT r.tenant_id, r.kind, r.ref_id, r.state FROM ledger_refs r"
-        " JOIN unnest(%s::text[], %s::text[]) AS u(t, c)"
-        "   ON r.tenant_id = u.t AND r.customer_id = u.c"
-        " WHERE r.kind = 'invoice' AND r.is_open",
-        [tenants, customers],
-    )
-    return {
-        "existing": existing,
-        "streams": streams,
-        "refs": [refs, followed, open_invoices],
+def _needs_json(needs: Needs) -> str:
+    document = {
+        "event_ids": [[t, i] for t, ids in needs.event_ids.items() for i in ids],
+        "streams": [[t, s] for t, streams in needs.streams.items() for s in streams],
+        "refs": [[t, k, i] for t, keys in needs.refs.items() for k, i in keys],
+        "customers": [
+            [t, c]
+            for t, customers in needs.customers_for_auto_allocation.items()
+            for c in customers
+        ],
     }
+    return orjson.dumps(document).decode()
 
 
-async def _state_from(loads: dict[str, Any]) -> dict[str, TenantState]:
+def _state_from(loaded: dict[str, Any]) -> dict[str, TenantState]:
     state: dict[str, TenantState] = {}
-    for tenant, event_id, position, content_hash in await loads["existing"].fetchall():
+    for tenant, event_id, position, content_hash in loaded["existing"]:
         tenant_state = state.setdefault(tenant, TenantState())
         tenant_state.events[event_id] = Existing(int(position), content_hash)
-    for tenant, stream_id, version in await loads["streams"].fetchall():
+    for tenant, stream_id, version in loaded["streams"]:
         state.setdefault(tenant, TenantState()).stream_versions[stream_id] = int(version or 0)
-    for cursor in loads["refs"]:
-        for tenant, kind, ref_id, encoded in await cursor.fetchall():
-            tenant_state = state.setdefault(tenant, TenantState())
-            decoded = decode_state(kind, encoded)
-            tenant_state.refs[(kind, ref_id)] = decoded
-            if isinstance(decoded, InvoiceState):
-                tenant_state.invoices_by_customer.setdefault(decoded.customer_id, set()).add(ref_id)
+    for tenant, kind, ref_id, encoded in loaded["refs"]:
+        tenant_state = state.setdefault(tenant, TenantState())
+        decoded = decode_state(kind, encoded)
+        tenant_state.refs[(kind, ref_id)] = decoded
+        if isinstance(decoded, InvoiceState):
+            tenant_state.invoices_by_customer.setdefault(decoded.customer_id, set()).add(ref_id)
     return state
 
 
-# --- writing ---------------------------------------------------------------------------------
-
-
-async def _insert_events(conn: AsyncConnection[TupleRow], accepted: list[Accepted]) -> None:
-    columns: list[list[Any]] = [[] for _ in range(10)]
-    for outcome in accepted:
-        event = outcome.event
-        for column, value in zip(
-            columns,
-            (
-                outcome.position,
-                event.tenant_id,
-                event.stream_id,
-                outcome.stream_version,
-                event.event_id,
-                event.type,
-                event.time,
-                orjson.dumps(event.data).decode(),
-                orjson.dumps(outcome.metadata).decode(),
-                event.content_hash,
-            ),
-            strict=True,
-        ):
-            column.append(value)
-    await conn.execute(
-        "INSERT INTO events (position, tenant_id, stream_id, stream_version, event_id, type, time,"
-        " data, metadata, hash)"
-        " SELECT p, t, s, v, i, y, m, d::jsonb, x::jsonb, h FROM unnest("
-        "  %s::bigint[], %s::text[], %s::text[], %s::integer[], %s::text[], %s::text[],"
-        "  %s::timestamptz[], %s::text[], %s::text[], %s::text[]) AS u(p, t, s, v, i, y, m, d, x, h)",
-        columns,
-    )
-
-
-def _ref_row(tenant: str, key: Key, value: Any) -> tuple[str, str, str, str | None, bool, str]:
-    kind, ref_id = key
-    customer_id = getattr(value, "customer_id", None)
-    is_open = isinstance(value, InvoiceState) and value.open_amount > 0
-    return tenant, kind, ref_id, customer_id, is_open, orjson.dumps(encode_state(value)).decode()
-
-
-async def _upsert_refs(conn: AsyncConnection[TupleRow], state: dict[str, TenantState]) -> None:
+def _events_json(accepted: list[Accepted]) -> str:
     rows = [
-        _ref_row(tenant, key, tenant_state.refs[key])
-        for tenant, tenant_state in state.items()
-        for key in tenant_state.dirty
+        [
+            outcome.position,
+            outcome.event.tenant_id,
+            outcome.event.stream_id,
+            outcome.stream_version,
+            outcome.event.event_id,
+            outcome.event.type,
+            outcome.event.time.isoformat(),
+            outcome.event.data,
+            outcome.metadata,
+            outcome.event.content_hash,
+        ]
+        for outcome in accepted
     ]
-    if not rows:
-        return
-    columns = [list(column) for column in zip(*rows, strict=True)]
-    await conn.execute(
-        "INSERT INTO ledger_refs (tenant_id, kind, ref_id, customer_id, is_open, state)"
-        " SELECT t, k, i, c, o, s::jsonb FROM unnest("
-        "  %s::text[], %s::text[], %s::text[], %s::text[], %s::boolean[], %s::text[])"
-        "  AS u(t, k, i, c, o, s)"
-        " ON CONFLICT (tenant_id, kind, ref_id) DO UPDATE SET customer_id = excluded.customer_id,"
-        "  is_open = excluded.is_open, state = excluded.state",
-        columns,
-    )
+    return orjson.dumps(rows).decode()
+
+
+def _refs_json(state: dict[str, TenantState]) -> str:
+    rows = []
+    for tenant, tenant_state in state.items():
+        for key in tenant_state.dirty:
+            kind, ref_id = key
+            value: Any = tenant_state.refs[key]
+            rows.append(
+                [
+                    tenant,
+                    kind,
+                    ref_id,
+                    getattr(value, "customer_id", None),
+                    isinstance(value, InvoiceState) and value.open_amount > 0,
+                    encode_state(value),
+                ]
+            )
+    return orjson.dumps(rows).decode()
 
 
 def _recorded(row: Any) -> RecordedEvent:
