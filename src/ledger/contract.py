@@ -34,7 +34,13 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from ledger.errors import Rejection, RejectionCode
-from ledger.money import MoneyFormatError, iso_4217_codes, minor_digits, parse_amount
+from ledger.money import (
+    MoneyDigitsError,
+    MoneyFormatError,
+    iso_4217_codes,
+    minor_digits,
+    parse_amount,
+)
 
 type_prefix = "ledger."
 type_suffix = ".v1"
@@ -50,7 +56,15 @@ source_length_max = 1024
 
 _no_control_characters = r"^[^\x00-\x1f\x7f]+$"
 _date_pattern = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$")
-tenant_pattern = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+# Two spellings of one rule: in a JSON Schema (ECMA-262) `$` is the end of the input, but in Python
+# it also matches before a final "\n", so the compiled pattern ends in `\Z` for `.match` callers.
+tenant_pattern_json = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
+tenant_pattern = re.compile(tenant_pattern_json.removesuffix("$") + r"\Z")
+# RFC 3339 `date-time`; `datetime.fromisoformat` alone also takes ISO 8601 forms RFC 3339 does not
+# (week dates, "20260115T100000Z", no seconds, "+0200").
+_rfc3339_pattern = re.compile(
+    r"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?([Zz]|[+-][0-9]{2}:[0-9]{2})"
+)
 
 Id = Annotated[
     str,
@@ -63,7 +77,7 @@ Memo = Annotated[str, StringConstraints(max_length=memo_length_max)]
 def _parse_date(value: Any) -> date:
     if isinstance(value, date) and not isinstance(value, datetime):
         return value
-    if not isinstance(value, str) or not _date_pattern.match(value):
+    if not isinstance(value, str) or not _date_pattern.fullmatch(value):
         raise PydanticCustomError("invalid_date", "must be an ISO 8601 date such as 2026-01-31")
     try:
         return date.fromisoformat(value)
@@ -84,8 +98,10 @@ def _parse_money(value: Any) -> Decimal:
         raise PydanticCustomError("invalid_amount", 'must be a decimal string such as "1200.00"')
     try:
         # The widest minor unit of any currency is 4 digits; the payload's own currency is
-        # checked against each amount once the whole payload has parsed (`_money_digit_errors`).
+        # checked against each amount once the whole payload has parsed (`_normalised_data`).
         return parse_amount(value, digits_max=4)
+    except MoneyDigitsError as error:
+        raise PydanticCustomError("amount_too_many_digits", str(error)) from None
     except MoneyFormatError as error:
         code = "negative_amount" if value.startswith("-") else "invalid_amount"
         raise PydanticCustomError(code, str(error)) from None
@@ -324,7 +340,7 @@ def type_name(kind: str) -> str:
 
 
 def _parse_tenant(value: Any) -> str:
-    if not isinstance(value, str) or not tenant_pattern.match(value):
+    if not isinstance(value, str) or not tenant_pattern.fullmatch(value):
         raise PydanticCustomError(
             "invalid_tenant",
             "must be 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit",
@@ -338,7 +354,7 @@ def _parse_time(value: Any) -> datetime:
     if not isinstance(value, str):
         raise PydanticCustomError("invalid_time", "must be an RFC 3339 timestamp string")
     try:
-        parsed = datetime.fromisoformat(value)
+        parsed = datetime.fromisoformat(value.upper())
     except ValueError:
         raise PydanticCustomError(
             "invalid_time", "is not a valid RFC 3339 timestamp (e.g. 2026-01-31T12:00:00Z)"
@@ -346,6 +362,10 @@ def _parse_time(value: Any) -> datetime:
     if parsed.tzinfo is None or "T" not in value.upper():
         raise PydanticCustomError(
             "invalid_time", "must be an RFC 3339 timestamp with a time zone offset or Z"
+        )
+    if not _rfc3339_pattern.fullmatch(value):
+        raise PydanticCustomError(
+            "invalid_time", "is not a valid RFC 3339 timestamp (e.g. 2026-01-31T12:00:00Z)"
         )
     return parsed
 
@@ -375,7 +395,7 @@ class Envelope(BaseModel):
     tenantid: Annotated[
         str,
         BeforeValidator(_parse_tenant),
-        WithJsonSchema({"type": "string", "pattern": tenant_pattern.pattern}),
+        WithJsonSchema({"type": "string", "pattern": tenant_pattern_json}),
     ]
     expectedversion: Annotated[int, Field(ge=0)] | None = None
     datacontenttype: Literal["application/json"] | None = None
@@ -412,6 +432,7 @@ _pydantic_codes: dict[str, RejectionCode] = {
     "invalid_date": RejectionCode.invalid_date,
     "invalid_amount": RejectionCode.invalid_amount,
     "negative_amount": RejectionCode.negative_amount,
+    "amount_too_many_digits": RejectionCode.amount_too_many_digits,
     "unknown_currency": RejectionCode.unknown_currency,
     "invalid_tenant": RejectionCode.invalid_tenant,
     "invalid_time": RejectionCode.invalid_time,

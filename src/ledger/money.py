@@ -229,13 +229,18 @@ class MoneyFormatError(ValueError):
     """A money string that is not a plain non-negative decimal with the allowed digits."""
 
 
+class MoneyDigitsError(MoneyFormatError):
+    """A well-formed money string with more fraction digits than allowed."""
+
+
 def parse_amount(text: str, digits_max: int) -> Decimal:
     """Parse a non-negative decimal string with at most `digits_max` fraction digits.
 
     Rejects exponents, signs, spaces, "NaN", and more fraction digits than the currency has:
     silently rounding a publisher's amount would change money.
     """
-    match = _decimal_pattern.match(text)
+    # fullmatch: `$` alone also matches before a trailing newline, and Decimal() ignores whitespace.
+    match = _decimal_pattern.fullmatch(text)
     if match is None:
         if text.startswith("-"):
             raise MoneyFormatError("must not be negative")
@@ -244,7 +249,7 @@ def parse_amount(text: str, digits_max: int) -> Decimal:
     if len(integer_part) > amount_integer_digits_max:
         raise MoneyFormatError(f"must be below 10^{amount_integer_digits_max}")
     if len(fraction_part) > digits_max:
-        raise MoneyFormatError(
+        raise MoneyDigitsError(
             f"has {len(fraction_part)} decimal places; at most {digits_max} allowed"
         )
     try:
