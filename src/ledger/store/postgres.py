@@ -132,6 +132,8 @@ async def _ensure_app_role(conn: AsyncConnection[TupleRow]) -> None:
 async def _configure(conn: AsyncConnection[Any]) -> None:
     set_json_loads(orjson.loads, conn)
     set_json_dumps(lambda value: orjson.dumps(value).decode(), conn)
+    # Our statements are short lookups by key: JIT compilation only adds milliseconds to them.
+    await conn.execute("SET jit = off")
     cursor = await conn.execute(
         "SELECT 1 FROM pg_roles WHERE rolname = %s AND pg_has_role(current_user, oid, 'MEMBER')",
         [app_role],

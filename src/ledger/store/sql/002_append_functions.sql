@@ -1,43 +1,58 @@
 -- The two halves of an append transaction, one round trip each (ledger/store/postgres.py).
 -- VOLATILE plpgsql: every statement after the row lock takes a fresh snapshot, so the loads see
 -- every transaction that committed before the lock was granted.
+-- The keys arrive as JSON and are unpacked into text[] first: joins on plain columns use the
+-- indexes under row-level security, where a join on `json ->> n` would not (->> is not leakproof,
+-- so the planner may not push it below the policy, and every lookup would scan the table).
 CREATE OR REPLACE FUNCTION ledger_lock_and_load(tenants text, needs jsonb) RETURNS jsonb
 LANGUAGE plpgsql VOLATILE AS $$
 DECLARE
     current_head bigint;
+    event_tenants text[]; event_ids text[];
+    stream_tenants text[]; stream_ids text[];
+    ref_tenants text[]; ref_kinds text[]; ref_ids text[];
+    customer_tenants text[]; customer_ids text[];
 BEGIN
     PERFORM set_config('ledger.tenants', tenants, true);
     SELECT head INTO current_head FROM ledger_position FOR UPDATE;
+    SELECT coalesce(array_agg(x ->> 0), '{}'), coalesce(array_agg(x ->> 1), '{}')
+        INTO event_tenants, event_ids FROM jsonb_array_elements(needs -> 'event_ids') AS x;
+    SELECT coalesce(array_agg(x ->> 0), '{}'), coalesce(array_agg(x ->> 1), '{}')
+        INTO stream_tenants, stream_ids FROM jsonb_array_elements(needs -> 'streams') AS x;
+    SELECT coalesce(array_agg(x ->> 0), '{}'), coalesce(array_agg(x ->> 1), '{}'),
+           coalesce(array_agg(x ->> 2), '{}')
+        INTO ref_tenants, ref_kinds, ref_ids FROM jsonb_array_elements(needs -> 'refs') AS x;
+    SELECT coalesce(array_agg(x ->> 0), '{}'), coalesce(array_agg(x ->> 1), '{}')
+        INTO customer_tenants, customer_ids FROM jsonb_array_elements(needs -> 'customers') AS x;
     RETURN jsonb_build_object(
         'head', current_head,
         'existing', (
             SELECT coalesce(jsonb_agg(jsonb_build_array(e.tenant_id, e.event_id, e.position, e.hash)), '[]')
-            FROM jsonb_array_elements(needs -> 'event_ids') AS u(pair)
-            JOIN events e ON e.tenant_id = u.pair ->> 0 AND e.event_id = u.pair ->> 1),
+            FROM unnest(event_tenants, event_ids) AS u(t, i)
+            JOIN events e ON e.tenant_id = u.t AND e.event_id = u.i),
         'streams', (
-            SELECT coalesce(jsonb_agg(jsonb_build_array(u.pair ->> 0, u.pair ->> 1, (
+            SELECT coalesce(jsonb_agg(jsonb_build_array(u.t, u.s, (
                 SELECT max(e.stream_version) FROM events e
-                WHERE e.tenant_id = u.pair ->> 0 AND e.stream_id = u.pair ->> 1))), '[]')
-            FROM jsonb_array_elements(needs -> 'streams') AS u(pair)),
+                WHERE e.tenant_id = u.t AND e.stream_id = u.s))), '[]')
+            FROM unnest(stream_tenants, stream_ids) AS u(t, s)),
         'refs', (
             SELECT coalesce(jsonb_agg(jsonb_build_array(r.tenant_id, r.kind, r.ref_id, r.state)), '[]')
             FROM (
                 -- what the events name
-                SELECT r.* FROM jsonb_array_elements(needs -> 'refs') AS u(triple)
-                JOIN ledger_refs r ON r.tenant_id = u.triple ->> 0 AND r.kind = u.triple ->> 1
-                    AND r.ref_id = u.triple ->> 2
+                SELECT r.* FROM unnest(ref_tenants, ref_kinds, ref_ids) AS u(t, k, i)
+                JOIN ledger_refs r ON r.tenant_id = u.t AND r.kind = u.k AND r.ref_id = u.i
                 UNION
                 -- invoices a refund may reopen: those its payment was applied to
-                SELECT i.* FROM jsonb_array_elements(needs -> 'refs') AS u(triple)
-                JOIN ledger_refs p ON p.tenant_id = u.triple ->> 0 AND p.kind = 'payment'
-                    AND u.triple ->> 1 = 'payment' AND p.ref_id = u.triple ->> 2
+                SELECT i.* FROM unnest(ref_tenants, ref_kinds, ref_ids) AS u(t, k, i)
+                JOIN ledger_refs p ON p.tenant_id = u.t AND p.kind = u.k AND p.ref_id = u.i
                 CROSS JOIN LATERAL jsonb_array_elements(p.state -> 'allocations') AS a(pair)
                 JOIN ledger_refs i ON i.tenant_id = p.tenant_id AND i.kind = 'invoice'
                     AND i.ref_id = a.pair ->> 0
+                WHERE u.k = 'payment'
                 UNION
                 -- open invoices of customers paying without allocations (oldest due first)
-                SELECT r.* FROM jsonb_array_elements(needs -> 'customers') AS u(pair)
-                JOIN ledger_refs r ON r.tenant_id = u.pair ->> 0 AND r.customer_id = u.pair ->> 1
+                SELECT r.* FROM unnest(customer_tenants, customer_ids) AS u(t, c)
+                JOIN ledger_refs r ON r.tenant_id = u.t AND r.customer_id = u.c
                     AND r.kind = 'invoice' AND r.is_open
             ) AS r)
     );
