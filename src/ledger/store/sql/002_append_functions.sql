@@ -1,6 +1,8 @@
 -- The two halves of an append transaction, one round trip each (ledger/store/postgres.py).
 -- VOLATILE plpgsql: every statement after the row lock takes a fresh snapshot, so the loads see
 -- every transaction that committed before the lock was granted.
+-- Every lookup is a LATERAL probe with OFFSET 0, which keeps the planner from flattening it into a
+-- merge or hash join over the whole table (it misjudges the policy's selectivity and did so).
 -- The keys arrive as JSON and are unpacked into text[] first: joins on plain columns use the
 -- indexes under row-level security, where a join on `json ->> n` would not (->> is not leakproof,
 -- so the planner may not push it below the policy, and every lookup would scan the table).
@@ -12,6 +14,7 @@ DECLARE
     stream_tenants text[]; stream_ids text[];
     ref_tenants text[]; ref_kinds text[]; ref_ids text[];
     customer_tenants text[]; customer_ids text[];
+    followed_tenants text[]; followed_ids text[];
 BEGIN
     PERFORM set_config('ledger.tenants', tenants, true);
     SELECT head INTO current_head FROM ledger_position FOR UPDATE;
@@ -24,12 +27,20 @@ BEGIN
         INTO ref_tenants, ref_kinds, ref_ids FROM jsonb_array_elements(needs -> 'refs') AS x;
     SELECT coalesce(array_agg(x ->> 0), '{}'), coalesce(array_agg(x ->> 1), '{}')
         INTO customer_tenants, customer_ids FROM jsonb_array_elements(needs -> 'customers') AS x;
+    SELECT coalesce(array_agg(u.t), '{}'), coalesce(array_agg(a.pair ->> 0), '{}')
+        INTO followed_tenants, followed_ids
+        FROM unnest(ref_tenants, ref_kinds, ref_ids) AS u(t, k, i)
+        CROSS JOIN LATERAL (SELECT * FROM ledger_refs p
+            WHERE p.tenant_id = u.t AND p.kind = u.k AND p.ref_id = u.i OFFSET 0) AS p
+        CROSS JOIN LATERAL jsonb_array_elements(p.state -> 'allocations') AS a(pair)
+        WHERE u.k = 'payment';
     RETURN jsonb_build_object(
         'head', current_head,
         'existing', (
             SELECT coalesce(jsonb_agg(jsonb_build_array(e.tenant_id, e.event_id, e.position, e.hash)), '[]')
             FROM unnest(event_tenants, event_ids) AS u(t, i)
-            JOIN events e ON e.tenant_id = u.t AND e.event_id = u.i),
+            CROSS JOIN LATERAL (SELECT * FROM events e
+                                WHERE e.tenant_id = u.t AND e.event_id = u.i OFFSET 0) AS e),
         'streams', (
             SELECT coalesce(jsonb_agg(jsonb_build_array(u.t, u.s, (
                 SELECT max(e.stream_version) FROM events e
@@ -40,20 +51,19 @@ BEGIN
             FROM (
                 -- what the events name
                 SELECT r.* FROM unnest(ref_tenants, ref_kinds, ref_ids) AS u(t, k, i)
-                JOIN ledger_refs r ON r.tenant_id = u.t AND r.kind = u.k AND r.ref_id = u.i
+                CROSS JOIN LATERAL (SELECT * FROM ledger_refs r
+                    WHERE r.tenant_id = u.t AND r.kind = u.k AND r.ref_id = u.i OFFSET 0) AS r
                 UNION
                 -- invoices a refund may reopen: those its payment was applied to
-                SELECT i.* FROM unnest(ref_tenants, ref_kinds, ref_ids) AS u(t, k, i)
-                JOIN ledger_refs p ON p.tenant_id = u.t AND p.kind = u.k AND p.ref_id = u.i
-                CROSS JOIN LATERAL jsonb_array_elements(p.state -> 'allocations') AS a(pair)
-                JOIN ledger_refs i ON i.tenant_id = p.tenant_id AND i.kind = 'invoice'
-                    AND i.ref_id = a.pair ->> 0
-                WHERE u.k = 'payment'
+                SELECT i.* FROM unnest(followed_tenants, followed_ids) AS u(t, i)
+                CROSS JOIN LATERAL (SELECT * FROM ledger_refs i
+                    WHERE i.tenant_id = u.t AND i.kind = 'invoice' AND i.ref_id = u.i OFFSET 0) AS i
                 UNION
                 -- open invoices of customers paying without allocations (oldest due first)
                 SELECT r.* FROM unnest(customer_tenants, customer_ids) AS u(t, c)
-                JOIN ledger_refs r ON r.tenant_id = u.t AND r.customer_id = u.c
-                    AND r.kind = 'invoice' AND r.is_open
+                CROSS JOIN LATERAL (SELECT * FROM ledger_refs r
+                    WHERE r.tenant_id = u.t AND r.customer_id = u.c
+                      AND r.kind = 'invoice' AND r.is_open OFFSET 0) AS r
             ) AS r)
     );
 END;
