@@ -77,7 +77,7 @@ class ChildServer:
             stdout=self._log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
-            preexec_fn=_die_with_parent if os.name == "posix" else None,  # noqa: PLW1509
+            preexec_fn=_die_with_parent if os.name == "posix" else None,
         )
         self._wait_until_listening()
 
@@ -188,7 +188,9 @@ class EmbeddedPostgres:
 
         data_dir.mkdir(parents=True, exist_ok=True)
         try:
-            server = pgserver.get_server(str(data_dir.resolve()), cleanup_mode="stop")
+            server = pgserver.get_server(  # type: ignore[attr-defined]
+                str(data_dir.resolve()), cleanup_mode="stop"
+            )
         except Exception as error:
             raise EmbeddedServerError(f"embedded PostgreSQL failed to start: {error}") from error
         url = str(server.get_uri())
