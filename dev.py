@@ -51,12 +51,10 @@ def run(step: str, command: list[str]) -> int:
 
 def test(args: list[str]) -> int:
     ensure_venv("test")
+    linted = [name for name in ("src", "tests", "bench", "dev.py") if (root / name).exists()]
     steps = [
-        ("ruff check", [str(python), "-m", "ruff", "check", "src", "tests", "bench", "dev.py"]),
-        (
-            "ruff format --check",
-            [str(python), "-m", "ruff", "format", "--check", "src", "tests", "bench", "dev.py"],
-        ),
+        ("ruff check", [str(python), "-m", "ruff", "check", *linted]),
+        ("ruff format --check", [str(python), "-m", "ruff", "format", "--check", *linted]),
         ("mypy --strict", [str(python), "-m", "mypy"]),
         ("schemas match the contract", [str(python), "-m", "ledger.schemas", "--check"]),
         ("pytest", [str(python), "-m", "pytest", *args]),
