@@ -238,6 +238,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         stream=sys.stderr,
         format='{"time":"%(asctime)s","level":"%(levelname)s","logger":"%(name)s","message":"%(message)s"}',
     )
+    # pgserver logs every initdb and pg_ctl line at INFO; ours are the lines worth reading.
+    logging.getLogger("pgserver").setLevel(logging.WARNING)
     settings = Settings.from_env()
     try:
         return asyncio.run(_commands[args.command](settings, args))
