@@ -1,71 +1,66 @@
 -- The two halves of an append transaction, one round trip each (ledger/store/postgres.py).
 -- VOLATILE plpgsql: every statement after the row lock takes a fresh snapshot, so the loads see
 -- every transaction that committed before the lock was granted.
--- Every lookup is a LATERAL probe with OFFSET 0, which keeps the planner from flattening it into a
--- merge or hash join over the whole table (it misjudges the policy's selectivity and did so).
--- The keys arrive as JSON and are unpacked into text[] first: joins on plain columns use the
--- indexes under row-level security, where a join on `json ->> n` would not (->> is not leakproof,
--- so the planner may not push it below the policy, and every lookup would scan the table).
+-- Two statements: the lock, then every load in one query. The keys arrive as JSON and are unpacked
+-- in MATERIALIZED CTEs, so the probes join on plain columns: under row-level security a join on
+-- `json ->> n` cannot become an index condition (->> is not leakproof). Each probe is a LATERAL
+-- subquery with OFFSET 0, which keeps the planner from flattening it into a merge or hash join over
+-- the whole table (it misjudges the policy's selectivity and did exactly that).
 CREATE OR REPLACE FUNCTION ledger_lock_and_load(tenants text, needs jsonb) RETURNS jsonb
 LANGUAGE plpgsql VOLATILE AS $$
 DECLARE
     current_head bigint;
-    event_tenants text[]; event_ids text[];
-    stream_tenants text[]; stream_ids text[];
-    ref_tenants text[]; ref_kinds text[]; ref_ids text[];
-    customer_tenants text[]; customer_ids text[];
-    followed_tenants text[]; followed_ids text[];
+    loaded jsonb;
 BEGIN
     PERFORM set_config('ledger.tenants', tenants, true);
     SELECT head INTO current_head FROM ledger_position FOR UPDATE;
-    SELECT coalesce(array_agg(x ->> 0), '{}'), coalesce(array_agg(x ->> 1), '{}')
-        INTO event_tenants, event_ids FROM jsonb_array_elements(needs -> 'event_ids') AS x;
-    SELECT coalesce(array_agg(x ->> 0), '{}'), coalesce(array_agg(x ->> 1), '{}')
-        INTO stream_tenants, stream_ids FROM jsonb_array_elements(needs -> 'streams') AS x;
-    SELECT coalesce(array_agg(x ->> 0), '{}'), coalesce(array_agg(x ->> 1), '{}'),
-           coalesce(array_agg(x ->> 2), '{}')
-        INTO ref_tenants, ref_kinds, ref_ids FROM jsonb_array_elements(needs -> 'refs') AS x;
-    SELECT coalesce(array_agg(x ->> 0), '{}'), coalesce(array_agg(x ->> 1), '{}')
-        INTO customer_tenants, customer_ids FROM jsonb_array_elements(needs -> 'customers') AS x;
-    SELECT coalesce(array_agg(u.t), '{}'), coalesce(array_agg(a.pair ->> 0), '{}')
-        INTO followed_tenants, followed_ids
-        FROM unnest(ref_tenants, ref_kinds, ref_ids) AS u(t, k, i)
-        CROSS JOIN LATERAL (SELECT * FROM ledger_refs p
-            WHERE p.tenant_id = u.t AND p.kind = u.k AND p.ref_id = u.i OFFSET 0) AS p
+    WITH event_keys AS MATERIALIZED (
+        SELECT x ->> 0 AS t, x ->> 1 AS i FROM jsonb_array_elements(needs -> 'event_ids') AS x
+    ), stream_keys AS MATERIALIZED (
+        SELECT x ->> 0 AS t, x ->> 1 AS s FROM jsonb_array_elements(needs -> 'streams') AS x
+    ), ref_keys AS MATERIALIZED (
+        SELECT x ->> 0 AS t, x ->> 1 AS k, x ->> 2 AS i FROM jsonb_array_elements(needs -> 'refs') AS x
+    ), customer_keys AS MATERIALIZED (
+        SELECT x ->> 0 AS t, x ->> 1 AS c FROM jsonb_array_elements(needs -> 'customers') AS x
+    ), named AS MATERIALIZED (
+        SELECT r.* FROM ref_keys AS u
+        CROSS JOIN LATERAL (SELECT * FROM ledger_refs r
+            WHERE r.tenant_id = u.t AND r.kind = u.k AND r.ref_id = u.i OFFSET 0) AS r
+    ), followed_keys AS MATERIALIZED (
+        -- invoices a refund may reopen: those its payment was applied to
+        SELECT p.tenant_id AS t, a.pair ->> 0 AS i FROM named AS p
         CROSS JOIN LATERAL jsonb_array_elements(p.state -> 'allocations') AS a(pair)
-        WHERE u.k = 'payment';
-    RETURN jsonb_build_object(
+        WHERE p.kind = 'payment'
+    )
+    SELECT jsonb_build_object(
         'head', current_head,
         'existing', (
             SELECT coalesce(jsonb_agg(jsonb_build_array(e.tenant_id, e.event_id, e.position, e.hash)), '[]')
-            FROM unnest(event_tenants, event_ids) AS u(t, i)
+            FROM event_keys AS u
             CROSS JOIN LATERAL (SELECT * FROM events e
                                 WHERE e.tenant_id = u.t AND e.event_id = u.i OFFSET 0) AS e),
         'streams', (
             SELECT coalesce(jsonb_agg(jsonb_build_array(u.t, u.s, (
                 SELECT max(e.stream_version) FROM events e
                 WHERE e.tenant_id = u.t AND e.stream_id = u.s))), '[]')
-            FROM unnest(stream_tenants, stream_ids) AS u(t, s)),
+            FROM stream_keys AS u),
         'refs', (
             SELECT coalesce(jsonb_agg(jsonb_build_array(r.tenant_id, r.kind, r.ref_id, r.state)), '[]')
             FROM (
-                -- what the events name
-                SELECT r.* FROM unnest(ref_tenants, ref_kinds, ref_ids) AS u(t, k, i)
-                CROSS JOIN LATERAL (SELECT * FROM ledger_refs r
-                    WHERE r.tenant_id = u.t AND r.kind = u.k AND r.ref_id = u.i OFFSET 0) AS r
+                SELECT * FROM named
                 UNION
-                -- invoices a refund may reopen: those its payment was applied to
-                SELECT i.* FROM unnest(followed_tenants, followed_ids) AS u(t, i)
+                SELECT i.* FROM followed_keys AS u
                 CROSS JOIN LATERAL (SELECT * FROM ledger_refs i
                     WHERE i.tenant_id = u.t AND i.kind = 'invoice' AND i.ref_id = u.i OFFSET 0) AS i
                 UNION
                 -- open invoices of customers paying without allocations (oldest due first)
-                SELECT r.* FROM unnest(customer_tenants, customer_ids) AS u(t, c)
+                SELECT r.* FROM customer_keys AS u
                 CROSS JOIN LATERAL (SELECT * FROM ledger_refs r
                     WHERE r.tenant_id = u.t AND r.customer_id = u.c
                       AND r.kind = 'invoice' AND r.is_open OFFSET 0) AS r
             ) AS r)
-    );
+    ) INTO loaded;
+    RETURN loaded;
 END;
 $$;
 
