@@ -11,7 +11,11 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from ledger.api import make_app, request_events_max
+from ledger.decide import Outcome
+from ledger.errors import StoreUnavailableError
 from ledger.service import LedgerService
+from ledger.store import Unit
+from ledger.store.memory import MemoryEventStore
 from ledger.store.postgres import PostgresEventStore
 from tests.ledger.events import cloud_event, customer, invoice, new_tenant, payment
 
@@ -221,3 +225,36 @@ async def test_listing_validates_its_parameters(client: TestClient[Any, Any]) ->
         response = await client.get("/v1/events", params=params)
         assert response.status == 400
         assert (await response.json())["rejected"][0]["field"] == field
+
+
+class _FailingStore(MemoryEventStore):
+    def __init__(self, error: Exception) -> None:
+        super().__init__()
+        self.error = error
+
+    async def append(self, units: list[Unit]) -> list[list[Outcome]]:
+        raise self.error
+
+
+@pytest.mark.parametrize(
+    ("error", "status", "code"),
+    [
+        (StoreUnavailableError("connection refused"), 503, "store_unavailable"),
+        (RuntimeError("a bug"), 500, "internal_error"),
+    ],
+)
+async def test_store_failures_answer_json_without_a_traceback(
+    error: Exception, status: int, code: str
+) -> None:
+    async with TestClient(TestServer(make_app(LedgerService(_FailingStore(error))))) as failing:
+        response = await failing.post(
+            "/v1/events",
+            data=orjson.dumps(customer(new_tenant())),
+            headers={"Content-Type": "application/json"},
+        )
+        body = await response.read()
+        assert response.status == status
+        assert orjson.loads(body)["error"]["code"] == code
+        assert b"Traceback" not in body and b"a bug" not in body
+        if status == 503:
+            assert response.headers["Retry-After"] == "1"
