@@ -196,7 +196,9 @@ def test_redis_keeps_data_only_in_a_data_folder(server_folder: Path) -> None:
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux only")
-def test_a_child_server_dies_with_its_parent() -> None:
+def test_a_child_server_dies_with_its_parent(tmp_path: Path) -> None:
+    # The killed parent cannot remove its Redis scratch folder: keep it under tmp_path.
+    environment = dict(os.environ, TMPDIR=str(tmp_path))
     parent = subprocess.Popen(
         [
             sys.executable,
@@ -209,6 +211,7 @@ def test_a_child_server_dies_with_its_parent() -> None:
         ],
         stdout=subprocess.PIPE,
         text=True,
+        env=environment,
     )
     try:
         assert parent.stdout is not None
