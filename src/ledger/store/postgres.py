@@ -61,7 +61,7 @@ read_pool_size_max = 8
 connect_timeout_s = 10
 # A migration lock id of our own: concurrent `ledger migrate` runs wait for each other.
 migration_lock_id = 0x1ED6E5
-_migrations = ("001_events.sql", "002_append_functions.sql")
+_migrations = ("001_events.sql", "002_append_functions.sql", "003_checkpoints.sql")
 
 _select_events = """
 SELECT position, tenant_id, stream_id, stream_version, event_id, type, time, recorded_at,
@@ -119,6 +119,7 @@ async def _ensure_app_role(conn: AsyncConnection[TupleRow]) -> None:
                 "GRANT SELECT, UPDATE ON ledger_position TO {}",
                 "GRANT SELECT, INSERT, UPDATE ON ledger_refs TO {}",
                 "GRANT SELECT ON ledger_schema_migrations TO {}",
+                "GRANT SELECT, INSERT, UPDATE ON ledger_checkpoints TO {}",
             ):
                 await conn.execute(sql.SQL(statement).format(role))
     except psycopg.errors.InsufficientPrivilege:

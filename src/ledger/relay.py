@@ -1,0 +1,340 @@
+"""The outbox relay: tails the event store by global position and publishes to Kafka.
+
+PostgreSQL is the only source of truth; Kafka is a transport that can always be re-fed from it.
+The relay reads events after its checkpoint, publishes them to `ledger.events` (key = tenant id, so a
+tenant's events keep their order in one partition; CloudEvents binary mode: `ce_*` headers and the
+payload as the value), waits until the broker has acknowledged every one (`acks=all`), and only then
+moves its checkpoint in PostgreSQL. A crash at any point re-sends at most the unacknowledged tail;
+consumers skip positions they have applied, so redelivery never applies an event twice.
+
+A broker that lost data (the embedded one forgets everything on restart; a misconfigured cluster may
+too) is noticed by reading back, per partition, the last message the relay wrote there (its offset
+and position are kept with the checkpoint): a missing topic or a missing or different message, and the
+relay re-publishes from the start of the store. (Counting messages by end offsets would be simpler,
+but tansu 0.6 reports wrong end offsets: 1 after ten records.)
+
+It sleeps on LISTEN ledger_events (every append NOTIFYs the new head) with a polling fallback, so it
+reacts in milliseconds and still cannot miss a wake-up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from dataclasses import dataclass
+from typing import Protocol
+
+import orjson
+import psycopg
+from psycopg import AsyncConnection
+from psycopg.types.json import Jsonb
+
+from ledger.errors import StoreError
+from ledger.store import RecordedEvent
+from ledger.store.postgres import PostgresEventStore, notify_channel
+
+logger = logging.getLogger(__name__)
+
+events_topic = "ledger.events"
+# One publish waits for the broker's acks on this many events: large enough to amortise the wait,
+# small enough that a crash re-sends little.
+relay_batch_events_max = 1000
+# The fallback when a NOTIFY is missed (e.g. while reconnecting): an event is never later than this.
+poll_interval_s = 1.0
+# Checking the topic for lost data costs a metadata round trip; once per this many seconds of idling.
+broker_check_interval_s = 10.0
+# Reading back one marked message; a live broker answers in milliseconds.
+read_back_timeout_s = 5.0
+# Backoff between attempts when the broker or the database is down: doubling, capped.
+retry_delay_initial_s = 0.2
+retry_delay_max_s = 10.0
+
+
+# partition -> [offset, position] of the last message the relay wrote to that partition.
+Marks = dict[int, list[int]]
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    key: bytes
+    value: bytes
+    headers: list[tuple[str, bytes]]
+
+
+class Publisher(Protocol):
+    """The relay's view of the broker: a seam with an aiokafka implementation and test fakes."""
+
+    async def ensure_topic(self, topic: str, partitions: int) -> None: ...
+
+    async def topic_exists(self, topic: str) -> bool: ...
+
+    async def holds(self, topic: str, marks: Marks) -> bool:
+        """Whether each partition still has, at the marked offset, the message of that position."""
+        ...
+
+    async def publish(self, topic: str, messages: list[Message]) -> list[tuple[int, int]]:
+        """Return (partition, offset) per message once the broker acknowledged every one."""
+        ...
+
+
+def to_message(event: RecordedEvent) -> Message:
+    """CloudEvents Kafka binary mode: attributes as `ce_` headers, the data as the value."""
+    headers = [
+        ("ce_specversion", b"1.0"),
+        ("ce_id", event.event_id.encode()),
+        ("ce_source", str(event.metadata.get("source", "")).encode()),
+        ("ce_type", event.type.encode()),
+        ("ce_subject", event.stream_id.encode()),
+        ("ce_time", event.time.isoformat().replace("+00:00", "Z").encode()),
+        ("ce_tenantid", event.tenant_id.encode()),
+        ("ce_position", str(event.position).encode()),
+        ("ce_streamversion", str(event.stream_version).encode()),
+        ("ce_recordedat", event.recorded_at.isoformat().replace("+00:00", "Z").encode()),
+        ("ce_hash", event.hash.encode()),
+        ("content-type", b"application/json"),
+    ]
+    if "ledger" in event.metadata:
+        headers.append(("ce_ledger", orjson.dumps(event.metadata["ledger"])))
+    return Message(event.tenant_id.encode(), orjson.dumps(event.data), headers)
+
+
+class Relay:
+    def __init__(
+        self,
+        store: PostgresEventStore,
+        publisher: Publisher,
+        *,
+        topic: str = events_topic,
+        partitions: int = 6,
+        name: str | None = None,
+    ) -> None:
+        self.store = store
+        self.publisher = publisher
+        self.topic = topic
+        self.partitions = partitions
+        self.name = name or f"relay:{topic}"
+        self.checkpoint = 0
+        self.marks: Marks = {}
+        self._wakeup = asyncio.Event()
+
+    # --- checkpoint ------------------------------------------------------------------------
+
+    async def load_checkpoint(self) -> int:
+        async with await AsyncConnection.connect(self.store.conninfo, autocommit=True) as conn:
+            cursor = await conn.execute(
+                "SELECT position, marks FROM ledger_checkpoints WHERE name = %s", [self.name]
+            )
+            row = await cursor.fetchone()
+        self.checkpoint = int(row[0]) if row else 0
+        self.marks = {int(p): list(mark) for p, mark in (row[1] if row else {}).items()}
+        return self.checkpoint
+
+    async def save_checkpoint(self, position: int, marks: Marks) -> None:
+        async with await AsyncConnection.connect(self.store.conninfo, autocommit=True) as conn:
+            await conn.execute(
+                "INSERT INTO ledger_checkpoints (name, position, marks) VALUES (%s, %s, %s)"
+                " ON CONFLICT (name) DO UPDATE SET position = excluded.position,"
+                " marks = excluded.marks, updated_at = now()",
+                [self.name, position, Jsonb({str(p): mark for p, mark in marks.items()})],
+            )
+        self.checkpoint = position
+        self.marks = marks
+
+    # --- the broker's state ----------------------------------------------------------------
+
+    async def repair_broker(self) -> bool:
+        """Re-publish from the start when the broker lost what the checkpoint says it has."""
+        exists = await self.publisher.topic_exists(self.topic)
+        if not exists:
+            await self.publisher.ensure_topic(self.topic, self.partitions)
+        if exists and await self.publisher.holds(self.topic, self.marks):
+            return False
+        if self.checkpoint > 0:
+            logger.warning(
+                "broker lost data on %s (topic %s; checkpoint %d): re-publishing from the store",
+                self.topic,
+                "present but missing messages" if exists else "missing",
+                self.checkpoint,
+            )
+            await self.save_checkpoint(0, {})
+        return True
+
+    # --- the loop --------------------------------------------------------------------------
+
+    async def publish_once(self) -> int:
+        """Publish one batch after the checkpoint; return how many events were published."""
+        events = await self.store.read(None, self.checkpoint + 1, relay_batch_events_max)
+        if not events:
+            return 0
+        placed = await self.publisher.publish(self.topic, [to_message(event) for event in events])
+        marks = dict(self.marks)
+        for event, (partition, offset) in zip(events, placed, strict=True):
+            marks[partition] = [offset, event.position]
+        # Only now, with every message acknowledged, may the checkpoint move past them.
+        await self.save_checkpoint(events[-1].position, marks)
+        return len(events)
+
+    async def catch_up(self) -> int:
+        """Publish until the store's head is reached; return how many events were published."""
+        published = 0
+        while True:
+            count = await self.publish_once()
+            if count == 0:
+                return published
+            published += count
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Relay until `stop` is set, retrying with backoff through broker and database outages."""
+        delay = retry_delay_initial_s
+        listener = asyncio.create_task(self._listen(stop), name="relay-listen")
+        try:
+            while not stop.is_set():
+                try:
+                    await self.load_checkpoint()
+                    await self.repair_broker()
+                    await self._relay_until(stop)
+                except (StoreError, psycopg.Error, OSError, ConnectionError) as error:
+                    logger.warning("relay interrupted (%s); retrying in %.1f s", error, delay)
+                except Exception as error:  # broker client errors have no common base class
+                    logger.warning("relay interrupted (%r); retrying in %.1f s", error, delay)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), delay)
+                delay = min(delay * 2, retry_delay_max_s)
+        finally:
+            listener.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await listener
+
+    async def _relay_until(self, stop: asyncio.Event) -> None:
+        idle_s = 0.0
+        while not stop.is_set():
+            published = await self.catch_up()
+            if published:
+                logger.info("relayed %d events; checkpoint %d", published, self.checkpoint)
+                idle_s = 0.0
+                continue
+            self._wakeup.clear()
+            await _first_of(self._wakeup, stop, timeout_s=poll_interval_s)
+            if not self._wakeup.is_set() and not stop.is_set():
+                idle_s += poll_interval_s
+                if idle_s >= broker_check_interval_s:
+                    idle_s = 0.0
+                    await self.repair_broker()
+
+    async def _listen(self, stop: asyncio.Event) -> None:
+        """Set the wake-up flag on every NOTIFY; reconnect with backoff when the database drops."""
+        delay = retry_delay_initial_s
+        while not stop.is_set():
+            try:
+                async with await AsyncConnection.connect(
+                    self.store.conninfo, autocommit=True
+                ) as conn:
+                    await conn.execute(f"LISTEN {notify_channel}")
+                    delay = retry_delay_initial_s
+                    self._wakeup.set()  # anything appended while we were not listening
+                    async for _ in conn.notifies():
+                        self._wakeup.set()
+            except psycopg.Error as error:
+                logger.warning("relay listener lost the database (%s); retrying", error)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), delay)
+                delay = min(delay * 2, retry_delay_max_s)
+
+
+async def _first_of(*events: asyncio.Event, timeout_s: float) -> None:
+    """Wait until any of the events is set, or the timeout passes."""
+    waiters = [asyncio.ensure_future(event.wait()) for event in events]
+    try:
+        await asyncio.wait(waiters, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in waiters:
+            waiter.cancel()
+
+
+class KafkaPublisher:
+    """`Publisher` over aiokafka: acks=all; the idempotent producer where the broker supports it."""
+
+    def __init__(self, bootstrap: str, *, idempotent: bool) -> None:
+        self.bootstrap = bootstrap
+        self.idempotent = idempotent
+        self._producer: object | None = None
+
+    async def _started_producer(self) -> object:
+        from aiokafka import AIOKafkaProducer
+
+        if self._producer is None:
+            producer = AIOKafkaProducer(
+                bootstrap_servers=self.bootstrap,
+                acks="all",
+                enable_idempotence=self.idempotent,
+                linger_ms=5,
+                max_batch_size=1024 * 1024,
+            )
+            await producer.start()
+            self._producer = producer
+        return self._producer
+
+    async def ensure_topic(self, topic: str, partitions: int) -> None:
+        from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+        from aiokafka.errors import TopicAlreadyExistsError
+
+        admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap)
+        await admin.start()
+        try:
+            await admin.create_topics(
+                [NewTopic(topic, num_partitions=partitions, replication_factor=1)]
+            )
+        except TopicAlreadyExistsError:
+            pass
+        finally:
+            await admin.close()
+
+    async def topic_exists(self, topic: str) -> bool:
+        from aiokafka import AIOKafkaConsumer
+
+        consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False)
+        await consumer.start()
+        try:
+            return topic in await consumer.topics()
+        finally:
+            await consumer.stop()
+
+    async def holds(self, topic: str, marks: Marks) -> bool:
+        from aiokafka import AIOKafkaConsumer, TopicPartition
+
+        if not marks:
+            return True
+        consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False)
+        await consumer.start()
+        try:
+            for partition, (offset, position) in marks.items():
+                assigned = TopicPartition(topic, partition)
+                consumer.assign([assigned])
+                consumer.seek(assigned, offset)
+                batches = await consumer.getmany(
+                    assigned, timeout_ms=int(read_back_timeout_s * 1000), max_records=1
+                )
+                records = batches.get(assigned, [])
+                if not records or records[0].offset != offset:
+                    return False
+                if dict(records[0].headers).get("ce_position") != str(position).encode():
+                    return False
+            return True
+        finally:
+            await consumer.stop()
+
+    async def publish(self, topic: str, messages: list[Message]) -> list[tuple[int, int]]:
+        producer = await self._started_producer()
+        send = producer.send  # type: ignore[attr-defined]
+        pending = [
+            await send(topic, value=message.value, key=message.key, headers=message.headers)
+            for message in messages
+        ]
+        acknowledged = await asyncio.gather(*pending)
+        return [(int(meta.partition), int(meta.offset)) for meta in acknowledged]
+
+    async def close(self) -> None:
+        if self._producer is not None:
+            await self._producer.stop()  # type: ignore[attr-defined]
+            self._producer = None

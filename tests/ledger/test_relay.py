@@ -1,0 +1,256 @@
+"""The relay publishes every stored event exactly in position order per tenant, moves its checkpoint
+only after the broker acknowledged, re-sends (never skips) after a failed publish, wakes on NOTIFY,
+and re-publishes from the store when the broker lost its data: with a fake broker for the exact
+bookkeeping, and for real against PostgreSQL and the tansu broker (restarted, losing everything)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import pytest
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from ledger import relay as relay_module
+from ledger.embedded import EmbeddedKafka
+from ledger.relay import KafkaPublisher, Marks, Message, Relay
+from ledger.service import LedgerService
+from ledger.store.postgres import PostgresEventStore
+from tests.ledger.events import customer, invoice, new_tenant, payment
+
+# A consumer on loopback sees a published message within milliseconds; tansu needs a few seconds
+# for metadata after a restart. These bound the waits so a broken relay fails instead of hanging.
+deliver_timeout_s = 30.0
+
+
+class FakePublisher:
+    def __init__(self) -> None:
+        self.topics: dict[str, list[Message]] = {}
+        self.failures_left = 0
+
+    async def ensure_topic(self, topic: str, partitions: int) -> None:
+        self.topics.setdefault(topic, [])
+
+    async def topic_exists(self, topic: str) -> bool:
+        return topic in self.topics
+
+    async def holds(self, topic: str, marks: Marks) -> bool:
+        stored = self.topics.get(topic, [])
+        return all(
+            offset < len(stored) and _header(stored[offset], "ce_position") == str(position)
+            for offset, position in marks.values()
+        )
+
+    async def publish(self, topic: str, messages: list[Message]) -> list[tuple[int, int]]:
+        stored = self.topics.setdefault(topic, [])
+        if self.failures_left:
+            self.failures_left -= 1
+            # Half the batch reached the broker before the connection broke.
+            stored.extend(messages[: len(messages) // 2])
+            raise ConnectionError("broker went away")
+        first = len(stored)
+        stored.extend(messages)
+        return [(0, first + index) for index in range(len(messages))]
+
+
+def _header(message: Message, name: str) -> str:
+    return dict(message.headers)[name].decode()
+
+
+@pytest.fixture
+async def fresh_store(new_database: Callable[[], str]) -> AsyncIterator[PostgresEventStore]:
+    store = await PostgresEventStore.open(new_database())
+    yield store
+    await store.close()
+
+
+async def _append_story(store: PostgresEventStore, tenants: list[str], invoices: int) -> int:
+    service = LedgerService(store)
+    for tenant in tenants:
+        batch = [customer(tenant)] + [invoice(tenant, f"INV-{i}") for i in range(invoices)]
+        batch.append(payment(tenant, amount="150.00"))
+        report = await service.append(batch)
+        assert not report.rejected, report.rejected
+    return await store.head()
+
+
+async def test_relay_publishes_each_event_once_in_order_with_checkpoint(
+    fresh_store: PostgresEventStore,
+) -> None:
+    head = await _append_story(fresh_store, [new_tenant(), new_tenant()], invoices=30)
+    broker = FakePublisher()
+    relay = Relay(fresh_store, broker, topic="events")
+    await relay.load_checkpoint()
+    assert await relay.repair_broker() is True
+    assert await relay.catch_up() == head
+    assert relay.checkpoint == head
+    assert await relay.load_checkpoint() == head
+
+    messages = broker.topics["events"]
+    assert [int(_header(m, "ce_position")) for m in messages] == list(range(1, head + 1))
+    stored = await fresh_store.read(None, 1, head)
+    for message, event in zip(messages, stored, strict=True):
+        assert message.key == event.tenant_id.encode()
+        assert _header(message, "ce_id") == event.event_id
+        assert _header(message, "ce_type") == event.type
+        assert _header(message, "ce_tenantid") == event.tenant_id
+    assert '"oldest_due_first"' in _header(messages[-1], "ce_ledger")
+    assert await relay.catch_up() == 0
+
+
+async def test_failed_publish_keeps_the_checkpoint_and_resends_the_tail(
+    fresh_store: PostgresEventStore,
+) -> None:
+    head = await _append_story(fresh_store, [new_tenant()], invoices=10)
+    broker = FakePublisher()
+    relay = Relay(fresh_store, broker, topic="events")
+    await relay.repair_broker()
+    broker.failures_left = 1
+    with pytest.raises(ConnectionError):
+        await relay.publish_once()
+    assert relay.checkpoint == 0
+    assert await relay.load_checkpoint() == 0
+    await relay.catch_up()
+    positions = [int(_header(m, "ce_position")) for m in broker.topics["events"]]
+    # At least once: the half-sent head is sent again, nothing is missing, the rest once each.
+    assert sorted(set(positions)) == list(range(1, head + 1))
+    assert positions[head // 2 :] == list(range(1, head + 1))
+
+
+async def test_broker_that_lost_data_is_refed_from_the_store(
+    fresh_store: PostgresEventStore,
+) -> None:
+    head = await _append_story(fresh_store, [new_tenant()], invoices=5)
+    broker = FakePublisher()
+    relay = Relay(fresh_store, broker, topic="events")
+    await relay.repair_broker()
+    await relay.catch_up()
+    assert await relay.repair_broker() is False  # everything is where the marks say
+    broker.topics["events"] = broker.topics["events"][:3]  # a broker that lost its tail
+    assert await relay.repair_broker() is True
+    assert relay.checkpoint == 0
+    await relay.catch_up()
+    broker.topics.clear()  # the embedded broker restarted with memory storage
+    assert await relay.repair_broker() is True
+    assert relay.checkpoint == 0
+    await relay.catch_up()
+    assert [int(_header(m, "ce_position")) for m in broker.topics["events"]] == list(
+        range(1, head + 1)
+    )
+
+
+# --- against the real broker -----------------------------------------------------------------
+
+
+async def _consume_all(
+    bootstrap: str, topic: str, expected: int
+) -> list[tuple[bytes, dict[str, bytes]]]:
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or []]
+        deadline = time.monotonic() + deliver_timeout_s
+        while not partitions and time.monotonic() < deadline:
+            await consumer.topics()
+            await asyncio.sleep(0.2)
+            partitions = [
+                TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or []
+            ]
+        consumer.assign(partitions)
+        await consumer.seek_to_beginning(*partitions)
+        received: list[tuple[bytes, dict[str, bytes]]] = []
+        while len(received) < expected and time.monotonic() < deadline:
+            batches = await consumer.getmany(timeout_ms=500)
+            for records in batches.values():
+                received.extend((r.key or b"", dict(r.headers)) for r in records)
+        return received
+    finally:
+        await consumer.stop()
+
+
+async def _run_until(relay: Relay, position: int) -> tuple[asyncio.Event, asyncio.Task[None]]:
+    stop = asyncio.Event()
+    task = asyncio.create_task(relay.run(stop))
+    deadline = time.monotonic() + deliver_timeout_s
+    while relay.checkpoint < position:
+        assert time.monotonic() < deadline, f"relay stuck at {relay.checkpoint} < {position}"
+        await asyncio.sleep(0.05)
+    return stop, task
+
+
+async def test_relay_to_tansu_keeps_each_tenants_order(
+    fresh_store: PostgresEventStore, kafka_bootstrap: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tenants = [new_tenant(), new_tenant(), new_tenant()]
+    head = await _append_story(fresh_store, tenants, invoices=20)
+    topic = f"ledger.events.{uuid.uuid4().hex[:8]}"
+    publisher = KafkaPublisher(kafka_bootstrap, idempotent=False)
+    relay = Relay(fresh_store, publisher, topic=topic, partitions=3)
+    # A long poll interval proves the NOTIFY wakes the relay for the second batch.
+    monkeypatch.setattr(relay_module, "poll_interval_s", 60.0)
+    stop, task = await _run_until(relay, head)
+    try:
+        started = time.monotonic()
+        await LedgerService(fresh_store).append([invoice(tenants[0], "INV-late")])
+        deadline = time.monotonic() + deliver_timeout_s
+        while relay.checkpoint < head + 1:
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.01)
+        assert time.monotonic() - started < 5.0, "the relay did not wake on NOTIFY"
+        received = await _consume_all(kafka_bootstrap, topic, head + 1)
+    finally:
+        stop.set()
+        await task
+        await publisher.close()
+    assert len(received) == head + 1
+    by_tenant: dict[bytes, list[int]] = {}
+    for key, headers in received:
+        assert headers["ce_tenantid"] == key
+        by_tenant.setdefault(key, []).append(int(headers["ce_position"]))
+    assert set(by_tenant) == {tenant.encode() for tenant in tenants}
+    for positions in by_tenant.values():
+        assert positions == sorted(positions)
+    assert sorted(p for positions in by_tenant.values() for p in positions) == list(
+        range(1, head + 2)
+    )
+
+
+async def test_restarted_broker_is_refed_by_the_running_relay(
+    fresh_store: PostgresEventStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(relay_module, "broker_check_interval_s", 0.5)
+    monkeypatch.setattr(relay_module, "poll_interval_s", 0.25)
+    head = await _append_story(fresh_store, [new_tenant()], invoices=10)
+    broker = EmbeddedKafka.start(tmp_path / "first")
+    port = broker.port
+    publisher = KafkaPublisher(broker.bootstrap, idempotent=False)
+    relay = Relay(fresh_store, publisher, topic="ledger.events", partitions=2)
+    saved: list[int] = []
+    save_checkpoint = relay.save_checkpoint
+
+    async def recording_save(position: int, marks: Marks) -> None:
+        await save_checkpoint(position, marks)
+        saved.append(position)
+
+    monkeypatch.setattr(relay, "save_checkpoint", recording_save)
+    stop, task = await _run_until(relay, head)
+    try:
+        broker.stop()  # memory storage: the topic and all its messages are gone
+        saved.clear()
+        broker = EmbeddedKafka.start(tmp_path / "second", port=port)
+        deadline = time.monotonic() + deliver_timeout_s
+        # The relay notices the loss on its own, resets its checkpoint and re-publishes everything.
+        while not (0 in saved and saved[-1] == head):
+            assert time.monotonic() < deadline, f"no re-publish; checkpoints saved: {saved}"
+            await asyncio.sleep(0.05)
+        received = await _consume_all(broker.bootstrap, "ledger.events", head)
+        positions = sorted(int(headers["ce_position"]) for _, headers in received)
+        assert positions == list(range(1, head + 1))
+    finally:
+        stop.set()
+        await task
+        await publisher.close()
+        broker.stop()
