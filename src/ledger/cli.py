@@ -4,7 +4,8 @@
     ledger append FILE|-  [--atomic]   append JSON lines; print what was appended, duplicated, rejected
     ledger events --tenant T [--from-position N] [--limit N]   stored events as JSON lines
     ledger api [--host H] [--port P]   serve the HTTP API
-    ledger up [--api-port P] [--data-dir D]   run the system on embedded defaults
+    ledger relay                       publish stored events to Kafka (LEDGER_KAFKA_BOOTSTRAP)
+    ledger up [--api-port P] [--data-dir D]   run the system (API + relay) on embedded defaults
 
 Exit codes: 0 success; 1 something was rejected; 2 bad usage or input that cannot be read;
 3 a server (the database) cannot be reached. Errors are one line on stderr, never a traceback.
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import logging
 import signal
 import sys
@@ -145,52 +147,86 @@ async def _migrate_command(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
-async def _serve_api(settings: Settings, host: str, port: int, announce: str | None = None) -> int:
+def _stop_on_signals() -> asyncio.Event:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signal_number in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signal_number, stop.set)
+    return stop
+
+
+async def _start_api(service: LedgerService, host: str, port: int) -> Any:
     from aiohttp import web
 
     from ledger.api import make_app
+
+    runner = web.AppRunner(make_app(service), access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, host, port).start()
+    logger.info("HTTP API listening on http://%s:%d", host, port)
+    return runner
+
+
+async def _api_command(settings: Settings, args: argparse.Namespace) -> int:
     from ledger.runtime import open_service
 
     async with open_service(settings) as service:
-        runner = web.AppRunner(make_app(service), access_log=None)
-        await runner.setup()
-        site = web.TCPSite(runner, host, port)
-        await site.start()
-        logger.info("HTTP API listening on http://%s:%d", host, port)
-        if announce:
-            sys.stdout.write(announce.format(host=host, port=port))
-            sys.stdout.flush()
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for signal_number in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(signal_number, stop.set)
+        runner = await _start_api(service, args.host, args.port)
         try:
-            await stop.wait()
+            await _stop_on_signals().wait()
         finally:
             await runner.cleanup()
     return 0
 
 
-async def _api_command(settings: Settings, args: argparse.Namespace) -> int:
-    return await _serve_api(settings, args.host, args.port)
+async def _run_relay(
+    settings: Settings, store: Any, bootstrap: str, idempotent: bool, stop: asyncio.Event
+) -> None:
+    from ledger.relay import KafkaPublisher, Relay
+
+    publisher = KafkaPublisher(bootstrap, idempotent=idempotent)
+    try:
+        await Relay(store, publisher, partitions=settings.kafka_partitions).run(stop)
+    finally:
+        await publisher.close()
+
+
+async def _relay_command(settings: Settings, args: argparse.Namespace) -> int:
+    from ledger.runtime import open_store
+
+    if not settings.kafka_bootstrap:
+        return _fail("relay: set LEDGER_KAFKA_BOOTSTRAP (or run everything with `ledger up`)")
+    async with open_store(settings) as store:
+        stop = _stop_on_signals()
+        await _run_relay(settings, store, settings.kafka_bootstrap, settings.kafka_idempotent, stop)
+    return 0
 
 
 async def _up_command(settings: Settings, args: argparse.Namespace) -> int:
-    settings = Settings(
-        database_url=settings.database_url,
-        kafka_bootstrap=settings.kafka_bootstrap,
-        redis_url=settings.redis_url,
-        data_dir=Path(args.data_dir),
-        jwt_secret=settings.jwt_secret,
-        kafka_partitions=settings.kafka_partitions,
-    )
-    announce = (
-        "ledger is up.\n"
-        "  HTTP API:   http://{host}:{port}/v1/events   (health: http://{host}:{port}/healthz)\n"
-        f"  data:       {Path(args.data_dir).resolve()}\n"
-        "Press Ctrl-C to stop.\n"
-    )
-    return await _serve_api(settings, args.host, args.api_port, announce)
+    from ledger.runtime import kafka_bootstrap, open_store
+
+    settings = dataclasses.replace(settings, data_dir=Path(args.data_dir))
+    with kafka_bootstrap(settings) as (bootstrap, idempotent):
+        async with open_store(settings) as store:
+            runner = await _start_api(LedgerService(store), args.host, args.api_port)
+            stop = _stop_on_signals()
+            relay = asyncio.create_task(_run_relay(settings, store, bootstrap, idempotent, stop))
+            sys.stdout.write(
+                "ledger is up.\n"
+                f"  HTTP API:  http://{args.host}:{args.api_port}/v1/events"
+                f"   (health: http://{args.host}:{args.api_port}/healthz)\n"
+                f"  Kafka:     {bootstrap} (topic ledger.events, fed by the relay)\n"
+                f"  data:      {settings.data_dir.resolve()}\n"
+                "Press Ctrl-C to stop.\n"
+            )
+            sys.stdout.flush()
+            try:
+                await stop.wait()
+            finally:
+                stop.set()
+                await relay
+                await runner.cleanup()
+    return 0
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -215,6 +251,8 @@ def _parser() -> argparse.ArgumentParser:
     api.add_argument("--host", default="127.0.0.1")
     api.add_argument("--port", type=int, default=8080)
 
+    commands.add_parser("relay", help="publish stored events to Kafka (LEDGER_KAFKA_BOOTSTRAP)")
+
     up = commands.add_parser("up", help="run the whole system on embedded defaults")
     up.add_argument("--host", default="127.0.0.1")
     up.add_argument("--api-port", type=int, default=8080)
@@ -227,6 +265,7 @@ _commands = {
     "append": _append_command,
     "events": _events_command,
     "api": _api_command,
+    "relay": _relay_command,
     "up": _up_command,
 }
 

@@ -25,6 +25,9 @@ class Settings:
     data_dir: Path = field(default_factory=lambda: Path(".ledger"))
     jwt_secret: str | None = None
     kafka_partitions: int = 6
+    # The idempotent producer needs InitProducerId, which Apache Kafka has and the embedded tansu
+    # broker does not; correctness never depends on it (consumers skip applied positions).
+    kafka_idempotent: bool = True
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -35,4 +38,5 @@ class Settings:
             data_dir=Path(_env("LEDGER_DATA_DIR") or ".ledger"),
             jwt_secret=_env("LEDGER_JWT_SECRET"),
             kafka_partitions=int(_env("LEDGER_KAFKA_PARTITIONS") or 6),
+            kafka_idempotent=(_env("LEDGER_KAFKA_IDEMPOTENT") or "true").lower() != "false",
         )

@@ -92,7 +92,7 @@ class _ExitedDuringStartupError(EmbeddedServerError):
         self.output_tail = output_tail
 
 
-def _free_loopback_port() -> int:
+def free_loopback_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
         probe.bind((loopback_host, 0))
         port: int = probe.getsockname()[1]
@@ -272,7 +272,7 @@ def _spawn_on_loopback_port(
     takes the port first), and wait until it is ready."""
     attempts = port_attempts_max if port is None else 1
     for attempt in range(1, attempts + 1):
-        chosen_port = _free_loopback_port() if port is None else port
+        chosen_port = free_loopback_port() if port is None else port
         child = _ChildProcess.spawn(
             name,
             command_for_port(chosen_port),

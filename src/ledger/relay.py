@@ -262,8 +262,9 @@ class KafkaPublisher:
 
     async def _started_producer(self) -> object:
         from aiokafka import AIOKafkaProducer
+        from aiokafka.errors import UnknownError
 
-        if self._producer is None:
+        while self._producer is None:
             producer = AIOKafkaProducer(
                 bootstrap_servers=self.bootstrap,
                 acks="all",
@@ -271,7 +272,20 @@ class KafkaPublisher:
                 linger_ms=5,
                 max_batch_size=1024 * 1024,
             )
-            await producer.start()
+            try:
+                await producer.start()
+            except Exception as error:
+                await producer.stop()
+                if not (self.idempotent and isinstance(error, UnknownError)):
+                    raise
+                # Brokers without InitProducerId (tansu 0.6) answer UnknownError to it. Correctness
+                # never rests on idempotence (consumers skip positions they applied), so go on.
+                logger.warning(
+                    "the broker refused the idempotent producer (InitProducerId); "
+                    "continuing without it"
+                )
+                self.idempotent = False
+                continue
             self._producer = producer
         return self._producer
 
@@ -327,14 +341,19 @@ class KafkaPublisher:
     async def publish(self, topic: str, messages: list[Message]) -> list[tuple[int, int]]:
         producer = await self._started_producer()
         send = producer.send  # type: ignore[attr-defined]
-        pending = [
-            await send(topic, value=message.value, key=message.key, headers=message.headers)
-            for message in messages
-        ]
-        acknowledged = await asyncio.gather(*pending)
+        try:
+            pending = [
+                await send(topic, value=message.value, key=message.key, headers=message.headers)
+                for message in messages
+            ]
+            acknowledged = await asyncio.gather(*pending)
+        except Exception:
+            # A producer that failed is not trusted again: the next attempt starts a fresh one.
+            await self.close()
+            raise
         return [(int(meta.partition), int(meta.offset)) for meta in acknowledged]
 
     async def close(self) -> None:
         if self._producer is not None:
-            await self._producer.stop()  # type: ignore[attr-defined]
-            self._producer = None
+            producer, self._producer = self._producer, None
+            await producer.stop()  # type: ignore[attr-defined]

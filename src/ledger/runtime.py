@@ -29,10 +29,31 @@ def database_url(settings: Settings) -> Iterator[str]:
 
 
 @asynccontextmanager
-async def open_service(settings: Settings) -> AsyncIterator[LedgerService]:
+async def open_store(settings: Settings) -> AsyncIterator[PostgresEventStore]:
     with database_url(settings) as url:
         store = await PostgresEventStore.open(url)
         try:
-            yield LedgerService(store)
+            yield store
         finally:
             await store.close()
+
+
+@asynccontextmanager
+async def open_service(settings: Settings) -> AsyncIterator[LedgerService]:
+    async with open_store(settings) as store:
+        yield LedgerService(store)
+
+
+@contextmanager
+def kafka_bootstrap(settings: Settings) -> Iterator[tuple[str, bool]]:
+    """The configured Kafka cluster, or the embedded tansu broker; and whether to be idempotent."""
+    if settings.kafka_bootstrap:
+        yield settings.kafka_bootstrap, settings.kafka_idempotent
+        return
+    from ledger.embedded import EmbeddedKafka
+
+    broker = EmbeddedKafka.start(settings.data_dir / "tansu")
+    try:
+        yield broker.bootstrap, False
+    finally:
+        broker.stop()
