@@ -17,9 +17,8 @@ and every replay agree on them by construction.
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date
 from decimal import Decimal
 from typing import Any
@@ -183,7 +182,7 @@ class _Overlay:
     def for_update(self, kind: str, ref_id: str) -> Any:
         key = (kind, ref_id)
         if key not in self.refs:
-            self.refs[key] = copy.deepcopy(self.base.refs[key])
+            self.refs[key] = _clone(self.base.refs[key])
         return self.refs[key]
 
     def put(self, kind: str, ref_id: str, state: State) -> None:
@@ -213,6 +212,18 @@ class _Overlay:
         self.base.events.update(self.events)
         for customer_id, invoice_ids in self.new_invoices.items():
             self.base.invoices_by_customer.setdefault(customer_id, set()).update(invoice_ids)
+
+
+def _clone(state: State) -> State:
+    """A copy that shares nothing mutable with the original (deepcopy is ~10x slower here)."""
+    match state:
+        case ContractState():
+            return replace(state, lines=dict(state.lines), satisfied=list(state.satisfied))
+        case PaymentState():
+            return replace(state, allocations=[list(pair) for pair in state.allocations])
+        case InvoiceState() | ExpenseState():
+            return replace(state)
+    return state  # bool and str are immutable
 
 
 def _refused(code: RejectionCode, field_name: str, message: str) -> Rejection:
