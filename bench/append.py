@@ -311,7 +311,7 @@ def main() -> None:
             repeat(
                 server,
                 repetitions,
-                lambda url: asyncio.run(ledger_batched(url, batch_count, atomic)),
+                lambda url, atomic=atomic: asyncio.run(ledger_batched(url, batch_count, atomic)),
             )
         )
         if atomic:
