@@ -8,23 +8,15 @@ the session, so a run that needs no Kafka never starts tansu.
 
 from __future__ import annotations
 
-import secrets
 import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-import psycopg
 import pytest
-from psycopg import sql
-from psycopg.conninfo import make_conninfo
 
 from ledger.config import Settings
-
-# A database that a crashed run left behind is easy to spot (and drop) by its prefix.
-test_database_prefix = "ledger_test_"
-# DROP DATABASE ... WITH (FORCE) exists from PostgreSQL 13 on (server_version_num).
-drop_force_server_version_min = 130000
+from tests.servers import create_database, drop_database
 
 
 @pytest.fixture(scope="session")
@@ -51,30 +43,11 @@ def postgres_server_url() -> Iterator[str]:
 def database_url(postgres_server_url: str) -> Iterator[str]:
     """A fresh, empty database on that server for this session (a conninfo string), dropped at
     the end."""
-    name = f"{test_database_prefix}{secrets.token_hex(6)}"
-    with psycopg.connect(postgres_server_url, autocommit=True) as connection:
-        connection.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    conninfo = create_database(postgres_server_url)
     try:
-        # make_conninfo parses URLs (TCP, or pgserver's ?host=/socket/dir) and key=value strings
-        # alike, and replaces only the database name.
-        yield make_conninfo(postgres_server_url, dbname=name)
+        yield conninfo
     finally:
-        _drop_database(postgres_server_url, name)
-
-
-def _drop_database(server_url: str, name: str) -> None:
-    with psycopg.connect(server_url, autocommit=True) as connection:
-        # A pool or store that a failing test did not close must not keep the database alive.
-        connection.execute(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
-            " WHERE datname = %s AND pid <> pg_backend_pid()",
-            [name],
-        )
-        drop = sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(name))
-        if connection.info.server_version >= drop_force_server_version_min:
-            # FORCE also covers a client that reconnects between the terminate and the drop.
-            drop = sql.SQL("{} WITH (FORCE)").format(drop)
-        connection.execute(drop)
+        drop_database(conninfo)
 
 
 @pytest.fixture(scope="session")

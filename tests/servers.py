@@ -10,6 +10,8 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 # A test database that a crashed run left behind is easy to spot (and drop) by its prefix.
 test_database_prefix = "ledger_test_"
+# DROP DATABASE ... WITH (FORCE) exists from PostgreSQL 13 on (server_version_num).
+drop_force_server_version_min = 130000
 
 
 def with_database(conninfo: str, database: str) -> str:
@@ -27,7 +29,14 @@ def create_database(server_url: str) -> str:
 def drop_database(conninfo: str) -> None:
     name = str(conninfo_to_dict(conninfo)["dbname"])
     with psycopg.connect(with_database(conninfo, "postgres"), autocommit=True) as conn:
-        # FORCE: a store that a failing test did not close must not keep the database alive.
+        # A pool or store that a failing test did not close must not keep the database alive.
         conn.execute(
-            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+            " WHERE datname = %s AND pid <> pg_backend_pid()",
+            [name],
         )
+        drop = sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(name))
+        if conn.info.server_version >= drop_force_server_version_min:
+            # FORCE also covers a client that reconnects between the terminate and the drop.
+            drop = sql.SQL("{} WITH (FORCE)").format(drop)
+        conn.execute(drop)
