@@ -5,6 +5,7 @@
     ledger events --tenant T [--from-position N] [--limit N]   stored events as JSON lines
     ledger api [--host H] [--port P]   serve the HTTP API
     ledger relay                       publish stored events to Kafka (LEDGER_KAFKA_BOOTSTRAP)
+    ledger ingest                      append what other services publish to ledger.ingest
     ledger up [--api-port P] [--data-dir D]   run the system (API + relay) on embedded defaults
 
 Exit codes: 0 success; 1 something was rejected; 2 bad usage or input that cannot be read;
@@ -202,7 +203,19 @@ async def _relay_command(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+async def _ingest_command(settings: Settings, args: argparse.Namespace) -> int:
+    from ledger.ingest import Ingest
+    from ledger.runtime import open_service
+
+    if not settings.kafka_bootstrap:
+        return _fail("ingest: set LEDGER_KAFKA_BOOTSTRAP (or run everything with `ledger up`)")
+    async with open_service(settings) as service:
+        await Ingest(service, settings.kafka_bootstrap).run(_stop_on_signals())
+    return 0
+
+
 async def _up_command(settings: Settings, args: argparse.Namespace) -> int:
+    from ledger.ingest import Ingest
     from ledger.runtime import kafka_bootstrap, open_store
 
     settings = dataclasses.replace(settings, data_dir=Path(args.data_dir))
@@ -211,11 +224,13 @@ async def _up_command(settings: Settings, args: argparse.Namespace) -> int:
             runner = await _start_api(LedgerService(store), args.host, args.api_port)
             stop = _stop_on_signals()
             relay = asyncio.create_task(_run_relay(settings, store, bootstrap, idempotent, stop))
+            ingest = asyncio.create_task(Ingest(LedgerService(store), bootstrap).run(stop))
             sys.stdout.write(
                 "ledger is up.\n"
                 f"  HTTP API:  http://{args.host}:{args.api_port}/v1/events"
                 f"   (health: http://{args.host}:{args.api_port}/healthz)\n"
-                f"  Kafka:     {bootstrap} (topic ledger.events, fed by the relay)\n"
+                f"  Kafka:     {bootstrap} (the relay publishes to ledger.events;"
+                " publish to ledger.ingest to append)\n"
                 f"  data:      {settings.data_dir.resolve()}\n"
                 "Press Ctrl-C to stop.\n"
             )
@@ -225,6 +240,7 @@ async def _up_command(settings: Settings, args: argparse.Namespace) -> int:
             finally:
                 stop.set()
                 await relay
+                await ingest
                 await runner.cleanup()
     return 0
 
@@ -252,6 +268,7 @@ def _parser() -> argparse.ArgumentParser:
     api.add_argument("--port", type=int, default=8080)
 
     commands.add_parser("relay", help="publish stored events to Kafka (LEDGER_KAFKA_BOOTSTRAP)")
+    commands.add_parser("ingest", help="append events published to Kafka's ledger.ingest")
 
     up = commands.add_parser("up", help="run the whole system on embedded defaults")
     up.add_argument("--host", default="127.0.0.1")
@@ -266,6 +283,7 @@ _commands = {
     "events": _events_command,
     "api": _api_command,
     "relay": _relay_command,
+    "ingest": _ingest_command,
     "up": _up_command,
 }
 

@@ -1,6 +1,7 @@
 """`ledger up` as a real process tree: an event POSTed to its HTTP API reaches the Kafka topic
-through the relay (on the session's broker, embedded tansu unless LEDGER_KAFKA_BOOTSTRAP is set), and
-SIGTERM shuts everything down cleanly. `ledger relay` without a broker says so in one line."""
+through the relay (on the session's broker, embedded tansu unless LEDGER_KAFKA_BOOTSTRAP is set), an
+event published to ledger.ingest is appended and readable over HTTP, and SIGTERM shuts everything
+down cleanly. `ledger relay` and `ledger ingest` without a broker say so in one line."""
 
 from __future__ import annotations
 
@@ -15,7 +16,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import orjson
-from aiokafka import AIOKafkaConsumer, TopicPartition
+import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from ledger.embedded import free_loopback_port as free_port
 from tests.ledger.events import customer, new_tenant
@@ -106,6 +108,26 @@ async def test_up_serves_the_api_and_relays_to_kafka(
         headers = await _find_on_topic(kafka_bootstrap, "ledger.events", event["id"])
         assert headers["ce_position"] == str(position).encode()
         assert headers["ce_tenantid"] == event["tenantid"].encode()
+
+        # The other way in: a service publishes to ledger.ingest, and the event is appended.
+        published = customer(event["tenantid"], "C2")
+        producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap, acks="all")
+        await producer.start()
+        try:
+            await producer.send_and_wait("ledger.ingest", value=orjson.dumps(published))
+        finally:
+            await producer.stop()
+        deadline = time.monotonic() + deliver_timeout_s
+        listed: list[str] = []
+        while published["id"] not in listed:
+            assert time.monotonic() < deadline, (
+                "the event published to ledger.ingest was not appended"
+            )
+            await asyncio.sleep(0.2)
+            answer = orjson.loads(
+                _get(f"http://127.0.0.1:{port}/v1/events?tenant={event['tenantid']}")
+            )
+            listed = [stored["id"] for stored in answer["events"]]
     finally:
         process.send_signal(signal.SIGTERM)
         stdout, stderr = process.communicate(timeout=30)
@@ -114,15 +136,16 @@ async def test_up_serves_the_api_and_relays_to_kafka(
     assert b"Traceback" not in stderr
 
 
-def test_relay_without_a_broker_says_so() -> None:
+@pytest.mark.parametrize("command", ["relay", "ingest"])
+def test_kafka_roles_without_a_broker_say_so(command: str) -> None:
     environment = _environment()
     environment.pop("LEDGER_KAFKA_BOOTSTRAP", None)
     result = subprocess.run(
-        [sys.executable, "-m", "ledger.cli", "relay"],
+        [sys.executable, "-m", "ledger.cli", command],
         env=environment,
         capture_output=True,
         timeout=60,
         check=False,
     )
     assert result.returncode == 2
-    assert result.stderr.decode().startswith("ledger: relay: set LEDGER_KAFKA_BOOTSTRAP")
+    assert result.stderr.decode().startswith(f"ledger: {command}: set LEDGER_KAFKA_BOOTSTRAP")
