@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -47,6 +47,21 @@ def database_url(postgres_server_url: str) -> Iterator[str]:
     try:
         yield conninfo
     finally:
+        drop_database(conninfo)
+
+
+@pytest.fixture
+def new_database(database_url: str) -> Iterator[Callable[[], str]]:
+    """Make more fresh (unmigrated) databases on the session database's server; dropped after."""
+    created: list[str] = []
+
+    def make() -> str:
+        conninfo = create_database(database_url)
+        created.append(conninfo)
+        return conninfo
+
+    yield make
+    for conninfo in created:
         drop_database(conninfo)
 
 

@@ -6,6 +6,9 @@
     ledger api [--host H] [--port P]   serve the HTTP API
     ledger relay                       publish stored events to Kafka (LEDGER_KAFKA_BOOTSTRAP)
     ledger ingest                      append what other services publish to ledger.ingest
+    ledger worker                      project ledger.events into the read models (faust)
+    ledger replay [--projection NAME]  rebuild read models from the store, swap them in atomically
+    ledger catch-up [--projection NAME]   bring read models to the store's head and exit
     ledger up [--api-port P] [--data-dir D]   run the system (API + relay) on embedded defaults
 
 Exit codes: 0 success; 1 something was rejected; 2 bad usage or input that cannot be read;
@@ -20,6 +23,7 @@ import dataclasses
 import logging
 import signal
 import sys
+import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import IO, Any
@@ -214,6 +218,59 @@ async def _ingest_command(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _progress_printer() -> Any:
+    """A one-line progress bar with events/s and ETA on a terminal; silent otherwise."""
+    if not sys.stderr.isatty():
+        return None
+
+    def show(position: int, head: int, elapsed_s: float) -> None:
+        rate = position / elapsed_s if elapsed_s > 0 else 0.0
+        share = position / head if head else 1.0
+        eta_s = (head - position) / rate if rate > 0 else 0.0
+        bar = "#" * int(share * 30)
+        sys.stderr.write(
+            f"\r[{bar:<30}] {position:,}/{head:,} events  {rate:,.0f} events/s  ETA {eta_s:,.0f} s"
+        )
+        sys.stderr.flush()
+
+    return show
+
+
+async def _projections_command(settings: Settings, args: argparse.Namespace) -> int:
+    from psycopg import AsyncConnection
+
+    from ledger.runtime import open_store
+    from ledger.store.postgres import configure_connection
+    from projections import registry
+    from projections.replay import catch_up, replay
+
+    try:
+        projectors = registry.select(args.projection)
+    except ValueError as error:
+        return _fail(f"{args.command}: {error}")
+    async with open_store(settings) as store:
+        conn = await AsyncConnection.connect(store.conninfo, autocommit=True)
+        try:
+            await configure_connection(conn)
+            run = replay if args.command == "replay" else catch_up
+            started = time.monotonic()
+            position = await run(store, conn, projectors, _progress_printer())
+        finally:
+            await conn.close()
+    elapsed_s = time.monotonic() - started
+    if sys.stderr.isatty():
+        sys.stderr.write("\n")
+    _print_json(
+        {
+            "command": args.command,
+            "projections": [projector.name for projector in projectors],
+            "position": position,
+            "seconds": round(elapsed_s, 3),
+        }
+    )
+    return 0
+
+
 async def _up_command(settings: Settings, args: argparse.Namespace) -> int:
     from ledger.ingest import Ingest
     from ledger.runtime import kafka_bootstrap, open_store
@@ -245,6 +302,19 @@ async def _up_command(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _worker_command(settings: Settings) -> int:
+    """Faust's worker owns its event loop and signals, so this runs outside asyncio.run."""
+    from ledger.runtime import database_url
+    from projections.registry import all_projectors
+    from projections.worker import run_worker
+
+    if not settings.kafka_bootstrap:
+        return _fail("worker: set LEDGER_KAFKA_BOOTSTRAP (or run everything with `ledger up`)")
+    with database_url(settings) as url:
+        run_worker(settings, url, all_projectors())
+    return 0
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ledger", description=__doc__.split("\n\n")[0])
     parser.add_argument("--log-level", default="INFO", help="logging level (default INFO)")
@@ -269,6 +339,15 @@ def _parser() -> argparse.ArgumentParser:
 
     commands.add_parser("relay", help="publish stored events to Kafka (LEDGER_KAFKA_BOOTSTRAP)")
     commands.add_parser("ingest", help="append events published to Kafka's ledger.ingest")
+    commands.add_parser("worker", help="run the projection worker (faust) on ledger.events")
+    for name, text in (
+        ("replay", "rebuild read models from the store and swap them in atomically"),
+        ("catch-up", "bring read models to the store's head, then exit"),
+    ):
+        runner = commands.add_parser(name, help=text)
+        runner.add_argument(
+            "--projection", action="append", help="only this projection (repeatable)"
+        )
 
     up = commands.add_parser("up", help="run the whole system on embedded defaults")
     up.add_argument("--host", default="127.0.0.1")
@@ -284,6 +363,8 @@ _commands = {
     "api": _api_command,
     "relay": _relay_command,
     "ingest": _ingest_command,
+    "replay": _projections_command,
+    "catch-up": _projections_command,
     "up": _up_command,
 }
 
@@ -298,6 +379,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     # pgserver logs every initdb and pg_ctl line at INFO; ours are the lines worth reading.
     logging.getLogger("pgserver").setLevel(logging.WARNING)
     settings = Settings.from_env()
+    if args.command == "worker":
+        return _worker_command(settings)
     try:
         return asyncio.run(_commands[args.command](settings, args))
     except StoreUnavailableError as error:

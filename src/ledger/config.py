@@ -28,6 +28,9 @@ class Settings:
     # The idempotent producer needs InitProducerId, which Apache Kafka has and the embedded tansu
     # broker does not; correctness never depends on it (consumers skip applied positions).
     kafka_idempotent: bool = True
+    # Topic names and the projection workers' consumer group (tests run several side by side).
+    events_topic: str = "ledger.events"
+    worker_group: str = "ledger-projections"
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -39,4 +42,6 @@ class Settings:
             jwt_secret=_env("LEDGER_JWT_SECRET"),
             kafka_partitions=int(_env("LEDGER_KAFKA_PARTITIONS") or 6),
             kafka_idempotent=(_env("LEDGER_KAFKA_IDEMPOTENT") or "true").lower() != "false",
+            events_topic=_env("LEDGER_EVENTS_TOPIC") or "ledger.events",
+            worker_group=_env("LEDGER_WORKER_GROUP") or "ledger-projections",
         )

@@ -6,29 +6,13 @@ fixture that runs every contract test over both backends (in memory and PostgreS
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator
 
 import pytest
 
 from ledger.store import EventStore
 from ledger.store.memory import MemoryEventStore
 from ledger.store.postgres import PostgresEventStore
-from tests.servers import create_database, drop_database
-
-
-@pytest.fixture
-def new_database(database_url: str) -> Iterator[Callable[[], str]]:
-    """Make more fresh (unmigrated) databases on the session database's server; dropped after."""
-    created: list[str] = []
-
-    def make() -> str:
-        conninfo = create_database(database_url)
-        created.append(conninfo)
-        return conninfo
-
-    yield make
-    for conninfo in created:
-        drop_database(conninfo)
 
 
 @pytest.fixture(params=["memory", "postgres"])

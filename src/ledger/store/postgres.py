@@ -61,7 +61,12 @@ read_pool_size_max = 8
 connect_timeout_s = 10
 # A migration lock id of our own: concurrent `ledger migrate` runs wait for each other.
 migration_lock_id = 0x1ED6E5
-_migrations = ("001_events.sql", "002_append_functions.sql", "003_checkpoints.sql")
+_migrations = (
+    "001_events.sql",
+    "002_append_functions.sql",
+    "003_checkpoints.sql",
+    "004_projection_state.sql",
+)
 
 _select_events = """
 SELECT position, tenant_id, stream_id, stream_version, event_id, type, time, recorded_at,
@@ -120,6 +125,7 @@ async def _ensure_app_role(conn: AsyncConnection[TupleRow]) -> None:
                 "GRANT SELECT, INSERT, UPDATE ON ledger_refs TO {}",
                 "GRANT SELECT ON ledger_schema_migrations TO {}",
                 "GRANT SELECT, INSERT, UPDATE ON ledger_checkpoints TO {}",
+                "GRANT SELECT, INSERT, UPDATE, DELETE ON projection_state TO {}",
             ):
                 await conn.execute(sql.SQL(statement).format(role))
     except psycopg.errors.InsufficientPrivilege:
@@ -130,7 +136,7 @@ async def _ensure_app_role(conn: AsyncConnection[TupleRow]) -> None:
         )
 
 
-async def _configure(conn: AsyncConnection[Any]) -> None:
+async def configure_connection(conn: AsyncConnection[Any]) -> None:
     set_json_loads(orjson.loads, conn)
     set_json_dumps(lambda value: orjson.dumps(value).decode(), conn)
     # Our statements are short lookups by key: JIT compilation only adds milliseconds to them.
@@ -170,7 +176,7 @@ class PostgresEventStore:
                 conninfo,
                 min_size=1,
                 max_size=read_pool_size_max,
-                configure=_configure,
+                configure=configure_connection,
                 kwargs={"autocommit": True, "connect_timeout": connect_timeout_s},
                 open=False,
             )
@@ -249,7 +255,7 @@ class PostgresEventStore:
             self._writer = await AsyncConnection.connect(
                 self.conninfo, autocommit=True, connect_timeout=connect_timeout_s
             )
-            await _configure(self._writer)
+            await configure_connection(self._writer)
         return self._writer
 
     async def _append_transaction(self, units: list[Unit]) -> list[list[Outcome]]:

@@ -1,0 +1,172 @@
+"""Projectors and the one place their results are stored.
+
+A projector is pure: `apply(state, event) -> state` for one tenant, with no I/O, no clock and no
+randomness. Runners feed it: the live worker (from Kafka), replay and catch-up (from the store) and
+the test runner (from a list). All three call `fold`, so they cannot disagree.
+
+Exactly once, although delivery is at least once: `ProjectionWriter.apply` keeps each tenant's state
+and the last position applied to it in the same row (`projection_state`), locks the rows of the
+batch's tenants, skips every event at or below that position, and writes state and position in one
+transaction. A redelivered or re-published event is therefore skipped; a crash before commit leaves
+both untouched, and the event is applied when it comes again.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Protocol
+
+import orjson
+from psycopg import AsyncConnection
+from psycopg.rows import TupleRow
+from psycopg.types.json import Jsonb
+
+from ledger.store import RecordedEvent
+
+logger = logging.getLogger(__name__)
+
+State = dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class ProjectedEvent:
+    """What projectors see of an event, whether it came from the store or from Kafka."""
+
+    position: int
+    tenant_id: str
+    event_id: str
+    type: str
+    stream_id: str
+    time: str
+    data: dict[str, Any]
+    ledger: dict[str, Any]
+
+    @classmethod
+    def from_recorded(cls, event: RecordedEvent) -> ProjectedEvent:
+        return cls(
+            position=event.position,
+            tenant_id=event.tenant_id,
+            event_id=event.event_id,
+            type=event.type,
+            stream_id=event.stream_id,
+            time=_rfc3339(event.time),
+            data=event.data,
+            ledger=dict(event.metadata.get("ledger", {})),
+        )
+
+    @classmethod
+    def from_kafka(
+        cls, value: bytes | None, headers: Iterable[tuple[str, bytes]]
+    ) -> ProjectedEvent:
+        """From the relay's CloudEvents binary mode message (see `ledger.relay.to_message`)."""
+        attributes = {name: raw.decode() for name, raw in headers}
+        return cls(
+            position=int(attributes["ce_position"]),
+            tenant_id=attributes["ce_tenantid"],
+            event_id=attributes["ce_id"],
+            type=attributes["ce_type"],
+            stream_id=attributes.get("ce_subject", ""),
+            time=attributes.get("ce_time", ""),
+            data=orjson.loads(value or b"{}"),
+            ledger=orjson.loads(attributes["ce_ledger"]) if "ce_ledger" in attributes else {},
+        )
+
+
+def _rfc3339(moment: datetime) -> str:
+    return moment.isoformat().replace("+00:00", "Z")
+
+
+class Projector(Protocol):
+    name: str
+
+    def initial(self) -> State: ...
+
+    def apply(self, state: State, event: ProjectedEvent) -> State:
+        """Pure: the tenant's state after the event. Must not mutate `state`."""
+        ...
+
+
+def fold(
+    projectors: Sequence[Projector],
+    states: dict[tuple[str, str], tuple[int, State]],
+    events: Iterable[ProjectedEvent],
+) -> set[tuple[str, str]]:
+    """Apply events in position order to (projection, tenant) -> (position, state); skip what is
+    at or below a state's position. Returns the keys that changed."""
+    changed: set[tuple[str, str]] = set()
+    for event in events:
+        for projector in projectors:
+            key = (projector.name, event.tenant_id)
+            position, state = states.get(key, (0, projector.initial()))
+            if event.position <= position:
+                continue
+            states[key] = (event.position, projector.apply(state, event))
+            changed.add(key)
+    return changed
+
+
+def run_in_memory(
+    projectors: Sequence[Projector], events: Iterable[ProjectedEvent]
+) -> dict[tuple[str, str], tuple[int, State]]:
+    """The test runner: the read models a list of events produces, with no I/O."""
+    states: dict[tuple[str, str], tuple[int, State]] = {}
+    fold(projectors, states, events)
+    return states
+
+
+class ProjectionWriter:
+    """Applies batches to the `projection_state` table in one transaction each."""
+
+    def __init__(self, conn: AsyncConnection[TupleRow], projectors: Sequence[Projector]) -> None:
+        self.conn = conn
+        self.projectors = projectors
+
+    async def apply(self, events: Sequence[ProjectedEvent]) -> dict[str, int]:
+        """Apply a batch; return tenant -> highest position applied, for tenants that changed."""
+        if not events:
+            return {}
+        names = [projector.name for projector in self.projectors]
+        tenants = sorted({event.tenant_id for event in events})
+        async with self.conn.transaction():
+            await self.conn.execute(
+                "SELECT set_config('ledger.tenants', %s, true)", [",".join(tenants)]
+            )
+            # The lock orders two workers that briefly share a tenant during a rebalance.
+            cursor = await self.conn.execute(
+                "SELECT projection, tenant_id, position, state FROM projection_state"
+                " WHERE projection = ANY(%s) AND tenant_id = ANY(%s) FOR UPDATE",
+                [names, tenants],
+            )
+            states = {(row[0], row[1]): (int(row[2]), row[3]) for row in await cursor.fetchall()}
+            ordered = sorted(events, key=lambda event: event.position)
+            changed = fold(self.projectors, states, ordered)
+            if changed:
+                await self.conn.cursor().executemany(
+                    "INSERT INTO projection_state (projection, tenant_id, position, state)"
+                    " VALUES (%s, %s, %s, %s) ON CONFLICT (projection, tenant_id) DO UPDATE"
+                    " SET position = excluded.position, state = excluded.state, updated_at = now()",
+                    [(key[0], key[1], states[key][0], Jsonb(states[key][1])) for key in changed],
+                )
+        applied: dict[str, int] = {}
+        for _, tenant in changed:
+            positions = [states[(name, tenant)][0] for name in names if (name, tenant) in states]
+            applied[tenant] = max(positions)
+        return applied
+
+
+async def read_states(
+    conn: AsyncConnection[TupleRow], projection: str | None = None
+) -> dict[tuple[str, str], tuple[int, State]]:
+    """Every stored (projection, tenant) -> (position, state), for reports and comparisons."""
+    async with conn.transaction():
+        await conn.execute("SELECT set_config('ledger.tenants', '*', true)")
+        cursor = await conn.execute(
+            "SELECT projection, tenant_id, position, state FROM projection_state"
+            + (" WHERE projection = %s" if projection else ""),
+            [projection] if projection else [],
+        )
+        rows = await cursor.fetchall()
+    return {(row[0], row[1]): (int(row[2]), row[3]) for row in rows}
