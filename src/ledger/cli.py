@@ -21,7 +21,9 @@ import argparse
 import asyncio
 import dataclasses
 import logging
+import os
 import signal
+import subprocess
 import sys
 import time
 from collections.abc import Iterator, Sequence
@@ -43,6 +45,8 @@ append_chunk_lines = 1000
 exit_rejected = 1
 exit_usage = 2
 exit_unavailable = 3
+# A child (the projection worker) gets this long to exit on SIGTERM before it is killed.
+child_stop_timeout_s = 20
 
 
 def _print_json(value: Any, stream: IO[bytes] | None = None) -> None:
@@ -271,23 +275,55 @@ async def _projections_command(settings: Settings, args: argparse.Namespace) -> 
     return 0
 
 
+def _spawn_worker(settings: Settings, database: str, bootstrap: str, idempotent: bool) -> Any:
+    """`ledger worker` as a child process: faust wants an event loop of its own."""
+    environment = dict(os.environ)
+    environment.update(
+        LEDGER_DATABASE_URL=database,
+        LEDGER_KAFKA_BOOTSTRAP=bootstrap,
+        LEDGER_KAFKA_IDEMPOTENT="true" if idempotent else "false",
+        LEDGER_REDIS_URL=settings.redis_url or "",
+        LEDGER_EVENTS_TOPIC=settings.events_topic,
+        LEDGER_WORKER_GROUP=settings.worker_group,
+    )
+    return subprocess.Popen([sys.executable, "-m", "ledger.cli", "worker"], env=environment)
+
+
+def _stop_child(child: Any) -> None:
+    if child.poll() is None:
+        child.send_signal(signal.SIGTERM)
+        try:
+            child.wait(timeout=child_stop_timeout_s)
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.wait()
+
+
 async def _up_command(settings: Settings, args: argparse.Namespace) -> int:
     from ledger.ingest import Ingest
-    from ledger.runtime import kafka_bootstrap, open_store
+    from ledger.runtime import database_url, kafka_bootstrap, open_store, redis_url
 
     settings = dataclasses.replace(settings, data_dir=Path(args.data_dir))
-    with kafka_bootstrap(settings) as (bootstrap, idempotent):
+    with (
+        redis_url(settings) as redis,
+        kafka_bootstrap(settings) as (bootstrap, idempotent),
+        database_url(settings) as database,
+    ):
+        settings = dataclasses.replace(settings, redis_url=redis, database_url=database)
         async with open_store(settings) as store:
             runner = await _start_api(LedgerService(store), args.host, args.api_port)
             stop = _stop_on_signals()
             relay = asyncio.create_task(_run_relay(settings, store, bootstrap, idempotent, stop))
             ingest = asyncio.create_task(Ingest(LedgerService(store), bootstrap).run(stop))
+            worker = _spawn_worker(settings, database, bootstrap, idempotent)
             sys.stdout.write(
                 "ledger is up.\n"
                 f"  HTTP API:  http://{args.host}:{args.api_port}/v1/events"
                 f"   (health: http://{args.host}:{args.api_port}/healthz)\n"
                 f"  Kafka:     {bootstrap} (the relay publishes to ledger.events;"
                 " publish to ledger.ingest to append)\n"
+                f"  Redis:     {redis} (read-model change notices)\n"
+                f"  worker:    pid {worker.pid} (projections)\n"
                 f"  data:      {settings.data_dir.resolve()}\n"
                 "Press Ctrl-C to stop.\n"
             )
@@ -296,6 +332,7 @@ async def _up_command(settings: Settings, args: argparse.Namespace) -> int:
                 await stop.wait()
             finally:
                 stop.set()
+                _stop_child(worker)
                 await relay
                 await ingest
                 await runner.cleanup()

@@ -57,3 +57,18 @@ def kafka_bootstrap(settings: Settings) -> Iterator[tuple[str, bool]]:
         yield broker.bootstrap, False
     finally:
         broker.stop()
+
+
+@contextmanager
+def redis_url(settings: Settings) -> Iterator[str]:
+    """The configured Redis, or an embedded redis-server (no persistence: it carries notices)."""
+    if settings.redis_url:
+        yield settings.redis_url
+        return
+    from ledger.embedded import EmbeddedRedis
+
+    server = EmbeddedRedis.start()
+    try:
+        yield server.url
+    finally:
+        server.stop()

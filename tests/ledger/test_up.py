@@ -16,6 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import orjson
+import psycopg
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
@@ -26,6 +27,8 @@ src_dir = Path(__file__).resolve().parents[2] / "src"
 # `ledger up` starts in about a second; the first metadata exchange with tansu takes a few more.
 startup_timeout_s = 30.0
 deliver_timeout_s = 30.0
+# The worker child joins its consumer group on tansu in about 5-10 s.
+worker_timeout_s = 90.0
 
 
 def _environment(**values: str) -> dict[str, str]:
@@ -75,6 +78,7 @@ async def test_up_serves_the_api_and_relays_to_kafka(
     new_database: Callable[[], str], kafka_bootstrap: str, tmp_path: Path
 ) -> None:
     port = free_port()
+    database = new_database()
     process = subprocess.Popen(
         [
             sys.executable,
@@ -86,9 +90,7 @@ async def test_up_serves_the_api_and_relays_to_kafka(
             "--data-dir",
             str(tmp_path),
         ],
-        env=_environment(
-            LEDGER_DATABASE_URL=new_database(), LEDGER_KAFKA_BOOTSTRAP=kafka_bootstrap
-        ),
+        env=_environment(LEDGER_DATABASE_URL=database, LEDGER_KAFKA_BOOTSTRAP=kafka_bootstrap),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
     )
@@ -128,11 +130,29 @@ async def test_up_serves_the_api_and_relays_to_kafka(
                 _get(f"http://127.0.0.1:{port}/v1/events?tenant={event['tenantid']}")
             )
             listed = [stored["id"] for stored in answer["events"]]
+
+        # The projection worker (a child process) has both events in its read model.
+        deadline = time.monotonic() + worker_timeout_s
+        counted = 0
+        while counted < 2:
+            assert time.monotonic() < deadline, "the worker did not project the events"
+            await asyncio.sleep(0.3)
+            with psycopg.connect(database, autocommit=True) as conn:
+                conn.execute("SELECT set_config('ledger.tenants', %s, false)", [event["tenantid"]])
+                row = conn.execute(
+                    "SELECT state FROM projection_state WHERE projection = 'event_counts'"
+                    " AND tenant_id = %s",
+                    [event["tenantid"]],
+                ).fetchone()
+                counted = row[0]["events"] if row else 0
     finally:
         process.send_signal(signal.SIGTERM)
         stdout, stderr = process.communicate(timeout=30)
     assert process.returncode == 0, stderr.decode()
     assert b"ledger is up." in stdout
+    worker_pid = int(stdout.split(b"worker:    pid ")[1].split()[0])
+    with pytest.raises(ProcessLookupError):
+        os.kill(worker_pid, 0)  # the child worker was stopped with its parent
     assert b"Traceback" not in stderr
 
 
