@@ -195,7 +195,9 @@ async def _run_relay(
 
     publisher = KafkaPublisher(bootstrap, idempotent=idempotent)
     try:
-        await Relay(store, publisher, partitions=settings.kafka_partitions).run(stop)
+        await Relay(
+            store, publisher, topic=settings.events_topic, partitions=settings.kafka_partitions
+        ).run(stop)
     finally:
         await publisher.close()
 

@@ -1,0 +1,125 @@
+"""Faults, for real: while events are appended, the relay and the projection worker (real
+processes, on PostgreSQL and the tansu broker) are killed with SIGKILL at random points and
+restarted; at the end every event is in the read model exactly once, identical to the in-memory
+runner over the store. The random points come from a seeded generator, printed on failure."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import pytest
+
+from ledger.service import LedgerService
+from ledger.store.postgres import PostgresEventStore
+from projections.core import read_states
+from tests.ledger.events import customer, invoice, new_tenant
+from tests.projections.test_runners import _connection, _expected
+
+src_dir = Path(__file__).resolve().parents[2] / "src"
+# The worker rejoins its consumer group on tansu in 5-10 s after each restart.
+settle_timeout_s = 120.0
+kills = 4
+
+
+@pytest.fixture
+async def store(new_database: Callable[[], str]) -> AsyncIterator[PostgresEventStore]:
+    opened = await PostgresEventStore.open(new_database())
+    yield opened
+    await opened.close()
+
+
+def _spawn(
+    role: str,
+    store: PostgresEventStore,
+    kafka: str,
+    redis_url: str,
+    topic: str,
+    group: str,
+    log: Path,
+) -> subprocess.Popen[bytes]:
+    environment = dict(os.environ)
+    environment.update(
+        LEDGER_DATABASE_URL=store.conninfo,
+        LEDGER_KAFKA_BOOTSTRAP=kafka,
+        LEDGER_KAFKA_IDEMPOTENT="false",
+        LEDGER_REDIS_URL=redis_url,
+        LEDGER_EVENTS_TOPIC=topic,
+        LEDGER_WORKER_GROUP=group,
+        PYTHONPATH=os.pathsep.join([str(src_dir), environment.get("PYTHONPATH", "")]),
+    )
+    return subprocess.Popen(
+        [sys.executable, "-m", "ledger.cli", role],
+        env=environment,
+        stdout=log.open("ab"),
+        stderr=subprocess.STDOUT,
+    )
+
+
+async def test_kill_9_of_relay_and_worker_loses_nothing_and_applies_nothing_twice(
+    store: PostgresEventStore, kafka_bootstrap: str, redis_url: str, tmp_path: Path
+) -> None:
+    seed = random.randrange(1_000_000)
+    chance = random.Random(seed)
+    suffix = uuid.uuid4().hex[:8]
+    topic, group = f"ledger.events.{suffix}", f"faults-{suffix}"
+    logs = {role: tmp_path / f"{role}.log" for role in ("relay", "worker")}
+    processes = {
+        role: _spawn(role, store, kafka_bootstrap, redis_url, topic, group, logs[role])
+        for role in logs
+    }
+    service = LedgerService(store)
+    tenants = [new_tenant() for _ in range(3)]
+    for tenant in tenants:
+        assert not (await service.append([customer(tenant)])).rejected
+
+    async def write() -> None:
+        for round_number in range(40):
+            batch = [invoice(tenant, f"INV-{round_number}") for tenant in tenants]
+            assert not (await service.append(batch)).rejected
+            await asyncio.sleep(chance.uniform(0.02, 0.15))
+
+    async def chaos() -> None:
+        for _ in range(kills):
+            await asyncio.sleep(chance.uniform(0.5, 2.0))
+            role = chance.choice(sorted(processes))
+            processes[role].send_signal(signal.SIGKILL)
+            processes[role].wait()
+            await asyncio.sleep(chance.uniform(0.0, 0.5))
+            processes[role] = _spawn(
+                role, store, kafka_bootstrap, redis_url, topic, group, logs[role]
+            )
+
+    conn = await _connection(store)
+    try:
+        await asyncio.gather(write(), chaos())
+        expected = await _expected(store)
+        deadline = time.monotonic() + settle_timeout_s
+        while (states := await read_states(conn)) != expected:
+            for role, process in processes.items():
+                assert process.poll() is None, (seed, role, logs[role].read_text()[-3000:])
+            assert time.monotonic() < deadline, (
+                seed,
+                states,
+                expected,
+                logs["worker"].read_text()[-3000:],
+            )
+            await asyncio.sleep(0.3)
+        assert {state["events"] for _, state in states.values()} == {41}, seed
+    finally:
+        for process in processes.values():
+            process.send_signal(signal.SIGTERM)
+        for process in processes.values():
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+        await conn.close()
