@@ -55,6 +55,8 @@ lines_count_max = 1000
 source_length_max = 1024
 
 _no_control_characters = r"^[^\x00-\x1f\x7f]+$"
+# Free text may hold newlines and tabs, never NUL: PostgreSQL cannot store it in text or jsonb.
+_no_nul = r"^[^\x00]*$"
 _date_pattern = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$")
 # Two spellings of one rule: in a JSON Schema (ECMA-262) `$` is the end of the input, but in Python
 # it also matches before a final "\n", so the compiled pattern ends in `\Z` for `.match` callers.
@@ -70,8 +72,11 @@ Id = Annotated[
     str,
     StringConstraints(min_length=1, max_length=id_length_max, pattern=_no_control_characters),
 ]
-Name = Annotated[str, StringConstraints(min_length=1, max_length=name_length_max)]
-Memo = Annotated[str, StringConstraints(max_length=memo_length_max)]
+Name = Annotated[str, StringConstraints(min_length=1, max_length=name_length_max, pattern=_no_nul)]
+Memo = Annotated[str, StringConstraints(max_length=memo_length_max, pattern=_no_nul)]
+Label = Annotated[
+    str, StringConstraints(min_length=1, max_length=id_length_max, pattern=_no_control_characters)
+]
 
 
 def _parse_date(value: Any) -> date:
@@ -280,7 +285,7 @@ class ExpenseRecorded(MoneyPayload):
     stream_prefix, stream_key = "expense", "expense_id"
     expense_id: Id
     vendor: Name
-    category: Annotated[str, StringConstraints(min_length=1, max_length=id_length_max)]
+    category: Label
     incurred_date: BusinessDate
     due_date: BusinessDate | None = None
     amount: Money
@@ -296,7 +301,7 @@ class ExpensePaid(MoneyPayload):
 
 
 class JournalLine(Payload):
-    account: Annotated[str, StringConstraints(min_length=1, max_length=id_length_max)]
+    account: Label
     debit: Money | None = None
     credit: Money | None = None
 
@@ -376,7 +381,9 @@ class Envelope(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
     specversion: Literal["1.0"]
     id: Id
-    source: Annotated[str, StringConstraints(min_length=1, max_length=source_length_max)]
+    source: Annotated[
+        str, StringConstraints(min_length=1, max_length=source_length_max, pattern=_no_nul)
+    ]
     type: Annotated[str, StringConstraints(min_length=1, max_length=id_length_max)]
     subject: (
         Annotated[
@@ -460,6 +467,8 @@ def _rejections_from(error: ValidationError, prefix: str) -> list[Rejection]:
             message = "is required"
         elif code is RejectionCode.unknown_field:
             message = "is not a field of this event type"
+        elif detail["type"] == "string_pattern_mismatch":
+            message = "contains characters that are not allowed (control characters; NUL anywhere)"
         rejections.append(Rejection(code, _field_path(prefix, loc), message))
     return rejections
 

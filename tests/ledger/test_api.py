@@ -124,6 +124,8 @@ def _bad_inputs(tenant: str) -> list[tuple[str, Any, str, str]]:
         tenant, "PAY-9", allocations=[{"invoice_id": "INV-404", "amount": "5.00"}]
     )
     long_id = dict(good_invoice, id="x" * 500)
+    nul_in_name = customer(tenant, "C8")
+    nul_in_name["data"]["name"] = "Acme\u0000Corp"
     stale = customer(tenant, "C7", subject="customer/C1", expectedversion=0)
     return [
         ("float money", float_money, "invalid_amount", "data.total"),
@@ -144,6 +146,7 @@ def _bad_inputs(tenant: str) -> list[tuple[str, Any, str, str]]:
         ),
         ("unknown invoice", unknown_invoice, "unknown_invoice", "data.allocations[0].invoice_id"),
         ("oversized id", long_id, "field_too_long", "id"),
+        ("NUL in free text", nul_in_name, "invalid_value", "data.name"),
         ("stale expectedversion", stale, "wrong_expected_version", "expectedversion"),
         ("not an object", [1], "not_an_object", ""),
     ]
