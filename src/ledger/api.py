@@ -4,6 +4,9 @@ Answers are JSON. A rejected batch answers 422 and lists every rejection with it
 field and message; nothing of it is appended. Requests over the named limits answer 413, bodies that
 are not JSON 400, unsupported media types 415, and an unreachable database 503 with Retry-After.
 No traceback ever reaches a caller: unexpected errors are logged and answered 500 with a reference.
+
+With a JWT secret configured, every request needs `Authorization: Bearer <jwt>` (401 otherwise), and
+may only write or read the tenant of its `tenant` claim (403 otherwise; `*` acts for all).
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from ledger.auth import AuthError, may_act_for, tenant_of
 from ledger.contract import tenant_pattern
 from ledger.errors import LedgerError, RejectionCode, StoreError, StoreUnavailableError
 from ledger.service import LedgerService
@@ -35,6 +39,7 @@ accepted_media_types = frozenset(
 )
 
 service_key = web.AppKey("service", LedgerService)
+secret_key: web.AppKey[str | None] = web.AppKey("jwt_secret")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -101,7 +106,37 @@ async def _read_body(request: web.Request) -> bytes | web.Response:
     return bytes(body)
 
 
+def _token_tenant(request: web.Request) -> str | web.Response | None:
+    """The tenant the caller's token speaks for; None when the API is open (no secret)."""
+    secret = request.app[secret_key]
+    if secret is None:
+        return None
+    try:
+        return tenant_of(secret, request.headers.get("Authorization"))
+    except AuthError as error:
+        return _json(
+            {"error": {"code": "unauthorized", "message": str(error)}},
+            status=401,
+            headers={"WWW-Authenticate": 'Bearer realm="ledger"'},
+        )
+
+
+def _forbidden(tenant: object) -> web.Response:
+    return _json(
+        {
+            "error": {
+                "code": "tenant_not_allowed",
+                "message": f"the token does not allow acting for tenant {tenant!r}",
+            }
+        },
+        status=403,
+    )
+
+
 async def post_events(request: web.Request) -> web.Response:
+    token_tenant = _token_tenant(request)
+    if isinstance(token_tenant, web.Response):
+        return token_tenant
     if request.content_type not in accepted_media_types:
         return _json(
             {
@@ -130,6 +165,11 @@ async def post_events(request: web.Request) -> web.Response:
         )
     if not events:
         return _json({"appended": [], "duplicates": []})
+    if token_tenant is not None:
+        for event in events:
+            tenant = event.get("tenantid") if isinstance(event, dict) else None
+            if not may_act_for(token_tenant, str(tenant)):
+                return _forbidden(tenant)
     report = await request.app[service_key].append(events, atomic=True)
     if report.rejected:
         return _json(report.as_json(), status=422)
@@ -156,7 +196,12 @@ def _int_param(request: web.Request, name: str, default: int, minimum: int) -> i
 
 
 async def get_events(request: web.Request) -> web.Response:
+    token_tenant = _token_tenant(request)
+    if isinstance(token_tenant, web.Response):
+        return token_tenant
     tenant = request.query.get("tenant", "")
+    if token_tenant is not None and not may_act_for(token_tenant, tenant):
+        return _forbidden(tenant)
     if not tenant_pattern.match(tenant):
         return _error(400, "invalid_tenant", "a tenant id is required (?tenant=...)", "tenant")
     from_position = _int_param(request, "from_position", 1, 1)
@@ -176,12 +221,13 @@ async def healthz(request: web.Request) -> web.Response:
     return _json({"status": "ok", "head": head})
 
 
-def make_app(service: LedgerService) -> web.Application:
+def make_app(service: LedgerService, jwt_secret: str | None = None) -> web.Application:
     # aiohttp's own limit is a backstop above ours, so our 413 answer (JSON, named) is what callers see.
     app = web.Application(
         middlewares=[_errors_middleware], client_max_size=request_body_bytes_max + 1
     )
     app[service_key] = service
+    app[secret_key] = jwt_secret
     app.router.add_post("/v1/events", post_events)
     app.router.add_get("/v1/events", get_events)
     app.router.add_get("/healthz", healthz)

@@ -7,6 +7,7 @@
     ledger relay                       publish stored events to Kafka (LEDGER_KAFKA_BOOTSTRAP)
     ledger ingest                      append what other services publish to ledger.ingest
     ledger worker                      project ledger.events into the read models (faust)
+    ledger token --tenant T [--ttl-s N]   a bearer token signed with LEDGER_JWT_SECRET
     ledger replay [--projection NAME]  rebuild read models from the store, swap them in atomically
     ledger catch-up [--projection NAME]   bring read models to the store's head and exit
     ledger up [--api-port P] [--data-dir D]   run the system (API + relay) on embedded defaults
@@ -164,12 +165,16 @@ def _stop_on_signals() -> asyncio.Event:
     return stop
 
 
-async def _start_api(service: LedgerService, host: str, port: int) -> Any:
+async def _start_api(
+    service: LedgerService, host: str, port: int, jwt_secret: str | None = None
+) -> Any:
     from aiohttp import web
 
     from ledger.api import make_app
 
-    runner = web.AppRunner(make_app(service), access_log=None)
+    if jwt_secret is None:
+        logger.warning("the HTTP API is open to anyone: set LEDGER_JWT_SECRET to require tokens")
+    runner = web.AppRunner(make_app(service, jwt_secret), access_log=None)
     await runner.setup()
     await web.TCPSite(runner, host, port).start()
     logger.info("HTTP API listening on http://%s:%d", host, port)
@@ -180,7 +185,7 @@ async def _api_command(settings: Settings, args: argparse.Namespace) -> int:
     from ledger.runtime import open_service
 
     async with open_service(settings) as service:
-        runner = await _start_api(service, args.host, args.port)
+        runner = await _start_api(service, args.host, args.port, settings.jwt_secret)
         try:
             await _stop_on_signals().wait()
         finally:
@@ -313,7 +318,9 @@ async def _up_command(settings: Settings, args: argparse.Namespace) -> int:
     ):
         settings = dataclasses.replace(settings, redis_url=redis, database_url=database)
         async with open_store(settings) as store:
-            runner = await _start_api(LedgerService(store), args.host, args.api_port)
+            runner = await _start_api(
+                LedgerService(store), args.host, args.api_port, settings.jwt_secret
+            )
             stop = _stop_on_signals()
             relay = asyncio.create_task(_run_relay(settings, store, bootstrap, idempotent, stop))
             ingest = asyncio.create_task(Ingest(LedgerService(store), bootstrap).run(stop))
@@ -338,6 +345,19 @@ async def _up_command(settings: Settings, args: argparse.Namespace) -> int:
                 await relay
                 await ingest
                 await runner.cleanup()
+    return 0
+
+
+async def _token_command(settings: Settings, args: argparse.Namespace) -> int:
+    from ledger.auth import issue_token
+
+    if not settings.jwt_secret:
+        return _fail(
+            "token: set LEDGER_JWT_SECRET, the secret the API and gateway check tokens with"
+        )
+    if args.ttl_s <= 0:
+        return _fail("token: --ttl-s must be a positive number of seconds")
+    sys.stdout.write(issue_token(settings.jwt_secret, args.tenant, args.ttl_s) + "\n")
     return 0
 
 
@@ -379,6 +399,9 @@ def _parser() -> argparse.ArgumentParser:
     commands.add_parser("relay", help="publish stored events to Kafka (LEDGER_KAFKA_BOOTSTRAP)")
     commands.add_parser("ingest", help="append events published to Kafka's ledger.ingest")
     commands.add_parser("worker", help="run the projection worker (faust) on ledger.events")
+    token = commands.add_parser("token", help="print a bearer token for a tenant (* for all)")
+    token.add_argument("--tenant", required=True)
+    token.add_argument("--ttl-s", type=int, default=3600, help="lifetime in seconds (default 3600)")
     for name, text in (
         ("replay", "rebuild read models from the store and swap them in atomically"),
         ("catch-up", "bring read models to the store's head, then exit"),
@@ -403,6 +426,7 @@ _commands = {
     "relay": _relay_command,
     "ingest": _ingest_command,
     "replay": _projections_command,
+    "token": _token_command,
     "catch-up": _projections_command,
     "up": _up_command,
 }

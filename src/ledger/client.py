@@ -67,13 +67,15 @@ class RejectedBatchError(LedgerError):
 
 
 class LedgerClient:
-    def __init__(self, base_url: str) -> None:
+    def __init__(self, base_url: str, token: str | None = None) -> None:
         self.base_url = base_url.rstrip("/")
+        self.token = token
         self._session: aiohttp.ClientSession | None = None
 
     async def __aenter__(self) -> LedgerClient:
+        headers = {"Authorization": f"Bearer {self.token}"} if self.token else None
         self._session = aiohttp.ClientSession(
-            timeout=aiohttp.ClientTimeout(total=request_timeout_s)
+            timeout=aiohttp.ClientTimeout(total=request_timeout_s), headers=headers
         )
         return self
 

@@ -1,0 +1,93 @@
+"""With LEDGER_JWT_SECRET configured the HTTP API takes only bearer JWTs (HS256, expiry checked):
+no token, a forged one or an expired one is refused with 401; a token may only write or read its
+own tenant (403 otherwise, nothing appended); `*` acts for all; `ledger token` issues valid tokens."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import jwt
+import orjson
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+
+from ledger.api import make_app
+from ledger.auth import issue_token, tenant_of
+from ledger.service import LedgerService
+from ledger.store.memory import MemoryEventStore
+from tests.ledger.events import customer, new_tenant
+
+secret = "test-secret-0123456789abcdef0123456789"
+src_dir = Path(__file__).resolve().parents[2] / "src"
+
+
+@pytest.fixture
+async def client() -> AsyncIterator[TestClient[Any, Any]]:
+    async with TestClient(
+        TestServer(make_app(LedgerService(MemoryEventStore()), secret))
+    ) as test_client:
+        yield test_client
+
+
+async def _post(client: TestClient[Any, Any], body: Any, token: str | None) -> tuple[int, Any]:
+    headers = {"Content-Type": "application/json"}
+    if token is not None:
+        headers["Authorization"] = f"Bearer {token}"
+    response = await client.post("/v1/events", data=orjson.dumps(body), headers=headers)
+    return response.status, orjson.loads(await response.read())
+
+
+async def test_tokens_are_required_and_checked(client: TestClient[Any, Any]) -> None:
+    tenant = new_tenant()
+    expired = jwt.encode(
+        {"tenant": tenant, "exp": int(time.time()) - 3600}, secret, algorithm="HS256"
+    )
+    forged = issue_token("another-secret-0123456789abcdef01234", tenant)
+    for token, reason in (
+        (None, "Bearer"),
+        (forged, "not valid"),
+        (expired, "expired"),
+        ("junk", "not valid"),
+    ):
+        status, answer = await _post(client, customer(tenant), token)
+        assert status == 401, token
+        assert answer["error"]["code"] == "unauthorized" and reason in answer["error"]["message"]
+    status, answer = await _post(client, customer(tenant), issue_token(secret, tenant))
+    assert status == 200 and len(answer["appended"]) == 1
+
+
+async def test_a_token_acts_only_for_its_tenant(client: TestClient[Any, Any]) -> None:
+    mine, theirs = new_tenant(), new_tenant()
+    token = issue_token(secret, mine)
+    status, answer = await _post(client, [customer(mine), customer(theirs)], token)
+    assert status == 403 and answer["error"]["code"] == "tenant_not_allowed"
+    response = await client.get(
+        "/v1/events", params={"tenant": theirs}, headers={"Authorization": f"Bearer {token}"}
+    )
+    assert response.status == 403
+    response = await client.get(
+        "/v1/events", params={"tenant": mine}, headers={"Authorization": f"Bearer {token}"}
+    )
+    assert (await response.json())["events"] == []  # the refused batch appended nothing
+    status, _ = await _post(client, [customer(mine), customer(theirs)], issue_token(secret, "*"))
+    assert status == 200
+
+
+def test_ledger_token_prints_a_valid_token() -> None:
+    environment = dict(os.environ, LEDGER_JWT_SECRET=secret)
+    environment["PYTHONPATH"] = os.pathsep.join([str(src_dir), environment.get("PYTHONPATH", "")])
+    result = subprocess.run(
+        [sys.executable, "-m", "ledger.cli", "token", "--tenant", "acme", "--ttl-s", "60"],
+        env=environment,
+        capture_output=True,
+        check=False,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert tenant_of(secret, f"Bearer {result.stdout.decode().strip()}") == "acme"
