@@ -18,6 +18,7 @@ from typing import Any
 
 import orjson
 from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from ledger.auth import AuthError, may_act_for, tenant_of
 from ledger.contract import tenant_pattern
@@ -216,6 +217,11 @@ async def get_events(request: web.Request) -> web.Response:
     return _json({"events": [event.as_json() for event in events], "next_position": next_position})
 
 
+async def metrics_endpoint(request: web.Request) -> web.Response:
+    body = generate_latest()
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
 async def healthz(request: web.Request) -> web.Response:
     head = await request.app[service_key].store.head()
     return _json({"status": "ok", "head": head})
@@ -231,4 +237,5 @@ def make_app(service: LedgerService, jwt_secret: str | None = None) -> web.Appli
     app.router.add_post("/v1/events", post_events)
     app.router.add_get("/v1/events", get_events)
     app.router.add_get("/healthz", healthz)
+    app.router.add_get("/metrics", metrics_endpoint)
     return app

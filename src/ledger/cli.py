@@ -33,6 +33,7 @@ from typing import IO, Any
 
 import orjson
 
+from ledger import metrics
 from ledger.config import Settings
 from ledger.errors import LedgerError, StoreUnavailableError
 from ledger.service import AppendReport, LedgerService, parse_all
@@ -212,6 +213,7 @@ async def _relay_command(settings: Settings, args: argparse.Namespace) -> int:
 
     if not settings.kafka_bootstrap:
         return _fail("relay: set LEDGER_KAFKA_BOOTSTRAP (or run everything with `ledger up`)")
+    metrics.serve(settings.metrics_port)
     async with open_store(settings) as store:
         stop = _stop_on_signals()
         await _run_relay(settings, store, settings.kafka_bootstrap, settings.kafka_idempotent, stop)
@@ -224,6 +226,7 @@ async def _ingest_command(settings: Settings, args: argparse.Namespace) -> int:
 
     if not settings.kafka_bootstrap:
         return _fail("ingest: set LEDGER_KAFKA_BOOTSTRAP (or run everything with `ledger up`)")
+    metrics.serve(settings.metrics_port)
     async with open_service(settings) as service:
         await Ingest(service, settings.kafka_bootstrap).run(_stop_on_signals())
     return 0

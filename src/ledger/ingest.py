@@ -23,6 +23,7 @@ from typing import Any
 
 import orjson
 
+from ledger import metrics
 from ledger.service import AppendReport, LedgerService
 
 logger = logging.getLogger(__name__)
@@ -189,5 +190,13 @@ class Ingest:
         await consumer.commit({partition: records[-1].offset + 1})
         self.appended += len(report.appended)
         self.rejected += len(dead_letters)
+        metrics.ingest_messages.labels(outcome="appended").inc(len(report.appended))
+        metrics.ingest_messages.labels(outcome="duplicate").inc(len(report.duplicates))
+        metrics.ingest_messages.labels(outcome="dead_letter").inc(len(dead_letters))
+        highwater = consumer.highwater(partition)
+        if highwater is not None:
+            metrics.consumer_lag_messages.labels(
+                role="ingest", partition=str(partition.partition)
+            ).set(max(0, highwater - records[-1].offset - 1))
         if dead_letters:
             logger.info("ingest: %d rejected to %s", len(dead_letters), self.dead_letters)

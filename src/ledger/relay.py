@@ -30,6 +30,7 @@ import psycopg
 from psycopg import AsyncConnection
 from psycopg.types.json import Jsonb
 
+from ledger import metrics
 from ledger.errors import StoreError
 from ledger.store import RecordedEvent
 from ledger.store.postgres import PostgresEventStore, notify_channel
@@ -166,13 +167,19 @@ class Relay:
         """Publish one batch after the checkpoint; return how many events were published."""
         events = await self.store.read(None, self.checkpoint + 1, relay_batch_events_max)
         if not events:
+            metrics.relay_lag_events.set(0)
             return 0
-        placed = await self.publisher.publish(self.topic, [to_message(event) for event in events])
+        with metrics.relay_publish_seconds.time():
+            placed = await self.publisher.publish(
+                self.topic, [to_message(event) for event in events]
+            )
         marks = dict(self.marks)
         for event, (partition, offset) in zip(events, placed, strict=True):
             marks[partition] = [offset, event.position]
         # Only now, with every message acknowledged, may the checkpoint move past them.
         await self.save_checkpoint(events[-1].position, marks)
+        metrics.events_relayed.inc(len(events))
+        metrics.relay_lag_events.set(max(0, await self.store.head() - self.checkpoint))
         return len(events)
 
     async def catch_up(self) -> int:

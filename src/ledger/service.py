@@ -19,6 +19,7 @@ from typing import Any
 
 import orjson
 
+from ledger import metrics
 from ledger.contract import ProposedEvent, parse_event
 from ledger.decide import Accepted, Duplicate, Outcome, Refused
 from ledger.errors import Rejection, RejectionCode
@@ -109,14 +110,17 @@ class LedgerService:
         self.store = store
 
     async def append(self, raw_events: Sequence[Any], *, atomic: bool = True) -> AppendReport:
-        parsed, rejected = parse_all(raw_events)
-        return await self.append_parsed(parsed, rejected, atomic=atomic)
+        with metrics.append_seconds.time():
+            parsed, rejected = parse_all(raw_events)
+            return await self.append_parsed(parsed, rejected, atomic=atomic)
 
     async def append_parsed(
         self, parsed: list[_Parsed], rejected: list[dict[str, Any]], *, atomic: bool
     ) -> AppendReport:
         report = AppendReport(rejected=list(rejected))
         if not parsed:
+            for entry in report.rejected:
+                metrics.rejections.labels(code=str(entry["code"])).inc()
             return report
         if atomic:
             unit = Unit([item.event for item in parsed], validate_only=bool(rejected))
@@ -133,4 +137,8 @@ class LedgerService:
                 for item, outcomes in zip(chunk, results, strict=True):
                     _report_outcome(report, item.index, outcomes[0])
         report.rejected.sort(key=lambda entry: entry["index"])
+        metrics.events_appended.inc(len(report.appended))
+        metrics.events_duplicate.inc(len(report.duplicates))
+        for entry in report.rejected:
+            metrics.rejections.labels(code=str(entry["code"])).inc()
         return report

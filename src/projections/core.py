@@ -14,6 +14,7 @@ both untouched, and the event is applied when it comes again.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -24,6 +25,7 @@ from psycopg import AsyncConnection
 from psycopg.rows import TupleRow
 from psycopg.types.json import Jsonb
 
+from ledger import metrics
 from ledger.store import RecordedEvent
 
 logger = logging.getLogger(__name__)
@@ -43,6 +45,7 @@ class ProjectedEvent:
     time: str
     data: dict[str, Any]
     ledger: dict[str, Any]
+    recorded_at: str = ""
 
     @classmethod
     def from_recorded(cls, event: RecordedEvent) -> ProjectedEvent:
@@ -55,6 +58,7 @@ class ProjectedEvent:
             time=_rfc3339(event.time),
             data=event.data,
             ledger=dict(event.metadata.get("ledger", {})),
+            recorded_at=_rfc3339(event.recorded_at),
         )
 
     @classmethod
@@ -72,6 +76,7 @@ class ProjectedEvent:
             time=attributes.get("ce_time", ""),
             data=orjson.loads(value or b"{}"),
             ledger=orjson.loads(attributes["ce_ledger"]) if "ce_ledger" in attributes else {},
+            recorded_at=attributes.get("ce_recordedat", ""),
         )
 
 
@@ -130,6 +135,7 @@ class ProjectionWriter:
             return {}
         names = [projector.name for projector in self.projectors]
         tenants = sorted({event.tenant_id for event in events})
+        started = time.perf_counter()
         async with self.conn.transaction():
             await self.conn.execute(
                 "SELECT set_config('ledger.tenants', %s, true)", [",".join(tenants)]
@@ -142,6 +148,15 @@ class ProjectionWriter:
             )
             states = {(row[0], row[1]): (int(row[2]), row[3]) for row in await cursor.fetchall()}
             ordered = sorted(events, key=lambda event: event.position)
+            # What fold will apply: the events above each (projection, tenant)'s stored position.
+            applied_by_projection = {
+                name: sum(
+                    1
+                    for event in ordered
+                    if event.position > states.get((name, event.tenant_id), (0, {}))[0]
+                )
+                for name in names
+            }
             changed = fold(self.projectors, states, ordered)
             if changed:
                 await self.conn.cursor().executemany(
@@ -150,6 +165,9 @@ class ProjectionWriter:
                     " SET position = excluded.position, state = excluded.state, updated_at = now()",
                     [(key[0], key[1], states[key][0], Jsonb(states[key][1])) for key in changed],
                 )
+        metrics.projection_apply_seconds.observe(time.perf_counter() - started)
+        for name, count in applied_by_projection.items():
+            metrics.events_projected.labels(projection=name).inc(count)
         applied: dict[str, int] = {}
         for _, tenant in changed:
             positions = [states[(name, tenant)][0] for name in names if (name, tenant) in states]

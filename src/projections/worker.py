@@ -18,12 +18,14 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 import psycopg
 from psycopg import AsyncConnection
 from psycopg.rows import TupleRow
 
+from ledger import metrics
 from ledger.config import Settings
 from ledger.store.postgres import configure_connection, migrate
 from projections.core import ProjectedEvent, ProjectionWriter, Projector
@@ -68,6 +70,11 @@ class _Projecting:
                 )
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, retry_delay_max_s)
+        now = datetime.now(UTC)
+        for event in events:
+            if event.recorded_at:
+                recorded = datetime.fromisoformat(event.recorded_at)
+                metrics.projection_latency_seconds.observe((now - recorded).total_seconds())
         if applied and self.notifier is not None:
             await self.notifier.changed(applied, [projector.name for projector in self.projectors])
 
@@ -126,6 +133,7 @@ def run_worker(settings: Settings, database_url: str, projectors: Sequence[Proje
     """Run until SIGINT or SIGTERM (faust's worker owns the event loop and the signals)."""
     import faust
 
+    metrics.serve(settings.metrics_port)
     app = make_app(settings, database_url, projectors)
     worker = faust.Worker(app, loglevel="WARNING", quiet=True)
     worker.execute_from_commandline()

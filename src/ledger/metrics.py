@@ -1,0 +1,52 @@
+"""Prometheus metrics of every role, in one registry per process.
+
+The HTTP API serves them at `/metrics` (with `ledger up`, that covers the API, the relay and the
+ingest consumer, which share its process); `ledger relay`, `ledger ingest` and `ledger worker` serve
+them on LEDGER_METRICS_PORT when it is set.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from prometheus_client import Counter, Gauge, Histogram, start_http_server
+
+logger = logging.getLogger(__name__)
+
+# Latency buckets from 1 ms to 10 s: appends are milliseconds, end-to-end projection tens of ms.
+_latency_buckets_s = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+events_appended = Counter("ledger_events_appended", "Events appended to the store")
+events_duplicate = Counter("ledger_events_duplicate", "Appends answered as duplicates")
+rejections = Counter("ledger_rejections", "Events rejected, by code", ["code"])
+append_seconds = Histogram(
+    "ledger_append_seconds", "Time to validate and append one request", buckets=_latency_buckets_s
+)
+events_relayed = Counter("ledger_events_relayed", "Events published to Kafka by the relay")
+relay_publish_seconds = Histogram(
+    "ledger_relay_publish_seconds",
+    "Time to publish one batch until acked",
+    buckets=_latency_buckets_s,
+)
+relay_lag_events = Gauge("ledger_relay_lag_events", "Committed events not yet published")
+events_projected = Counter(
+    "ledger_events_projected", "Events applied, by projection", ["projection"]
+)
+projection_apply_seconds = Histogram(
+    "ledger_projection_apply_seconds", "Time to apply one batch", buckets=_latency_buckets_s
+)
+projection_latency_seconds = Histogram(
+    "ledger_projection_latency_seconds",
+    "From the event's commit to its read model's commit",
+    buckets=_latency_buckets_s,
+)
+consumer_lag_messages = Gauge(
+    "ledger_consumer_lag_messages", "Messages behind the partition's end", ["role", "partition"]
+)
+ingest_messages = Counter("ledger_ingest_messages", "Ingest messages, by outcome", ["outcome"])
+
+
+def serve(port: int | None) -> None:
+    if port:
+        start_http_server(port, addr="127.0.0.1")
+        logger.info("metrics on http://127.0.0.1:%d/metrics", port)
