@@ -220,15 +220,21 @@ async def _relay_command(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
-async def _ingest_command(settings: Settings, args: argparse.Namespace) -> int:
+def _ingest(settings: Settings, service: LedgerService, bootstrap: str) -> Any:
     from ledger.ingest import Ingest
+
+    topic = settings.ingest_topic
+    return Ingest(service, bootstrap, topic=topic, dead_letters=f"{topic}.dlq")
+
+
+async def _ingest_command(settings: Settings, args: argparse.Namespace) -> int:
     from ledger.runtime import open_service
 
     if not settings.kafka_bootstrap:
         return _fail("ingest: set LEDGER_KAFKA_BOOTSTRAP (or run everything with `ledger up`)")
     metrics.serve(settings.metrics_port)
     async with open_service(settings) as service:
-        await Ingest(service, settings.kafka_bootstrap).run(_stop_on_signals())
+        await _ingest(settings, service, settings.kafka_bootstrap).run(_stop_on_signals())
     return 0
 
 
@@ -310,7 +316,6 @@ def _stop_child(child: Any) -> None:
 
 
 async def _up_command(settings: Settings, args: argparse.Namespace) -> int:
-    from ledger.ingest import Ingest
     from ledger.runtime import database_url, kafka_bootstrap, open_store, redis_url
 
     settings = dataclasses.replace(settings, data_dir=Path(args.data_dir))
@@ -326,7 +331,9 @@ async def _up_command(settings: Settings, args: argparse.Namespace) -> int:
             )
             stop = _stop_on_signals()
             relay = asyncio.create_task(_run_relay(settings, store, bootstrap, idempotent, stop))
-            ingest = asyncio.create_task(Ingest(LedgerService(store), bootstrap).run(stop))
+            ingest = asyncio.create_task(
+                _ingest(settings, LedgerService(store), bootstrap).run(stop)
+            )
             worker = _spawn_worker(settings, database, bootstrap, idempotent)
             sys.stdout.write(
                 "ledger is up.\n"

@@ -31,6 +31,8 @@ class Settings:
     # Topic names and the projection workers' consumer group (tests run several side by side).
     events_topic: str = "ledger.events"
     worker_group: str = "ledger-projections"
+    # Where other services publish events to append; rejected ones go to `<ingest_topic>.dlq`.
+    ingest_topic: str = "ledger.ingest"
     # Where `ledger relay`, `ledger ingest` and `ledger worker` serve /metrics (none when unset).
     metrics_port: int | None = None
 
@@ -46,5 +48,6 @@ class Settings:
             kafka_idempotent=(_env("LEDGER_KAFKA_IDEMPOTENT") or "true").lower() != "false",
             events_topic=_env("LEDGER_EVENTS_TOPIC") or "ledger.events",
             worker_group=_env("LEDGER_WORKER_GROUP") or "ledger-projections",
+            ingest_topic=_env("LEDGER_INGEST_TOPIC") or "ledger.ingest",
             metrics_port=int(_env("LEDGER_METRICS_PORT") or 0) or None,
         )

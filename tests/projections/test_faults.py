@@ -16,6 +16,7 @@ import uuid
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
+import orjson
 import pytest
 
 from ledger.service import LedgerService
@@ -45,6 +46,7 @@ def _spawn(
     topic: str,
     group: str,
     log: Path,
+    extra: dict[str, str] | None = None,
 ) -> subprocess.Popen[bytes]:
     environment = dict(os.environ)
     environment.update(
@@ -56,6 +58,7 @@ def _spawn(
         LEDGER_WORKER_GROUP=group,
         PYTHONPATH=os.pathsep.join([str(src_dir), environment.get("PYTHONPATH", "")]),
     )
+    environment.update(extra or {})
     return subprocess.Popen(
         [sys.executable, "-m", "ledger.cli", role],
         env=environment,
@@ -123,3 +126,52 @@ async def test_kill_9_of_relay_and_worker_loses_nothing_and_applies_nothing_twic
             except subprocess.TimeoutExpired:
                 process.kill()
         await conn.close()
+
+
+async def test_kill_9_of_ingest_appends_every_message_once(
+    store: PostgresEventStore, kafka_bootstrap: str, redis_url: str, tmp_path: Path
+) -> None:
+    from aiokafka import AIOKafkaProducer
+
+    seed = random.randrange(1_000_000)
+    chance = random.Random(seed)
+    topic = f"ledger.ingest.{uuid.uuid4().hex[:8]}"
+    tenant = new_tenant()
+    good = [customer(tenant)] + [invoice(tenant, f"INV-{i}") for i in range(60)]
+    bad = invoice(tenant, "INV-bad", customer_id="NOBODY")
+    messages = [*good[:30], bad, *good[30:]]
+    environment_topic = {"LEDGER_INGEST_TOPIC": topic}
+    log = tmp_path / "ingest.log"
+
+    def spawn() -> subprocess.Popen[bytes]:
+        process = _spawn(
+            "ingest", store, kafka_bootstrap, redis_url, "unused", "unused", log, environment_topic
+        )
+        return process
+
+    process = spawn()
+    producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap, acks="all")
+    await producer.start()
+    try:
+        for number, message in enumerate(messages):
+            await producer.send_and_wait(topic, value=orjson.dumps(message), key=tenant.encode())
+            if number in (15, 40):  # kill in the middle of the flow, twice
+                await asyncio.sleep(chance.uniform(0.0, 1.0))
+                process.send_signal(signal.SIGKILL)
+                process.wait()
+                process = spawn()
+        deadline = time.monotonic() + settle_timeout_s
+        while len(stored := await store.read(tenant, 1, 1000)) < len(good):
+            assert process.poll() is None, (seed, log.read_text()[-3000:])
+            assert time.monotonic() < deadline, (seed, len(stored), log.read_text()[-3000:])
+            await asyncio.sleep(0.3)
+        await asyncio.sleep(1.0)  # anything re-read after the last restart has had time to land
+        stored = await store.read(tenant, 1, 1000)
+        assert [event.event_id for event in stored] == [event["id"] for event in good], seed
+    finally:
+        await producer.stop()
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
