@@ -33,7 +33,7 @@ from typing import IO, Any
 
 import orjson
 
-from ledger import metrics
+from ledger import logs, metrics
 from ledger.config import Settings
 from ledger.errors import LedgerError, StoreUnavailableError
 from ledger.service import AppendReport, LedgerService, parse_all
@@ -444,13 +444,7 @@ _commands = {
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    logging.basicConfig(
-        level=args.log_level.upper(),
-        stream=sys.stderr,
-        format='{"time":"%(asctime)s","level":"%(levelname)s","logger":"%(name)s","message":"%(message)s"}',
-    )
-    # pgserver logs every initdb and pg_ctl line at INFO; ours are the lines worth reading.
-    logging.getLogger("pgserver").setLevel(logging.WARNING)
+    logs.configure(args.log_level)
     settings = Settings.from_env()
     if args.command == "worker":
         return _worker_command(settings)
