@@ -175,3 +175,52 @@ async def test_kill_9_of_ingest_appends_every_message_once(
             process.wait(timeout=30)
         except subprocess.TimeoutExpired:
             process.kill()
+
+
+async def test_broker_restart_losing_everything_ends_identical(
+    store: PostgresEventStore, redis_url: str, tmp_path: Path
+) -> None:
+    from ledger.embedded import EmbeddedKafka
+
+    broker = EmbeddedKafka.start(tmp_path / "broker1")
+    port = broker.port
+    suffix = uuid.uuid4().hex[:8]
+    topic, group = f"ledger.events.{suffix}", f"restart-{suffix}"
+    logs = {role: tmp_path / f"{role}.log" for role in ("relay", "worker")}
+    processes = {
+        role: _spawn(role, store, broker.bootstrap, redis_url, topic, group, logs[role])
+        for role in logs
+    }
+    service = LedgerService(store)
+    tenants = [new_tenant() for _ in range(2)]
+    conn = await _connection(store)
+
+    async def settle() -> None:
+        expected = await _expected(store)
+        deadline = time.monotonic() + settle_timeout_s
+        while await read_states(conn) != expected:
+            for role, process in processes.items():
+                assert process.poll() is None, (role, logs[role].read_text()[-3000:])
+            assert time.monotonic() < deadline, logs["worker"].read_text()[-3000:]
+            await asyncio.sleep(0.3)
+
+    try:
+        for tenant in tenants:
+            assert not (await service.append([customer(tenant), invoice(tenant, "INV-1")])).rejected
+        await settle()
+        broker.stop()  # memory storage: topics, messages and committed offsets are gone
+        broker = EmbeddedKafka.start(tmp_path / "broker2", port=port)
+        for tenant in tenants:
+            assert not (await service.append([invoice(tenant, "INV-2")])).rejected
+        await settle()
+        assert {state["events"] for _, state in (await read_states(conn)).values()} == {3}
+    finally:
+        for process in processes.values():
+            process.send_signal(signal.SIGTERM)
+        for process in processes.values():
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+        broker.stop()
+        await conn.close()
