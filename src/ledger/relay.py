@@ -23,7 +23,7 @@ import asyncio
 import contextlib
 import logging
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import orjson
 import psycopg
@@ -118,27 +118,39 @@ class Relay:
         self.checkpoint = 0
         self.marks: Marks = {}
         self._wakeup = asyncio.Event()
+        self._conn: AsyncConnection[Any] | None = None
 
     # --- checkpoint ------------------------------------------------------------------------
 
+    async def _connection(self) -> AsyncConnection[Any]:
+        """One connection for the checkpoint, reopened after a failure (not one per save)."""
+        if self._conn is None or self._conn.closed or self._conn.broken:
+            self._conn = await AsyncConnection.connect(self.store.conninfo, autocommit=True)
+        return self._conn
+
+    async def close(self) -> None:
+        if self._conn is not None:
+            await self._conn.close()
+            self._conn = None
+
     async def load_checkpoint(self) -> int:
-        async with await AsyncConnection.connect(self.store.conninfo, autocommit=True) as conn:
-            cursor = await conn.execute(
-                "SELECT position, marks FROM ledger_checkpoints WHERE name = %s", [self.name]
-            )
-            row = await cursor.fetchone()
+        conn = await self._connection()
+        cursor = await conn.execute(
+            "SELECT position, marks FROM ledger_checkpoints WHERE name = %s", [self.name]
+        )
+        row = await cursor.fetchone()
         self.checkpoint = int(row[0]) if row else 0
         self.marks = {int(p): list(mark) for p, mark in (row[1] if row else {}).items()}
         return self.checkpoint
 
     async def save_checkpoint(self, position: int, marks: Marks) -> None:
-        async with await AsyncConnection.connect(self.store.conninfo, autocommit=True) as conn:
-            await conn.execute(
-                "INSERT INTO ledger_checkpoints (name, position, marks) VALUES (%s, %s, %s)"
-                " ON CONFLICT (name) DO UPDATE SET position = excluded.position,"
-                " marks = excluded.marks, updated_at = now()",
-                [self.name, position, Jsonb({str(p): mark for p, mark in marks.items()})],
-            )
+        conn = await self._connection()
+        await conn.execute(
+            "INSERT INTO ledger_checkpoints (name, position, marks) VALUES (%s, %s, %s)"
+            " ON CONFLICT (name) DO UPDATE SET position = excluded.position,"
+            " marks = excluded.marks, updated_at = now()",
+            [self.name, position, Jsonb({str(p): mark for p, mark in marks.items()})],
+        )
         self.checkpoint = position
         self.marks = marks
 
@@ -179,7 +191,8 @@ class Relay:
         # Only now, with every message acknowledged, may the checkpoint move past them.
         await self.save_checkpoint(events[-1].position, marks)
         metrics.events_relayed.inc(len(events))
-        metrics.relay_lag_events.set(max(0, await self.store.head() - self.checkpoint))
+        if len(events) < relay_batch_events_max:
+            metrics.relay_lag_events.set(0)  # a short page means the head was reached
         return len(events)
 
     async def catch_up(self) -> int:
@@ -212,6 +225,7 @@ class Relay:
             listener.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await listener
+            await self.close()
 
     async def _relay_until(self, stop: asyncio.Event) -> None:
         idle_s = 0.0

@@ -1,0 +1,200 @@
+"""Streaming benchmark: relay throughput, event committed -> read model committed latency, replay.
+
+    python3 dev.py bench streaming [--database-url URL] [--replay-events N] [--quick]
+
+- relay: events/s from the store to the embedded tansu broker, acks awaited, checkpoints written;
+- latency: events appended at a paced 1,000 events/s while `ledger relay` and `ledger worker` run as
+  processes; the worker's own histogram (`ledger_projection_latency_seconds`, from the event's
+  commit to its read model's commit) gives p50 and p99 as the bucket bounds they fall in;
+- replay: `replay` of the event-count projection over N events written straight into the events
+  table by SQL (appending a million events through validation would take minutes and measure the
+  write side, not replay).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+from psycopg import AsyncConnection
+
+root = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(root))
+
+from bench.append import default_url, fresh_database  # noqa: E402
+from bench.events import stream  # noqa: E402
+
+from ledger.embedded import EmbeddedKafka, free_loopback_port  # noqa: E402
+from ledger.relay import KafkaPublisher, Relay  # noqa: E402
+from ledger.service import LedgerService  # noqa: E402
+from ledger.store.postgres import PostgresEventStore, configure_connection  # noqa: E402
+from projections.registry import all_projectors  # noqa: E402
+from projections.replay import replay  # noqa: E402
+
+
+async def relay_throughput(url: str, bootstrap: str, count: int) -> float:
+    store = await PostgresEventStore.open(url)
+    events = list(stream("relay", count))
+    for start in range(0, count, 1000):
+        await LedgerService(store).append(events[start : start + 1000])
+    publisher = KafkaPublisher(bootstrap, idempotent=False)
+    relay = Relay(store, publisher, topic="bench.relay", partitions=6)
+    await relay.repair_broker()
+    started = time.perf_counter()
+    published = await relay.catch_up()
+    elapsed = time.perf_counter() - started
+    await publisher.close()
+    await store.close()
+    return published / elapsed
+
+
+def _quantile_bound(text: str, name: str, share: float) -> float:
+    buckets = [
+        (float(bound), float(count))
+        for bound, count in re.findall(
+            rf'^{name}_bucket{{le="([^"]+)"}} (\S+)$', text, re.MULTILINE
+        )
+        if bound != "+Inf"
+    ]
+    total = float(re.search(rf"^{name}_count (\S+)$", text, re.MULTILINE).group(1))  # type: ignore[union-attr]
+    for bound, count in buckets:
+        if count >= share * total:
+            return bound
+    return float("inf")
+
+
+async def latency(
+    url: str, bootstrap: str, seconds: float, rate: float
+) -> tuple[float, float, int]:
+    metrics_port = free_loopback_port()
+    environment = dict(os.environ)
+    environment.update(
+        LEDGER_DATABASE_URL=url,
+        LEDGER_KAFKA_BOOTSTRAP=bootstrap,
+        LEDGER_KAFKA_IDEMPOTENT="false",
+        LEDGER_EVENTS_TOPIC="bench.latency",
+        LEDGER_WORKER_GROUP="bench-latency",
+        PYTHONPATH=os.pathsep.join([str(root / "src"), str(root)]),
+    )
+    relay = subprocess.Popen(
+        [sys.executable, "-m", "ledger.cli", "relay"], env=environment, stderr=subprocess.DEVNULL
+    )
+    environment["LEDGER_METRICS_PORT"] = str(metrics_port)
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "ledger.cli", "worker"], env=environment, stderr=subprocess.DEVNULL
+    )
+    store = await PostgresEventStore.open(url)
+    service = LedgerService(store)
+    try:
+        # Warm up until the worker has joined its group and projected something.
+        warm = list(stream("warmup", 50))
+        for event in warm:
+            await service.append([event])
+        text = ""
+        deadline = time.monotonic() + 120
+        while "ledger_projection_latency_seconds_count" not in text or re.search(
+            r"^ledger_projection_latency_seconds_count 0\.0$", text, re.MULTILINE
+        ):
+            assert time.monotonic() < deadline, "the worker never projected"
+            await asyncio.sleep(0.5)
+            try:
+                with urllib.request.urlopen(
+                    f"http://127.0.0.1:{metrics_port}/metrics", timeout=2
+                ) as answer:
+                    text = answer.read().decode()
+            except OSError:
+                text = ""
+        base = float(
+            re.search(r"^ledger_projection_latency_seconds_count (\S+)$", text, re.MULTILINE).group(
+                1
+            )
+        )  # type: ignore[union-attr]
+        events = list(stream("paced", int(seconds * rate)))
+        started = time.perf_counter()
+        for number, event in enumerate(events):
+            await service.append([event])
+            pause = started + (number + 1) / rate - time.perf_counter()
+            if pause > 0:
+                await asyncio.sleep(pause)
+        await asyncio.sleep(3)
+        with urllib.request.urlopen(
+            f"http://127.0.0.1:{metrics_port}/metrics", timeout=5
+        ) as answer:
+            text = answer.read().decode()
+        name = "ledger_projection_latency_seconds"
+        measured = float(re.search(rf"^{name}_count (\S+)$", text, re.MULTILINE).group(1)) - base  # type: ignore[union-attr]
+        return _quantile_bound(text, name, 0.5), _quantile_bound(text, name, 0.99), int(measured)
+    finally:
+        for process in (relay, worker):
+            process.send_signal(signal.SIGTERM)
+            process.wait(timeout=30)
+        await store.close()
+
+
+async def replay_throughput(url: str, count: int) -> float:
+    store = await PostgresEventStore.open(url)
+    conn = await AsyncConnection.connect(url, autocommit=True)
+    await conn.execute(
+        "INSERT INTO events (position, tenant_id, stream_id, stream_version, event_id, type, time,"
+        " data, metadata, hash)"
+        " SELECT g, 'tenant' || (g %% 10), 'customer/C' || g, 1, 'e' || g,"
+        " 'ledger.customer.registered.v1', now(),"
+        " jsonb_build_object('customer_id', 'C' || g, 'name', 'Customer ' || g),"
+        ' \'{"source": "bench"}\', md5(g::text) FROM generate_series(1, %s) AS g',
+        [count],
+    )
+    await conn.execute("UPDATE ledger_position SET head = %s", [count])
+    await configure_connection(conn)
+    started = time.perf_counter()
+    folded = await replay(store, conn, all_projectors())
+    elapsed = time.perf_counter() - started
+    await conn.close()
+    await store.close()
+    return folded / elapsed
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--database-url", default=default_url)
+    parser.add_argument("--replay-events", type=int, default=1_000_000)
+    parser.add_argument("--quick", action="store_true")
+    args = parser.parse_args()
+    relay_events = 10_000 if args.quick else 50_000
+    replay_events = 100_000 if args.quick else args.replay_events
+    latency_s = 5.0 if args.quick else 20.0
+    with tempfile.TemporaryDirectory() as folder:
+        broker = EmbeddedKafka.start(Path(folder))
+        try:
+            with fresh_database(args.database_url) as url:
+                relay_rate = asyncio.run(relay_throughput(url, broker.bootstrap, relay_events))
+            with fresh_database(args.database_url) as url:
+                p50, p99, measured = asyncio.run(latency(url, broker.bootstrap, latency_s, 1000.0))
+        finally:
+            broker.stop()
+    with fresh_database(args.database_url) as url:
+        replay_rate = asyncio.run(replay_throughput(url, replay_events))
+    print("| what | measured | target |")
+    print("|---|---|---|")
+    print(
+        f"| relay to the embedded broker ({relay_events:,} events) | {relay_rate:,.0f} events/s | >= 20,000 events/s |"
+    )
+    print(
+        f"| event committed -> read model committed at 1,000 events/s ({measured:,} events) |"
+        f" p50 <= {p50 * 1000:g} ms, p99 <= {p99 * 1000:g} ms | p99 <= 50 ms |"
+    )
+    print(
+        f"| replay of {replay_events:,} events (event counts) | {replay_rate:,.0f} events/s | >= 20,000 events/s |"
+    )
+
+
+if __name__ == "__main__":
+    main()
