@@ -224,3 +224,62 @@ async def test_broker_restart_losing_everything_ends_identical(
                 process.kill()
         broker.stop()
         await conn.close()
+
+
+async def test_database_restart_with_relay_and_worker_running(
+    kafka_bootstrap: str, redis_url: str, tmp_path: Path
+) -> None:
+    import shutil
+    import tempfile
+
+    from ledger.embedded import EmbeddedPostgres
+
+    folder = Path(tempfile.mkdtemp(prefix="ledger-outage-"))
+    server = EmbeddedPostgres.start(folder / "data")
+    private = await PostgresEventStore.open(server.url)
+    suffix = uuid.uuid4().hex[:8]
+    topic, group = f"ledger.events.{suffix}", f"outage-{suffix}"
+    logs = {role: tmp_path / f"{role}.log" for role in ("relay", "worker")}
+    processes = {
+        role: _spawn(role, private, kafka_bootstrap, redis_url, topic, group, logs[role])
+        for role in logs
+    }
+    tenant = new_tenant()
+
+    async def settle(store: PostgresEventStore) -> None:
+        expected = await _expected(store)
+        deadline = time.monotonic() + settle_timeout_s
+        conn = await _connection(store)
+        try:
+            while await read_states(conn) != expected:
+                for role, process in processes.items():
+                    assert process.poll() is None, (role, logs[role].read_text()[-3000:])
+                assert time.monotonic() < deadline, logs["worker"].read_text()[-3000:]
+                await asyncio.sleep(0.3)
+        finally:
+            await conn.close()
+
+    try:
+        assert not (
+            await LedgerService(private).append([customer(tenant), invoice(tenant, "INV-1")])
+        ).rejected
+        await settle(private)
+        await private.close()
+        server.stop()
+        await asyncio.sleep(2.0)  # relay and worker see the database gone
+        server = EmbeddedPostgres.start(folder / "data")
+        private = await PostgresEventStore.open(server.url)
+        assert not (await LedgerService(private).append([invoice(tenant, "INV-2")])).rejected
+        await settle(private)
+        assert {state["events"] for _, state in (await _expected(private)).values()} == {3}
+    finally:
+        for process in processes.values():
+            process.send_signal(signal.SIGTERM)
+        for process in processes.values():
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+        await private.close()
+        server.stop()
+        shutil.rmtree(folder, ignore_errors=True)
