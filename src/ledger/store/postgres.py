@@ -66,6 +66,7 @@ _migrations = (
     "002_append_functions.sql",
     "003_checkpoints.sql",
     "004_projection_state.sql",
+    "005_lock_and_load_custom_plans.sql",
 )
 
 _select_events = """
