@@ -94,14 +94,19 @@ class Projector(Protocol):
         ...
 
 
+def is_table_projector(projector: object) -> bool:
+    return hasattr(projector, "tables")
+
+
 def fold(
-    projectors: Sequence[Projector],
+    projectors: Sequence[Any],
     states: dict[tuple[str, str], tuple[int, State]],
     events: Iterable[ProjectedEvent],
 ) -> set[tuple[str, str]]:
     """Apply events in position order to (projection, tenant) -> (position, state); skip what is
     at or below a state's position. Returns the keys that changed."""
     changed: set[tuple[str, str]] = set()
+    projectors = [projector for projector in projectors if not is_table_projector(projector)]
     for event in events:
         for projector in projectors:
             key = (projector.name, event.tenant_id)
@@ -114,26 +119,32 @@ def fold(
 
 
 def run_in_memory(
-    projectors: Sequence[Projector], events: Iterable[ProjectedEvent]
+    projectors: Sequence[Any], events: Iterable[ProjectedEvent]
 ) -> dict[tuple[str, str], tuple[int, State]]:
-    """The test runner: the read models a list of events produces, with no I/O."""
+    """The test runner for state documents: the read models a list of events produces, with no
+    I/O (`projections.tables.MemoryTables` is the one for table projectors)."""
     states: dict[tuple[str, str], tuple[int, State]] = {}
     fold(projectors, states, events)
     return states
 
 
 class ProjectionWriter:
-    """Applies batches to the `projection_state` table in one transaction each."""
+    """Applies batches in one transaction each: state documents to `projection_state`, table
+    projectors' changes to their tables, and every (projection, tenant)'s position with them."""
 
-    def __init__(self, conn: AsyncConnection[TupleRow], projectors: Sequence[Projector]) -> None:
+    def __init__(self, conn: AsyncConnection[TupleRow], projectors: Sequence[Any]) -> None:
         self.conn = conn
         self.projectors = projectors
 
     async def apply(self, events: Sequence[ProjectedEvent]) -> dict[str, int]:
         """Apply a batch; return tenant -> highest position applied, for tenants that changed."""
+        from projections import tables
+
         if not events:
             return {}
         names = [projector.name for projector in self.projectors]
+        documents = [p for p in self.projectors if not is_table_projector(p)]
+        table_projectors = [p for p in self.projectors if is_table_projector(p)]
         tenants = sorted({event.tenant_id for event in events})
         started = time.perf_counter()
         async with self.conn.transaction():
@@ -157,7 +168,29 @@ class ProjectionWriter:
                 )
                 for name in names
             }
-            changed = fold(self.projectors, states, ordered)
+            changed = fold(documents, states, ordered)
+            if table_projectors:
+                positions = {key: value[0] for key, value in states.items()}
+                before = dict(positions)
+                unseen = [
+                    event
+                    for event in ordered
+                    if any(
+                        event.position > positions.get((p.name, event.tenant_id), 0)
+                        for p in table_projectors
+                    )
+                ]
+                cache: dict[Any, Any] = {}
+                await tables.load_rows(
+                    self.conn, tables.needed_keys(table_projectors, unseen), cache
+                )
+                table_changes = tables.Changes()
+                tables.apply_batch(table_projectors, positions, unseen, cache, table_changes)
+                await tables.write_changes(self.conn, table_changes)
+                for key, position in positions.items():
+                    if position != before.get(key):
+                        states[key] = (position, {})
+                        changed.add(key)
             if changed:
                 await self.conn.cursor().executemany(
                     "INSERT INTO projection_state (projection, tenant_id, position, state)"
@@ -170,8 +203,8 @@ class ProjectionWriter:
             metrics.events_projected.labels(projection=name).inc(count)
         applied: dict[str, int] = {}
         for _, tenant in changed:
-            positions = [states[(name, tenant)][0] for name in names if (name, tenant) in states]
-            applied[tenant] = max(positions)
+            positions_of = [states[(name, tenant)][0] for name in names if (name, tenant) in states]
+            applied[tenant] = max(positions_of)
         return applied
 
 

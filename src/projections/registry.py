@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
-from projections.core import Projector
+from typing import Any
+
+from projections.ar_aging import ArAging
+from projections.deferred_revenue import DeferredRevenue
 from projections.event_counts import EventCounts
+from projections.general_ledger import GeneralLedger
+from projections.mrr import Mrr
 
 
-def all_projectors() -> list[Projector]:
-    return [EventCounts()]
+def all_projectors() -> list[Any]:
+    return [EventCounts(), GeneralLedger(), ArAging(), DeferredRevenue(), Mrr()]
 
 
-def select(names: list[str] | None) -> list[Projector]:
+def select(names: list[str] | None) -> list[Any]:
     projectors = all_projectors()
     if not names:
         return projectors

@@ -106,7 +106,7 @@ async def test_kill_9_of_relay_and_worker_loses_nothing_and_applies_nothing_twic
         await asyncio.gather(write(), chaos())
         expected = await _expected(store)
         deadline = time.monotonic() + settle_timeout_s
-        while (states := await read_states(conn)) != expected:
+        while (states := await read_states(conn, "event_counts")) != expected:
             for role, process in processes.items():
                 assert process.poll() is None, (seed, role, logs[role].read_text()[-3000:])
             assert time.monotonic() < deadline, (
@@ -198,7 +198,7 @@ async def test_broker_restart_losing_everything_ends_identical(
     async def settle() -> None:
         expected = await _expected(store)
         deadline = time.monotonic() + settle_timeout_s
-        while await read_states(conn) != expected:
+        while await read_states(conn, "event_counts") != expected:
             for role, process in processes.items():
                 assert process.poll() is None, (role, logs[role].read_text()[-3000:])
             assert time.monotonic() < deadline, logs["worker"].read_text()[-3000:]
@@ -213,7 +213,9 @@ async def test_broker_restart_losing_everything_ends_identical(
         for tenant in tenants:
             assert not (await service.append([invoice(tenant, "INV-2")])).rejected
         await settle()
-        assert {state["events"] for _, state in (await read_states(conn)).values()} == {3}
+        assert {
+            state["events"] for _, state in (await read_states(conn, "event_counts")).values()
+        } == {3}
     finally:
         for process in processes.values():
             process.send_signal(signal.SIGTERM)
@@ -251,7 +253,7 @@ async def test_database_restart_with_relay_and_worker_running(
         deadline = time.monotonic() + settle_timeout_s
         conn = await _connection(store)
         try:
-            while await read_states(conn) != expected:
+            while await read_states(conn, "event_counts") != expected:
                 for role, process in processes.items():
                     assert process.poll() is None, (role, logs[role].read_text()[-3000:])
                 assert time.monotonic() < deadline, logs["worker"].read_text()[-3000:]

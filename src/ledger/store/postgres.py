@@ -107,6 +107,11 @@ async def migrate(conninfo: str) -> list[int]:
             # Under the migration lock too: concurrent GRANTs on one table fail with "tuple
             # concurrently updated". A savepoint inside, so a refused GRANT keeps the migration.
             await _ensure_app_role(conn)
+    # The read models' tables (SQLAlchemy Core + Alembic) come after the store's, whose role
+    # they grant to. Alembic is synchronous: a thread keeps the caller's event loop free.
+    from projections.schema import upgrade
+
+    await asyncio.to_thread(upgrade, conninfo)
     return applied
 
 

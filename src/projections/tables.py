@@ -1,0 +1,423 @@
+"""Read models kept in PostgreSQL tables, produced by pure table projectors.
+
+A table projector is pure, as DESIGN section 5 asks: for one event it names the rows it may read
+(`needs`), then `apply(rows, event)` reads exactly those through `Rows` and records its changes there:
+
+- `put(table, row)`: the row's new content, keyed by the table's primary key;
+- `delete(table, *key)`;
+- `add(table, row)`: add the row's numeric columns to the stored row (created at zero when
+  missing). Running totals such as daily account movements need no read, so they cost O(1);
+- `insert(table, row)`: an append-only row (journal lines, audit chain links), never read back.
+
+Runners do the I/O. `apply_batch` is the one interpreter of those changes: the live worker and
+catch-up run it over rows loaded from PostgreSQL, the test runner over `MemoryTables`, replay over
+a `MemoryTables` that is then copied into fresh tables. So they cannot disagree.
+
+Every table has `tenant_id` as the first column of its primary key; row-level security applies to
+all of them (see the migrations under `projections/migrations`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import date
+from decimal import Decimal
+from typing import Any, Protocol
+
+import orjson
+from psycopg import AsyncConnection, sql
+from psycopg.rows import TupleRow
+from psycopg.types.json import Jsonb
+from sqlalchemy import BigInteger, Boolean, Column, Date, Integer, MetaData, Numeric, Table, Text
+from sqlalchemy.dialects.postgresql import JSONB
+
+from projections.core import ProjectedEvent
+
+metadata = MetaData()
+
+Row = dict[str, Any]
+Key = tuple[Any, ...]  # the primary key's values after tenant_id
+
+
+def tenant_table(name: str, *columns: Any) -> Table:
+    """A read model table: `tenant_id` first, then `columns` (mark key columns primary_key=True)."""
+    return Table(name, metadata, Column("tenant_id", Text, primary_key=True), *columns)
+
+
+def key_columns(table: Table) -> list[str]:
+    return [column.name for column in table.primary_key.columns if column.name != "tenant_id"]
+
+
+def value_columns(table: Table) -> list[str]:
+    keys = set(key_columns(table)) | {"tenant_id"}
+    return [column.name for column in table.columns if column.name not in keys]
+
+
+def key_of(table: Table, row: Mapping[str, Any]) -> Key:
+    return tuple(row[name] for name in key_columns(table))
+
+
+class TableProjector(Protocol):
+    name: str
+    tables: Sequence[Table]
+
+    def needs(self, event: ProjectedEvent) -> Iterable[tuple[Table, Key]]:
+        """The rows `apply` may read for this event."""
+        ...
+
+    def apply(self, rows: Rows, event: ProjectedEvent) -> None:
+        """Pure: read the needed rows through `rows`, record the changes there."""
+        ...
+
+
+class UndeclaredRead(LookupError):
+    """A projector read a row it did not name in `needs`: a bug in the projector."""
+
+
+@dataclass
+class Changes:
+    """What a batch changed, per table: the runner writes this in one transaction."""
+
+    # (table, tenant, key) -> row (None: deleted)
+    puts: dict[tuple[str, str, Key], Row | None] = field(default_factory=dict)
+    # (table, tenant, key) -> column -> amount to add
+    adds: dict[tuple[str, str, Key], dict[str, Any]] = field(default_factory=dict)
+    # table -> rows (tenant_id included)
+    inserts: dict[str, list[Row]] = field(default_factory=dict)
+
+    def __bool__(self) -> bool:
+        return bool(self.puts or self.adds or self.inserts)
+
+
+class Rows:
+    """What a projector sees of one tenant while it applies one event."""
+
+    __slots__ = ("_cache", "_changes", "tenant_id")
+
+    def __init__(
+        self,
+        tenant_id: str,
+        cache: dict[tuple[str, str, Key], Row | None],
+        changes: Changes,
+    ) -> None:
+        self.tenant_id = tenant_id
+        self._cache = cache
+        self._changes = changes
+
+    def get(self, table: Table, *key: Any) -> Row | None:
+        cache_key = (table.name, self.tenant_id, tuple(key))
+        try:
+            row = self._cache[cache_key]
+        except KeyError:
+            raise UndeclaredRead(f"{table.name} {key!r} was not declared in needs()") from None
+        return None if row is None else dict(row)
+
+    def put(self, table: Table, row: Row) -> None:
+        stored = dict(row)
+        stored.pop("tenant_id", None)
+        cache_key = (table.name, self.tenant_id, key_of(table, stored))
+        self._cache[cache_key] = stored
+        self._changes.puts[cache_key] = stored
+
+    def delete(self, table: Table, *key: Any) -> None:
+        cache_key = (table.name, self.tenant_id, tuple(key))
+        self._cache[cache_key] = None
+        self._changes.puts[cache_key] = None
+
+    def add(self, table: Table, row: Row) -> None:
+        cache_key = (table.name, self.tenant_id, key_of(table, row))
+        totals = self._changes.adds.setdefault(cache_key, {})
+        for name in value_columns(table):
+            amount = row.get(name)
+            if amount:
+                totals[name] = totals.get(name, 0) + amount
+
+    def insert(self, table: Table, row: Row) -> None:
+        self._changes.inserts.setdefault(table.name, []).append(
+            {"tenant_id": self.tenant_id, **row}
+        )
+
+
+def needed_keys(
+    projectors: Sequence[TableProjector], events: Iterable[ProjectedEvent]
+) -> dict[str, set[tuple[str, Key]]]:
+    """table -> {(tenant, key)} that the events' projectors may read."""
+    needed: dict[str, set[tuple[str, Key]]] = {}
+    for event in events:
+        for projector in projectors:
+            for table, key in projector.needs(event):
+                needed.setdefault(table.name, set()).add((event.tenant_id, tuple(key)))
+    return needed
+
+
+def apply_batch(
+    projectors: Sequence[TableProjector],
+    positions: dict[tuple[str, str], int],
+    events: Iterable[ProjectedEvent],
+    cache: dict[tuple[str, str, Key], Row | None],
+    changes: Changes,
+) -> dict[str, int]:
+    """Apply events in position order, skipping what each (projection, tenant) has seen.
+
+    `cache` holds the loaded rows (missing rows as None); `positions` is updated in place.
+    Returns projection -> events applied."""
+    applied: dict[str, int] = {}
+    for event in events:
+        for projector in projectors:
+            position_key = (projector.name, event.tenant_id)
+            if event.position <= positions.get(position_key, 0):
+                continue
+            projector.apply(Rows(event.tenant_id, cache, changes), event)
+            positions[position_key] = event.position
+            applied[projector.name] = applied.get(projector.name, 0) + 1
+    return applied
+
+
+class MemoryTables:
+    """Read model tables in memory: the test runner's and replay's storage."""
+
+    def __init__(self) -> None:
+        self.keyed: dict[str, dict[tuple[str, Key], Row]] = {}
+        self.appended: dict[str, list[Row]] = {}
+        self.positions: dict[tuple[str, str], int] = {}
+
+    def apply(
+        self, projectors: Sequence[TableProjector], events: Sequence[ProjectedEvent]
+    ) -> dict[str, int]:
+        """Apply a batch with the same interpreter the PostgreSQL writer uses."""
+        cache: dict[tuple[str, str, Key], Row | None] = {}
+        for table_name, keys in needed_keys(projectors, events).items():
+            stored = self.keyed.get(table_name, {})
+            for tenant, key in keys:
+                row = stored.get((tenant, key))
+                cache[(table_name, tenant, key)] = None if row is None else row
+        changes = Changes()
+        applied = apply_batch(projectors, self.positions, events, cache, changes)
+        self.merge(changes)
+        return applied
+
+    def merge(self, changes: Changes) -> None:
+        for (table_name, tenant, key), row in changes.puts.items():
+            stored = self.keyed.setdefault(table_name, {})
+            if row is None:
+                stored.pop((tenant, key), None)
+            else:
+                stored[(tenant, key)] = row
+        for (table_name, tenant, key), amounts in changes.adds.items():
+            table = metadata.tables[table_name]
+            stored = self.keyed.setdefault(table_name, {})
+            current = stored.get((tenant, key))
+            if current is None:
+                current = dict(zip(key_columns(table), key, strict=True))
+                for name in value_columns(table):
+                    current[name] = Decimal(0)
+                stored[(tenant, key)] = current
+            for name, amount in amounts.items():
+                current[name] = current[name] + amount
+        for table_name, rows in changes.inserts.items():
+            self.appended.setdefault(table_name, []).extend(rows)
+
+    def rows(self, table: Table) -> list[Row]:
+        """Every row of a table, tenant_id included, sorted by primary key."""
+        if table.name in self.appended:
+            rows = self.appended[table.name]
+            return sorted(rows, key=lambda row: _sort_key(table, row))
+        return sorted(
+            (
+                {"tenant_id": tenant, **row}
+                for (tenant, _key), row in self.keyed.get(table.name, {}).items()
+            ),
+            key=lambda row: _sort_key(table, row),
+        )
+
+
+def _sort_key(table: Table, row: Row) -> tuple[Any, ...]:
+    return tuple(_comparable(row[column.name]) for column in table.primary_key.columns)
+
+
+def _comparable(value: Any) -> Any:
+    return (0, value) if value is not None else (-1, "")
+
+
+# --- PostgreSQL -------------------------------------------------------------------------------
+
+_array_types = {
+    Text: "text[]",
+    Date: "date[]",
+    Integer: "integer[]",
+    BigInteger: "bigint[]",
+    Numeric: "numeric[]",
+    Boolean: "boolean[]",
+    JSONB: "jsonb[]",
+}
+
+
+def array_type(column: Column[Any]) -> str:
+    for kind, name in _array_types.items():
+        if isinstance(column.type, kind):
+            return name
+    raise TypeError(f"no array type for column {column.name} ({column.type})")
+
+
+async def load_rows(
+    conn: AsyncConnection[TupleRow],
+    needed: dict[str, set[tuple[str, Key]]],
+    cache: dict[tuple[str, str, Key], Row | None],
+    *,
+    for_update: bool = False,
+) -> None:
+    """Load the needed rows into `cache` (missing rows as None): one query per table."""
+    for table_name, keys in needed.items():
+        if not keys:
+            continue
+        table = metadata.tables[table_name]
+        names = ["tenant_id", *key_columns(table)]
+        columns = {column.name: column for column in table.columns}
+        ordered = sorted(keys, key=lambda item: (item[0], tuple(str(part) for part in item[1])))
+        arrays = [[tenant for tenant, _ in ordered]]
+        for index in range(len(names) - 1):
+            arrays.append([key[index] for _, key in ordered])
+        for tenant, key in ordered:
+            cache[(table_name, tenant, key)] = None
+        query = sql.SQL(
+            "SELECT t.* FROM {table} t JOIN unnest({arrays}) AS k({names}) USING ({names})"
+            + (" FOR UPDATE OF t" if for_update else "")
+        ).format(
+            table=sql.Identifier(table_name),
+            arrays=sql.SQL(", ").join(
+                sql.SQL("%s::" + array_type(columns[name])) for name in names
+            ),
+            names=sql.SQL(", ").join(sql.Identifier(name) for name in names),
+        )
+        cursor = await conn.execute(query, arrays)
+        assert cursor.description is not None
+        result_names = [column.name for column in cursor.description]
+        for values in await cursor.fetchall():
+            row = dict(zip(result_names, values, strict=True))
+            tenant = row.pop("tenant_id")
+            cache[(table_name, tenant, key_of(table, row))] = row
+
+
+async def write_changes(conn: AsyncConnection[TupleRow], changes: Changes) -> None:
+    """Write a batch's changes (inside the caller's transaction)."""
+    puts: dict[str, list[tuple[str, Key, Row | None]]] = {}
+    for (table_name, tenant, key), row in changes.puts.items():
+        puts.setdefault(table_name, []).append((tenant, key, row))
+    for table_name, items in puts.items():
+        table = metadata.tables[table_name]
+        keys = ["tenant_id", *key_columns(table)]
+        deletes = [(tenant, *key) for tenant, key, row in items if row is None]
+        upserts = [{"tenant_id": tenant, **row} for tenant, _key, row in items if row is not None]
+        if deletes:
+            await conn.cursor().executemany(
+                sql.SQL("DELETE FROM {} WHERE {}").format(
+                    sql.Identifier(table_name),
+                    sql.SQL(" AND ").join(
+                        sql.SQL("{} = %s").format(sql.Identifier(name)) for name in keys
+                    ),
+                ),
+                deletes,
+            )
+        if upserts:
+            await _upsert(conn, table, upserts, add=False)
+    adds: dict[str, list[Row]] = {}
+    for (table_name, tenant, key), amounts in changes.adds.items():
+        table = metadata.tables[table_name]
+        added: Row = {"tenant_id": tenant, **dict(zip(key_columns(table), key, strict=True))}
+        for name in value_columns(table):
+            added[name] = amounts.get(name, 0)
+        adds.setdefault(table_name, []).append(added)
+    for table_name, rows in adds.items():
+        await _upsert(conn, metadata.tables[table_name], rows, add=True)
+    for table_name, rows in changes.inserts.items():
+        await insert_rows(conn, metadata.tables[table_name], rows)
+
+
+async def insert_rows(conn: AsyncConnection[TupleRow], table: Table, rows: list[Row]) -> None:
+    """One INSERT ... SELECT FROM unnest(arrays) per table: COPY is refused under row-level
+    security, and one statement per batch beats one per row."""
+    names = [column.name for column in table.columns]
+    statement = sql.SQL("INSERT INTO {} ({}) SELECT * FROM unnest({})").format(
+        sql.Identifier(table.name),
+        sql.SQL(", ").join(sql.Identifier(name) for name in names),
+        sql.SQL(", ").join(sql.SQL("%s::" + array_type(column)) for column in table.columns),
+    )
+    await conn.execute(statement, [[_param(row.get(name)) for row in rows] for name in names])
+
+
+async def _upsert(
+    conn: AsyncConnection[TupleRow], table: Table, rows: list[Row], *, add: bool
+) -> None:
+    names = [column.name for column in table.columns]
+    keys = ["tenant_id", *key_columns(table)]
+    values = value_columns(table)
+    if add:
+        assignments = [
+            sql.SQL("{name} = {table}.{name} + excluded.{name}").format(
+                name=sql.Identifier(name), table=sql.Identifier(table.name)
+            )
+            for name in values
+        ]
+    else:
+        assignments = [
+            sql.SQL("{name} = excluded.{name}").format(name=sql.Identifier(name)) for name in values
+        ]
+    conflict = (
+        sql.SQL("DO UPDATE SET ") + sql.SQL(", ").join(assignments)
+        if assignments
+        else sql.SQL("DO NOTHING")
+    )
+    query = (
+        sql.SQL(
+            "INSERT INTO {table} ({names}) VALUES ({placeholders}) ON CONFLICT ({keys}) "
+        ).format(
+            table=sql.Identifier(table.name),
+            names=sql.SQL(", ").join(sql.Identifier(name) for name in names),
+            placeholders=sql.SQL(", ").join(sql.Placeholder() for _ in names),
+            keys=sql.SQL(", ").join(sql.Identifier(name) for name in keys),
+        )
+        + conflict
+    )
+    await conn.cursor().executemany(
+        query, [[_param(row.get(name)) for name in names] for row in rows]
+    )
+
+
+async def copy_rows(
+    conn: AsyncConnection[TupleRow], table: Table, rows: Iterable[Row], name: str | None = None
+) -> None:
+    """COPY rows into `name` (default: the table itself)."""
+    names = [column.name for column in table.columns]
+    statement = sql.SQL("COPY {} ({}) FROM STDIN").format(
+        sql.Identifier(name or table.name),
+        sql.SQL(", ").join(sql.Identifier(column) for column in names),
+    )
+    async with conn.cursor().copy(statement) as copy:
+        for row in rows:
+            await copy.write_row([_copy_value(row.get(column)) for column in names])
+
+
+def _copy_value(value: Any) -> Any:
+    if isinstance(value, date | Decimal):
+        return str(value)
+    if isinstance(value, dict | list):
+        return orjson.dumps(value).decode()
+    return value
+
+
+def _param(value: Any) -> Any:
+    return Jsonb(value) if isinstance(value, dict | list) else value
+
+
+async def read_rows(conn: AsyncConnection[TupleRow], table: Table) -> list[Row]:
+    """Every row of a table (all tenants), sorted by primary key: for comparisons."""
+    keys = sql.SQL(", ").join(sql.Identifier(column.name) for column in table.primary_key.columns)
+    async with conn.transaction():
+        await conn.execute("SELECT set_config('ledger.tenants', '*', true)")
+        cursor = await conn.execute(
+            sql.SQL("SELECT * FROM {} ORDER BY {}").format(sql.Identifier(table.name), keys)
+        )
+        assert cursor.description is not None
+        names = [column.name for column in cursor.description]
+        return [dict(zip(names, values, strict=True)) for values in await cursor.fetchall()]
