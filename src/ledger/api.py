@@ -217,6 +217,39 @@ async def get_events(request: web.Request) -> web.Response:
     return _json({"events": [event.as_json() for event in events], "next_position": next_position})
 
 
+async def get_report(request: web.Request) -> web.Response:
+    """`GET /v1/reports/{kind}?tenant=&as_of=YYYY-MM-DD[&limit=N]`: the CLI's `ledger report`."""
+    from ledger.store.postgres import PostgresEventStore
+    from projections import reports
+
+    token_tenant = _token_tenant(request)
+    if isinstance(token_tenant, web.Response):
+        return token_tenant
+    tenant = request.query.get("tenant", "")
+    if token_tenant is not None and not may_act_for(token_tenant, tenant):
+        return _forbidden(tenant)
+    if not tenant_pattern.match(tenant):
+        return _error(400, "invalid_tenant", "a tenant id is required (?tenant=...)", "tenant")
+    try:
+        kind = reports.parse_kind(request.match_info["kind"])
+        as_of = reports.parse_as_of(request.query.get("as_of"))
+    except reports.ReportError as error:
+        status = 404 if error.field == "kind" else 400
+        return _error(status, f"invalid_{error.field}", error.reason, error.field)
+    limit: int | None = None
+    if request.query.get("limit"):
+        parsed = _int_param(request, "limit", 0, 0)
+        if isinstance(parsed, web.Response):
+            return parsed
+        limit = parsed
+    store = request.app[service_key].store
+    if not isinstance(store, PostgresEventStore):
+        return _error(501, "no_read_models", "reports need the PostgreSQL store")
+    async with store.connection() as conn:
+        data = await reports.fresh_report(store, conn, kind, tenant, as_of, limit=limit)
+    return _json(data)
+
+
 async def metrics_endpoint(request: web.Request) -> web.Response:
     body = generate_latest()
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
@@ -236,6 +269,7 @@ def make_app(service: LedgerService, jwt_secret: str | None = None) -> web.Appli
     app[secret_key] = jwt_secret
     app.router.add_post("/v1/events", post_events)
     app.router.add_get("/v1/events", get_events)
+    app.router.add_get("/v1/reports/{kind}", get_report)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics_endpoint)
     return app

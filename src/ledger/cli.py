@@ -11,6 +11,8 @@
     ledger replay [--projection NAME]  rebuild read models from the store, swap them in atomically
     ledger catch-up [--projection NAME]   bring read models to the store's head and exit
     ledger up [--api-port P] [--data-dir D]   run the system (API + relay) on embedded defaults
+    ledger report KIND --tenant T --as-of YYYY-MM-DD [--format json|table|csv] [--limit N]
+                                       kpi, ar-aging, deferred-revenue, trial-balance, mrr-movements
 
 Exit codes: 0 success; 1 something was rejected; 2 bad usage or input that cannot be read;
 3 a server (the database) cannot be reached. Errors are one line on stderr, never a traceback.
@@ -291,6 +293,42 @@ async def _projections_command(settings: Settings, args: argparse.Namespace) -> 
     return 0
 
 
+async def _report_command(settings: Settings, args: argparse.Namespace) -> int:
+    from psycopg import AsyncConnection
+
+    from ledger.contract import tenant_pattern
+    from ledger.runtime import open_store
+    from ledger.store.postgres import configure_connection
+    from projections import reports
+
+    try:
+        kind = reports.parse_kind(args.kind)
+        as_of = reports.parse_as_of(args.as_of)
+    except reports.ReportError as error:
+        return _fail(f"report: {error}")
+    if not tenant_pattern.match(args.tenant):
+        return _fail(f"report: --tenant {args.tenant!r} is not a valid tenant id")
+    if args.limit is not None and args.limit < 0:
+        return _fail("report: --limit must not be negative")
+    async with open_store(settings) as store:
+        conn = await AsyncConnection.connect(store.conninfo, autocommit=True)
+        try:
+            await configure_connection(conn)
+            data = await reports.fresh_report(
+                store, conn, kind, args.tenant, as_of, limit=args.limit
+            )
+        finally:
+            await conn.close()
+    if args.format == "json":
+        _print_json(data)
+    elif args.format == "csv":
+        sys.stdout.write(reports.to_csv(kind, data))
+    else:
+        sys.stdout.write(reports.to_table(kind, data))
+    sys.stdout.flush()
+    return 0
+
+
 def _spawn_worker(settings: Settings, database: str, bootstrap: str, idempotent: bool) -> Any:
     """`ledger worker` as a child process: faust wants an event loop of its own."""
     environment = dict(os.environ)
@@ -421,6 +459,15 @@ def _parser() -> argparse.ArgumentParser:
             "--projection", action="append", help="only this projection (repeatable)"
         )
 
+    report = commands.add_parser("report", help="a report as of a date (reads the read models)")
+    report.add_argument(
+        "kind", help="kpi, ar-aging, deferred-revenue, trial-balance, mrr-movements"
+    )
+    report.add_argument("--tenant", required=True)
+    report.add_argument("--as-of", required=True, help="YYYY-MM-DD (the end of that day)")
+    report.add_argument("--format", choices=("json", "table", "csv"), default="json")
+    report.add_argument("--limit", type=int, default=None, help="ar-aging: invoices listed")
+
     up = commands.add_parser("up", help="run the whole system on embedded defaults")
     up.add_argument("--host", default="127.0.0.1")
     up.add_argument("--api-port", type=int, default=8080)
@@ -438,6 +485,7 @@ _commands = {
     "replay": _projections_command,
     "token": _token_command,
     "catch-up": _projections_command,
+    "report": _report_command,
     "up": _up_command,
 }
 

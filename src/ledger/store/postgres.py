@@ -23,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Iterable
 from importlib import resources
 from typing import Any
 
@@ -339,6 +339,15 @@ class PostgresEventStore:
                 cursor = await conn.execute(query.encode(), params)
                 return await cursor.fetchall()
         except psycopg.Error as error:
+            raise _as_store_error(error) from error
+
+    @contextlib.asynccontextmanager
+    async def connection(self) -> AsyncIterator[AsyncConnection[TupleRow]]:
+        """A pooled connection (autocommit, under the app role) for readers of the read models."""
+        try:
+            async with self._pool.connection() as conn:
+                yield conn
+        except psycopg.OperationalError as error:
             raise _as_store_error(error) from error
 
     async def head(self) -> int:
