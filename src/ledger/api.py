@@ -217,6 +217,10 @@ async def get_events(request: web.Request) -> web.Response:
     return _json({"events": [event.as_json() for event in events], "next_position": next_position})
 
 
+def _query_error(status: int, code: str, message: str, field: str) -> web.Response:
+    return _json({"error": {"code": code, "field": field, "message": message}}, status=status)
+
+
 async def get_report(request: web.Request) -> web.Response:
     """`GET /v1/reports/{kind}?tenant=&as_of=YYYY-MM-DD[&limit=N]`: the CLI's `ledger report`."""
     from ledger.store.postgres import PostgresEventStore
@@ -229,22 +233,24 @@ async def get_report(request: web.Request) -> web.Response:
     if token_tenant is not None and not may_act_for(token_tenant, tenant):
         return _forbidden(tenant)
     if not tenant_pattern.match(tenant):
-        return _error(400, "invalid_tenant", "a tenant id is required (?tenant=...)", "tenant")
+        return _query_error(
+            400, "invalid_tenant", "a tenant id is required (?tenant=...)", "tenant"
+        )
     try:
         kind = reports.parse_kind(request.match_info["kind"])
         as_of = reports.parse_as_of(request.query.get("as_of"))
     except reports.ReportError as error:
         status = 404 if error.field == "kind" else 400
-        return _error(status, f"invalid_{error.field}", error.reason, error.field)
+        return _query_error(status, f"invalid_{error.field}", error.reason, error.field)
     limit: int | None = None
     if request.query.get("limit"):
-        parsed = _int_param(request, "limit", 0, 0)
-        if isinstance(parsed, web.Response):
-            return parsed
-        limit = parsed
+        text = request.query["limit"]
+        if not text.isdigit():
+            return _query_error(400, "invalid_value", "must be an integer >= 0", "limit")
+        limit = int(text)
     store = request.app[service_key].store
     if not isinstance(store, PostgresEventStore):
-        return _error(501, "no_read_models", "reports need the PostgreSQL store")
+        return _query_error(501, "no_read_models", "reports need the PostgreSQL store", "")
     async with store.connection() as conn:
         data = await reports.fresh_report(store, conn, kind, tenant, as_of, limit=limit)
     return _json(data)

@@ -1,0 +1,409 @@
+"""Reports worked out by hand, as an accountant would check them: Stripe's published recognition
+examples, bucket edges, reruns for an earlier date, amendments and cancellations mid-month, credit
+notes before and after payment, unapplied cash, MRR movements; then the same figures from the CLI
+and from HTTP, and every bad request refused with the field named."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import date
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+
+from ledger.api import make_app
+from ledger.auth import issue_token
+from ledger.service import LedgerService
+from ledger.store.postgres import PostgresEventStore
+from projections.reports import fresh_report
+from tests.ledger import store_builders as b
+from tests.ledger.events import new_tenant
+from tests.ledger.test_cli import ledger
+from tests.projections.scenario import everything, with_tenant
+
+
+@pytest.fixture(scope="module")
+async def store(database_url: str) -> AsyncIterator[PostgresEventStore]:
+    opened = await PostgresEventStore.open(database_url)
+    yield opened
+    await opened.close()
+
+
+async def append(store: PostgresEventStore, tenant: str, *events: dict[str, Any]) -> None:
+    report = await LedgerService(store).append(with_tenant(tenant, list(events)))
+    assert not report.rejected, report.rejected
+
+
+async def get(store: PostgresEventStore, kind: str, tenant: str, as_of: str) -> dict[str, Any]:
+    async with store.connection() as conn:
+        return await fresh_report(store, conn, kind, tenant, date.fromisoformat(as_of))
+
+
+def contract(
+    contract_id: str, amount: str, start: str, end: str, *, recurring: bool = True
+) -> dict[str, Any]:
+    return b.raw_event(
+        "contract.signed",
+        {
+            "contract_id": contract_id,
+            "customer_id": "C1",
+            "start_date": start,
+            "end_date": end,
+            "currency": "USD",
+            "lines": [
+                {
+                    "line_id": "L1",
+                    "description": "Service",
+                    "amount": amount,
+                    "recognition": "ratable",
+                    "recurring": recurring,
+                }
+            ],
+        },
+    )
+
+
+def amend(contract_id: str, effective: str, amount: str) -> dict[str, Any]:
+    return b.raw_event(
+        "contract.amended",
+        {
+            "contract_id": contract_id,
+            "effective_date": effective,
+            "currency": "USD",
+            "lines": [
+                {
+                    "line_id": "L1",
+                    "description": "Service",
+                    "amount": amount,
+                    "recognition": "ratable",
+                    "recurring": True,
+                }
+            ],
+        },
+    )
+
+
+async def recognized(store: PostgresEventStore, tenant: str, as_of: str) -> str:
+    return str((await get(store, "deferred-revenue", tenant, as_of))["recognized"])
+
+
+async def revenue_mtd(store: PostgresEventStore, tenant: str, as_of: str) -> str:
+    return str((await get(store, "kpi", tenant, as_of))["kpis"]["revenue_mtd"])
+
+
+# --- recognition -------------------------------------------------------------------------------
+
+
+async def test_stripe_31_dollars_from_jan_15_to_feb_14(store: PostgresEventStore) -> None:
+    tenant = new_tenant()
+    await append(
+        store, tenant, b.customer("C1"), contract("K1", "31.00", "2026-01-15", "2026-02-15")
+    )
+    assert await revenue_mtd(store, tenant, "2026-01-31") == "17.00"
+    assert await revenue_mtd(store, tenant, "2026-02-28") == "14.00"
+    assert await recognized(store, tenant, "2026-01-14") == "0.00"
+    assert await recognized(store, tenant, "2026-01-15") == "1.00"  # the start day counts
+    assert await recognized(store, tenant, "2026-12-31") == "31.00"
+
+
+async def test_stripe_365_dollars_for_a_year(store: PostgresEventStore) -> None:
+    tenant = new_tenant()
+    await append(
+        store,
+        tenant,
+        b.customer("C1"),
+        contract("K1", "365.00", "2026-01-01", "2027-01-01"),
+        b.invoice(
+            "INV-1", "C1", "365.00", "2026-01-01", "2026-01-31", contract_id="K1", line_id="L1"
+        ),
+    )
+    assert [
+        await revenue_mtd(store, tenant, day) for day in ("2026-01-31", "2026-02-28", "2026-03-31")
+    ] == ["31.00", "28.00", "31.00"]
+    deferred = await get(store, "deferred-revenue", tenant, "2026-03-31")
+    assert (deferred["billed"], deferred["recognized"], deferred["deferred"]) == (
+        "365.00",
+        "90.00",
+        "275.00",
+    )
+    waterfall = {month["month"]: month["amount"] for month in deferred["waterfall"]}
+    assert waterfall["2026-04"] == "30.00" and waterfall["2026-12"] == "31.00"
+    assert sum(float(amount) for amount in waterfall.values()) == pytest.approx(275.0)
+    balance = await get(store, "trial-balance", tenant, "2026-03-31")
+    accounts = {a["account"]: a["balance"] for a in balance["accounts"]}
+    assert accounts["deferred_revenue"] == "275.00" and accounts["revenue"] == "90.00"
+    assert balance["balanced"]
+
+
+async def test_unbilled_revenue_when_recognition_runs_ahead_of_billing(
+    store: PostgresEventStore,
+) -> None:
+    tenant = new_tenant()
+    await append(
+        store, tenant, b.customer("C1"), contract("K1", "365.00", "2026-01-01", "2027-01-01")
+    )
+    deferred = await get(store, "deferred-revenue", tenant, "2026-01-31")
+    assert (deferred["billed"], deferred["recognized"], deferred["unbilled"]) == (
+        "0.00",
+        "31.00",
+        "31.00",
+    )
+    kpis = (await get(store, "kpi", tenant, "2026-01-31"))["kpis"]
+    assert kpis["unbilled_revenue"] == "31.00" and kpis["deferred_revenue"] == "0.00"
+
+
+async def test_amendment_mid_month_is_prospective(store: PostgresEventStore) -> None:
+    tenant = new_tenant()
+    await append(
+        store,
+        tenant,
+        b.customer("C1"),
+        contract("K1", "365.00", "2026-01-01", "2027-01-01"),
+        amend("K1", "2026-04-16", "730.00"),
+    )
+    # 105 days at 1.00 before April 16; then (730 - 105) over the 260 days left.
+    assert await recognized(store, tenant, "2026-04-15") == "105.00"
+    assert await recognized(store, tenant, "2026-04-30") == "141.06"  # 105 + 15 x 625/260
+    assert await recognized(store, tenant, "2026-12-31") == "730.00"
+    # Asked for an earlier date, the amendment (effective later) changes nothing.
+    assert await revenue_mtd(store, tenant, "2026-03-31") == "31.00"
+
+
+async def test_cancellation_mid_month_stops_recognition_and_keeps_billing_deferred(
+    store: PostgresEventStore,
+) -> None:
+    tenant = new_tenant()
+    await append(
+        store,
+        tenant,
+        b.customer("C1"),
+        contract("K1", "365.00", "2026-01-01", "2027-01-01"),
+        b.invoice(
+            "INV-1", "C1", "365.00", "2026-01-01", "2026-01-31", contract_id="K1", line_id="L1"
+        ),
+        b.cancellation("2026-03-16", "K1"),
+    )
+    assert await revenue_mtd(store, tenant, "2026-03-31") == "15.00"
+    later = await get(store, "deferred-revenue", tenant, "2026-12-31")
+    assert (later["recognized"], later["deferred"], later["waterfall"]) == ("74.00", "291.00", [])
+    kpis = (await get(store, "kpi", tenant, "2026-03-31"))["kpis"]
+    assert kpis["active_contracts"] == 0 and kpis["mrr"] == "0.00"
+
+
+# --- AR aging ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("as_of", "bucket"),
+    [
+        ("2026-01-01", "current"),
+        ("2026-01-31", "1-30"),
+        ("2026-02-01", "31-60"),
+        ("2026-03-02", "31-60"),
+        ("2026-03-03", "61-90"),
+        ("2026-04-01", "61-90"),
+        ("2026-04-02", "91-120"),
+        ("2026-05-01", "91-120"),
+        ("2026-05-02", "over-120"),
+    ],
+)
+async def test_bucket_edges(store: PostgresEventStore, as_of: str, bucket: str) -> None:
+    # Due on January 1: January 31 is 30 days past due, February 1 is 31, and so on.
+    tenant = new_tenant()
+    await append(
+        store,
+        tenant,
+        b.customer("C1"),
+        b.invoice("INV-1", "C1", "100.00", "2025-12-01", "2026-01-01"),
+    )
+    aging = await get(store, "ar-aging", tenant, as_of)
+    assert aging["buckets"][bucket] == "100.00"
+    assert [name for name, amount in aging["buckets"].items() if amount != "0.00"] == [bucket]
+    assert aging["invoices"][0]["bucket"] == bucket
+    assert (
+        aging["invoices"][0]["days_past_due"] == (date.fromisoformat(as_of) - date(2026, 1, 1)).days
+    )
+
+
+async def test_rerun_for_an_earlier_date_ignores_later_events(store: PostgresEventStore) -> None:
+    tenant = new_tenant()
+    await append(
+        store,
+        tenant,
+        b.customer("C1"),
+        b.invoice("INV-1", "C1", "100.00", "2026-01-15", "2026-02-14"),
+    )
+    before = await get(store, "ar-aging", tenant, "2026-02-20")
+    await append(store, tenant, b.payment("100.00", "PAY-1", "C1", "2026-03-01"))
+    await append(store, tenant, b.invoice("INV-2", "C1", "50.00", "2026-03-05", "2026-04-04"))
+    again = await get(store, "ar-aging", tenant, "2026-02-20")
+    assert {k: v for k, v in again.items() if k != "position"} == {
+        k: v for k, v in before.items() if k != "position"
+    }
+    assert again["buckets"]["1-30"] == "100.00"
+    now = await get(store, "ar-aging", tenant, "2026-03-05")
+    assert (now["total"], [i["invoice_id"] for i in now["invoices"]]) == ("50.00", ["INV-2"])
+
+
+async def test_credit_notes_before_and_after_payment_and_unapplied_cash(
+    store: PostgresEventStore,
+) -> None:
+    tenant = new_tenant()
+    await append(
+        store,
+        tenant,
+        b.customer("C1"),
+        b.invoice("INV-1", "C1", "100.00", "2026-01-01", "2026-01-31"),
+        b.invoice("INV-2", "C1", "100.00", "2026-01-02", "2026-02-01"),
+        b.credit_note("30.00", "CN-1", "INV-1", "2026-01-05"),  # before payment: reduces AR
+        b.payment("220.00", "PAY-1", "C1", "2026-01-10"),  # 70 + 100 applied, 50 unapplied
+        b.credit_note("20.00", "CN-2", "INV-2", "2026-01-12"),  # after payment: customer credit
+    )
+    aging = await get(store, "ar-aging", tenant, "2026-01-12")
+    assert (aging["total"], aging["unapplied"], aging["net"]) == ("0.00", "70.00", "-70.00")
+    earlier = await get(store, "ar-aging", tenant, "2026-01-06")
+    assert (earlier["total"], earlier["unapplied"]) == ("170.00", "0.00")
+    balance = await get(store, "trial-balance", tenant, "2026-01-12")
+    accounts = {a["account"]: a["balance"] for a in balance["accounts"]}
+    assert accounts == {
+        "accounts_receivable": "0.00",
+        "cash": "220.00",
+        "customer_credits": "70.00",
+        "revenue": "150.00",
+    }
+    kpis = (await get(store, "kpi", tenant, "2026-01-31"))["kpis"]
+    assert (kpis["billings_mtd"], kpis["unapplied"], kpis["ar"]) == ("150.00", "70.00", "0.00")
+
+
+async def test_write_off_void_and_refund_reopening_an_invoice(store: PostgresEventStore) -> None:
+    tenant = new_tenant()
+    await append(
+        store,
+        tenant,
+        b.customer("C1"),
+        b.invoice("INV-1", "C1", "100.00", "2026-01-01", "2026-01-31"),
+        b.invoice("INV-2", "C1", "60.00", "2026-01-02", "2026-02-01"),
+        b.invoice("INV-3", "C1", "10.00", "2026-01-03", "2026-02-02"),
+        b.void("INV-3", "2026-01-04"),
+        b.payment("100.00", "PAY-1", "C1", "2026-01-10", allocations={"INV-1": "100.00"}),
+        b.write_off("60.00", "INV-2", "2026-03-01"),
+        b.refund("40.00", "PAY-1", "2026-03-05"),
+    )
+    aging = await get(store, "ar-aging", tenant, "2026-03-05")
+    assert [(i["invoice_id"], i["open"]) for i in aging["invoices"]] == [("INV-1", "40.00")]
+    kpis = (await get(store, "kpi", tenant, "2026-03-31"))["kpis"]
+    assert (kpis["expenses_mtd"], kpis["cash"]) == ("60.00", "60.00")
+    assert (await get(store, "trial-balance", tenant, "2026-03-31"))["balanced"]
+
+
+# --- MRR -------------------------------------------------------------------------------------------
+
+
+async def test_mrr_movements_new_expansion_churn_and_reactivation(
+    store: PostgresEventStore,
+) -> None:
+    tenant = new_tenant()
+    await append(
+        store,
+        tenant,
+        b.customer("C1"),
+        contract("K1", "1200.00", "2026-01-01", "2027-01-01"),  # 100 a month
+        amend("K1", "2026-03-10", "2400.00"),  # 200 a month
+        b.cancellation("2026-05-01", "K1"),
+        contract("K2", "600.00", "2026-07-01", "2026-10-01"),  # 200 a month, 3 months
+    )
+    months = {
+        month: await get(store, "mrr-movements", tenant, month)
+        for month in ("2026-01-31", "2026-03-31", "2026-04-30", "2026-05-31", "2026-07-31")
+    }
+    assert (months["2026-01-31"]["new"], months["2026-01-31"]["ending_mrr"]) == ("100.00", "100.00")
+    assert months["2026-03-31"]["expansion"] == "100.00"
+    assert months["2026-04-30"]["churn"] == "0.00"  # live through April 30
+    assert (months["2026-05-31"]["churn"], months["2026-05-31"]["ending_mrr"]) == ("200.00", "0.00")
+    assert months["2026-07-31"]["reactivation"] == "200.00"
+    kpis = (await get(store, "kpi", tenant, "2026-07-31"))["kpis"]
+    assert (kpis["mrr"], kpis["arr"], kpis["active_contracts"]) == ("200.00", "2400.00", 1)
+
+
+# --- the same figures from the CLI and from HTTP ----------------------------------------------------
+
+
+async def test_cli_report_formats_and_errors(store: PostgresEventStore, database_url: str) -> None:
+    tenant = new_tenant()
+    await append(store, tenant, *with_tenant(tenant, everything(tenant)))
+    expected = await get(store, "trial-balance", tenant, "2026-03-31")
+    result = ledger(
+        database_url, "report", "trial-balance", "--tenant", tenant, "--as-of", "2026-03-31"
+    )
+    assert result.returncode == 0, result.stderr
+    import orjson
+
+    assert orjson.loads(result.stdout) == expected
+    table = ledger(
+        database_url,
+        "report",
+        "ar-aging",
+        "--tenant",
+        tenant,
+        "--as-of",
+        "2026-03-31",
+        "--format",
+        "table",
+    )
+    assert table.returncode == 0 and b"over-120" in table.stdout and b"TOTAL" in table.stdout
+    csv = ledger(
+        database_url,
+        "report",
+        "kpi",
+        "--tenant",
+        tenant,
+        "--as-of",
+        "2026-03-31",
+        "--format",
+        "csv",
+    )
+    assert csv.stdout.splitlines()[0] == b"kpi,value"
+    for args, field in (
+        (["nope", "--tenant", tenant, "--as-of", "2026-03-31"], b"kind"),
+        (["kpi", "--tenant", tenant, "--as-of", "2026-3-31"], b"as_of"),
+        (["kpi", "--tenant", "bad tenant!", "--as-of", "2026-03-31"], b"--tenant"),
+    ):
+        refused = ledger(database_url, "report", *args)
+        assert refused.returncode == 2 and field in refused.stderr, refused.stderr
+        assert b"Traceback" not in refused.stderr
+
+
+async def test_http_reports_match_the_cli_and_check_the_token(store: PostgresEventStore) -> None:
+    tenant = new_tenant()
+    await append(store, tenant, *everything(tenant))
+    secret = "s" * 32
+    client = TestClient(TestServer(make_app(LedgerService(store), jwt_secret=secret)))
+    await client.start_server()
+    try:
+        auth = {"Authorization": f"Bearer {issue_token(secret, tenant)}"}
+        response = await client.get(
+            f"/v1/reports/deferred-revenue?tenant={tenant}&as_of=2026-03-31", headers=auth
+        )
+        assert response.status == 200
+        assert await response.json() == await get(store, "deferred-revenue", tenant, "2026-03-31")
+        assert (await client.get(f"/v1/reports/kpi?tenant={tenant}&as_of=2026-03-31")).status == 401
+        other = {"Authorization": f"Bearer {issue_token(secret, new_tenant())}"}
+        assert (
+            await client.get(f"/v1/reports/kpi?tenant={tenant}&as_of=2026-03-31", headers=other)
+        ).status == 403
+        bad_date = await client.get(
+            f"/v1/reports/kpi?tenant={tenant}&as_of=yesterday", headers=auth
+        )
+        assert bad_date.status == 400 and (await bad_date.json())["error"]["field"] == "as_of"
+        bad_kind = await client.get(
+            f"/v1/reports/pnl?tenant={tenant}&as_of=2026-03-31", headers=auth
+        )
+        assert bad_kind.status == 404 and (await bad_kind.json())["error"]["field"] == "kind"
+        limited = await client.get(
+            f"/v1/reports/ar-aging?tenant={tenant}&as_of=2026-01-25&limit=1", headers=auth
+        )
+        body = await limited.json()
+        assert len(body["invoices"]) == 1 and body["invoices_total"] > 1
+    finally:
+        await client.close()
