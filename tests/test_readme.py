@@ -70,3 +70,31 @@ async def test_readme_batch_answers_as_documented(database_url: str) -> None:
         assert rejected.rejected == documented_rejection["rejected"]
     finally:
         await store.close()
+
+
+async def test_readme_reports_are_what_the_ledger_answers(database_url: str) -> None:
+    from datetime import date
+
+    from projections.reports import fresh_report, to_table
+
+    store = await PostgresEventStore.open(database_url)
+    try:
+        tenant = f"readmereports{await store.head()}"
+        batch = _curl_batch()
+        for event in batch:
+            event["tenantid"] = tenant
+        assert not (await LedgerService(store).append(batch)).rejected
+        examples = re.findall(
+            r"```text\n\$ ledger report (\S+) --tenant acme --as-of (\S+) "
+            r"--format table\n(.*?)```",
+            readme,
+            re.DOTALL,
+        )
+        assert len(examples) == 2
+        async with store.connection() as conn:
+            for kind, as_of, shown in examples:
+                data = await fresh_report(store, conn, kind, tenant, date.fromisoformat(as_of))
+                answer = to_table(kind, data).replace(tenant, "acme")
+                assert [line.rstrip() for line in answer.splitlines()] == shown.splitlines()
+    finally:
+        await store.close()
