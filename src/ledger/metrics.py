@@ -43,6 +43,9 @@ projection_latency_seconds = Histogram(
 consumer_lag_messages = Gauge(
     "ledger_consumer_lag_messages", "Messages behind the partition's end", ["role", "partition"]
 )
+events_skipped = Counter(
+    "ledger_events_skipped", "Events the projection worker could not apply and skipped"
+)
 ingest_messages = Counter("ledger_ingest_messages", "Ingest messages, by outcome", ["outcome"])
 
 

@@ -57,19 +57,42 @@ class _Projecting:
             await configure_connection(self._conn)
         return self._conn
 
-    async def apply(self, events: list[ProjectedEvent]) -> None:
+    async def _apply_retrying(self, events: list[ProjectedEvent]) -> dict[str, int]:
         delay = retry_delay_initial_s
         while True:
             try:
                 writer = ProjectionWriter(await self._connection(), self.projectors)
-                applied = await writer.apply(events)
-                break
+                return await writer.apply(events)
             except (psycopg.OperationalError, OSError) as error:
                 logger.warning(
                     "projection batch not applied (%s); retrying in %.1f s", error, delay
                 )
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, retry_delay_max_s)
+
+    async def apply(self, events: list[ProjectedEvent]) -> None:
+        try:
+            applied = await self._apply_retrying(events)
+        except Exception:
+            # A message a projector cannot apply (not a real ledger event, or a projector bug):
+            # the batch's transaction rolled back whole. Apply event by event, skip the culprit,
+            # and say so loudly: the worker keeps going and nothing is half applied.
+            applied = {}
+            for event in events:
+                try:
+                    part = await self._apply_retrying([event])
+                except Exception:
+                    logger.exception(
+                        "skipping the event at position %s (tenant %s, id %s): it cannot be "
+                        "projected; replay the read models once the cause is fixed",
+                        event.position,
+                        event.tenant_id,
+                        event.event_id,
+                    )
+                    metrics.events_skipped.inc()
+                    continue
+                for tenant, position in part.items():
+                    applied[tenant] = max(position, applied.get(tenant, 0))
         now = datetime.now(UTC)
         for event in events:
             if event.recorded_at:
