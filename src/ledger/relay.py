@@ -93,11 +93,18 @@ def to_message(event: RecordedEvent) -> Message:
         ("ce_streamversion", str(event.stream_version).encode()),
         ("ce_recordedat", event.recorded_at.isoformat().replace("+00:00", "Z").encode()),
         ("ce_hash", event.hash.encode()),
+        # The rest of the stored metadata (tracing, dataschema, ...), so a consumer sees the whole
+        # row: the audit chain hashes it. `ledger` travels on its own, as `ce_ledger`.
+        ("ce_metadata", orjson.dumps(_without_ledger(event.metadata))),
         ("content-type", b"application/json"),
     ]
     if "ledger" in event.metadata:
         headers.append(("ce_ledger", orjson.dumps(event.metadata["ledger"])))
     return Message(event.tenant_id.encode(), orjson.dumps(event.data), headers)
+
+
+def _without_ledger(metadata: dict[str, Any]) -> dict[str, Any]:
+    return {name: value for name, value in metadata.items() if name != "ledger"}
 
 
 class Relay:

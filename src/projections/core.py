@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -35,7 +35,9 @@ State = dict[str, Any]
 
 @dataclass(frozen=True, slots=True)
 class ProjectedEvent:
-    """What projectors see of an event, whether it came from the store or from Kafka."""
+    """What projectors see of an event, whether it came from the store or from Kafka: every column
+    of the stored row (the audit chain hashes them all). `ledger` is `metadata["ledger"]`, the
+    ledger's own decisions, which most projectors read."""
 
     position: int
     tenant_id: str
@@ -46,6 +48,9 @@ class ProjectedEvent:
     data: dict[str, Any]
     ledger: dict[str, Any]
     recorded_at: str = ""
+    stream_version: int = 0
+    content_hash: str = ""  # the store's idempotency fingerprint (`events.hash`)
+    metadata: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def from_recorded(cls, event: RecordedEvent) -> ProjectedEvent:
@@ -59,6 +64,9 @@ class ProjectedEvent:
             data=event.data,
             ledger=dict(event.metadata.get("ledger", {})),
             recorded_at=_rfc3339(event.recorded_at),
+            stream_version=event.stream_version,
+            content_hash=event.hash,
+            metadata=event.metadata,
         )
 
     @classmethod
@@ -67,6 +75,18 @@ class ProjectedEvent:
     ) -> ProjectedEvent:
         """From the relay's CloudEvents binary mode message (see `ledger.relay.to_message`)."""
         attributes = {name: raw.decode() for name, raw in headers}
+        ledger = orjson.loads(attributes["ce_ledger"]) if "ce_ledger" in attributes else {}
+        # The stored metadata travels as `ce_metadata` without its `ledger` part (that is
+        # `ce_ledger`); a message from an older relay has only `ce_source` and `ce_specversion`.
+        if "ce_metadata" in attributes:
+            metadata = orjson.loads(attributes["ce_metadata"])
+        else:
+            metadata = {
+                "source": attributes.get("ce_source", ""),
+                "specversion": attributes.get("ce_specversion", "1.0"),
+            }
+        if "ce_ledger" in attributes:
+            metadata["ledger"] = ledger
         return cls(
             position=int(attributes["ce_position"]),
             tenant_id=attributes["ce_tenantid"],
@@ -75,8 +95,11 @@ class ProjectedEvent:
             stream_id=attributes.get("ce_subject", ""),
             time=attributes.get("ce_time", ""),
             data=orjson.loads(value or b"{}"),
-            ledger=orjson.loads(attributes["ce_ledger"]) if "ce_ledger" in attributes else {},
+            ledger=ledger,
             recorded_at=attributes.get("ce_recordedat", ""),
+            stream_version=int(attributes.get("ce_streamversion", "0")),
+            content_hash=attributes.get("ce_hash", ""),
+            metadata=metadata,
         )
 
 

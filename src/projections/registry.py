@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from projections.ar_aging import ArAging
+from projections.audit_chain import AuditChain
 from projections.deferred_revenue import DeferredRevenue
 from projections.event_counts import EventCounts
 from projections.general_ledger import GeneralLedger
@@ -12,7 +13,7 @@ from projections.mrr import Mrr
 
 
 def all_projectors() -> list[Any]:
-    return [EventCounts(), GeneralLedger(), ArAging(), DeferredRevenue(), Mrr()]
+    return [EventCounts(), GeneralLedger(), ArAging(), DeferredRevenue(), Mrr(), AuditChain()]
 
 
 def select(names: list[str] | None) -> list[Any]:
