@@ -256,6 +256,27 @@ async def get_report(request: web.Request) -> web.Response:
     return _json(data)
 
 
+async def get_audit_verify(request: web.Request) -> web.Response:
+    """`GET /v1/audit/verify?tenant=`: the CLI's `ledger audit verify`. 200 either way: whether
+    the chain holds is the answer's `ok` (and `broken_at_position`), not an HTTP failure."""
+    from ledger.store.postgres import PostgresEventStore
+    from projections.audit_verify import verify
+
+    token_tenant = _token_tenant(request)
+    if isinstance(token_tenant, web.Response):
+        return token_tenant
+    tenant = request.query.get("tenant", "")
+    if token_tenant is not None and not may_act_for(token_tenant, tenant):
+        return _forbidden(tenant)
+    if not tenant_pattern.match(tenant):
+        return _error(400, "invalid_tenant", "a tenant id is required (?tenant=...)", "tenant")
+    store = request.app[service_key].store
+    if not isinstance(store, PostgresEventStore):
+        return _error(501, "no_read_models", "the audit chain needs the PostgreSQL store")
+    async with store.connection() as conn:
+        return _json(await verify(store, conn, tenant))
+
+
 async def metrics_endpoint(request: web.Request) -> web.Response:
     body = generate_latest()
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
@@ -276,6 +297,7 @@ def make_app(service: LedgerService, jwt_secret: str | None = None) -> web.Appli
     app.router.add_post("/v1/events", post_events)
     app.router.add_get("/v1/events", get_events)
     app.router.add_get("/v1/reports/{kind}", get_report)
+    app.router.add_get("/v1/audit/verify", get_audit_verify)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics_endpoint)
     return app

@@ -13,9 +13,11 @@
     ledger up [--api-port P] [--data-dir D]   run the system (API + relay) on embedded defaults
     ledger report KIND --tenant T --as-of YYYY-MM-DD [--format json|table|csv] [--limit N]
                                        kpi, ar-aging, deferred-revenue, trial-balance, mrr-movements
+    ledger audit verify --tenant T     check the tenant's audit hash chain against the store
 
 Exit codes: 0 success; 1 something was rejected; 2 bad usage or input that cannot be read;
-3 a server (the database) cannot be reached. Errors are one line on stderr, never a traceback.
+3 a server (the database) cannot be reached; `audit verify` exits 2 when the chain is broken
+(its JSON names where). Errors are one line on stderr, never a traceback.
 """
 
 from __future__ import annotations
@@ -49,6 +51,7 @@ append_chunk_lines = 1000
 exit_rejected = 1
 exit_usage = 2
 exit_unavailable = 3
+exit_chain_broken = 2
 # A child (the projection worker) gets this long to exit on SIGTERM before it is killed.
 child_stop_timeout_s = 20
 
@@ -329,6 +332,27 @@ async def _report_command(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+async def _audit_command(settings: Settings, args: argparse.Namespace) -> int:
+    from psycopg import AsyncConnection
+
+    from ledger.contract import tenant_pattern
+    from ledger.runtime import open_store
+    from ledger.store.postgres import configure_connection
+    from projections.audit_verify import verify
+
+    if not tenant_pattern.fullmatch(args.tenant):
+        return _fail(f"audit verify: --tenant {args.tenant!r} is not a valid tenant id")
+    async with open_store(settings) as store:
+        conn = await AsyncConnection.connect(store.conninfo, autocommit=True)
+        try:
+            await configure_connection(conn)
+            result = await verify(store, conn, args.tenant)
+        finally:
+            await conn.close()
+    _print_json(result)
+    return 0 if result["ok"] else exit_chain_broken
+
+
 def _spawn_worker(settings: Settings, database: str, bootstrap: str, idempotent: bool) -> Any:
     """`ledger worker` as a child process: faust wants an event loop of its own."""
     environment = dict(os.environ)
@@ -468,6 +492,13 @@ def _parser() -> argparse.ArgumentParser:
     report.add_argument("--format", choices=("json", "table", "csv"), default="json")
     report.add_argument("--limit", type=int, default=None, help="ar-aging: invoices listed")
 
+    audit = commands.add_parser("audit", help="the tamper-evident audit chain")
+    audit_commands = audit.add_subparsers(dest="audit_command", required=True)
+    verify = audit_commands.add_parser(
+        "verify", help="recompute a tenant's chain from the store; exit 2 where it breaks"
+    )
+    verify.add_argument("--tenant", required=True)
+
     up = commands.add_parser("up", help="run the whole system on embedded defaults")
     up.add_argument("--host", default="127.0.0.1")
     up.add_argument("--api-port", type=int, default=8080)
@@ -486,6 +517,7 @@ _commands = {
     "token": _token_command,
     "catch-up": _projections_command,
     "report": _report_command,
+    "audit": _audit_command,
     "up": _up_command,
 }
 
