@@ -47,6 +47,7 @@ from typing import Any
 from sqlalchemy import BigInteger, Column, Table, Text
 
 from ledger.contract import canonical_json
+from ledger.errors import invariant
 from projections.core import ProjectedEvent
 from projections.tables import Key, Rows, tenant_table
 
@@ -156,6 +157,12 @@ class AuditChain:
     def apply(self, rows: Rows, event: ProjectedEvent) -> None:
         stored = rows.get(audit_heads)
         head = Head() if stored is None else Head(stored["n"], stored["hash"], stored["position"])
+        # The writer applies a tenant's events once each, in position order; a chain that went
+        # backwards would make every later verification fail, so refuse the batch instead.
+        invariant(
+            event.position > head.position,
+            f"audit chain of {event.tenant_id}: position {event.position} after {head.position}",
+        )
         link = next_link(head, event)
         rows.insert(
             audit_links,

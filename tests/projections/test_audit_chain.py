@@ -36,9 +36,13 @@ from ledger.store.postgres import PostgresEventStore, configure_connection
 from projections import audit_chain
 from projections.audit_chain import (
     AuditChain,
+    Head,
+    Link,
     audit_heads,
     audit_links,
     chain_hash,
+    check_head,
+    diagnose,
     fingerprint,
     genesis_hash,
     hashed_document,
@@ -445,6 +449,38 @@ async def test_a_careless_edit_of_a_row_not_yet_chained_is_found_by_its_fingerpr
     assert (answer["broken_at_position"], answer["code"]) == (unseen, "fingerprint_mismatch")
     links = await read_rows(conn, audit_links)
     assert unseen not in {row["position"] for row in links}  # not chained
+
+
+def test_diagnose_names_each_kind_of_disagreement() -> None:
+    """The pure half of verification, for the cases the store tests cannot set up cheaply."""
+    chained = Link(5, 2, "A", "h")
+    other = Link(5, 2, "B", "g")
+    cases = [
+        # (stored, recomputed, recomputed id chained at, stored id found in the store at)
+        ((chained, other, None, None), (5, "row_replaced")),
+        ((chained, other, None, 9), (5, "row_inserted")),
+        ((chained, other, 7, None), (5, "row_moved")),
+        ((chained, Link(5, 2, "A", "x"), 5, 5), (5, "row_changed")),
+        ((chained, Link(8, 2, "B", "g"), None, 8), (5, "row_moved")),
+        ((chained, Link(8, 2, "B", "g"), None, None), (5, "row_deleted")),
+        ((chained, None, None, None), (5, "row_deleted")),
+        ((None, Link(8, 2, "B", "g"), None, None), (8, "row_inserted")),
+        ((Link(9, 2, "A", "h"), Link(8, 2, "B", "g"), 3, None), (8, "row_moved")),
+    ]
+    for arguments, expected in cases:
+        found = diagnose(*arguments)
+        assert (found.position, found.code) == expected, arguments
+        assert str(found.position) in found.reason
+    head = Head(3, "h", 9)
+    assert check_head(head, Link(9, 3, "A", "h")) is None
+    assert check_head(None, None) is None
+    for stored_head, newest in (
+        (head, Link(7, 2, "A", "g")),
+        (head, None),
+        (None, Link(9, 3, "A", "h")),
+    ):
+        found = check_head(stored_head, newest)
+        assert found is not None and (found.position, found.code) == (9, "head_mismatch")
 
 
 # --- entry points ---------------------------------------------------------------------------
