@@ -7,7 +7,8 @@ needs a ledger-wide lock on the previous hash and costs write throughput (Forman
 is O(1) per event: one read (the head), one link inserted, the head replaced.
 
 Tables:
-- `audit_links`: the chain as it was built, append-only: (tenant, position) -> n, event id, hash;
+- `audit_links`: the chain as it was built, append-only: (tenant, position) -> n, event id, hash
+  (the id lets verification tell a row moved elsewhere from a row changed in place);
 - `audit_heads`: per tenant the newest link: n, hash, position. Verification compares it with
   the links and the store, so deleting the newest event (and even its link) does not go unseen.
 
@@ -19,11 +20,13 @@ What is hashed: every column of the stored `events` row, as one JSON object
 - `metadata` is the stored metadata whole: the publisher's `source` and `specversion`, the optional
   `subject`, `dataschema`, `traceparent`, `tracestate`, and `ledger`, the ledger's own decisions
   (allocations, unapplied cash, ...);
-- `hash` is the store's idempotency fingerprint (see below).
+- `hash` is the store's idempotency fingerprint (what it is worth: `projections.audit_verify`).
 A projector fed from the store (`ProjectedEvent.from_recorded`) and one fed from Kafka
 (`ProjectedEvent.from_kafka`, from the relay's `ce_*` headers, `ce_metadata` and `ce_ledger`
 included) see the same values, so the live worker, catch-up and replay build the same chain
-(`tests/projections/test_audit_chain.py` checks both).
+(`tests/projections/test_audit_chain.py` checks both). A message from a relay older than
+`ce_metadata` carries only `source` and `specversion` of the metadata: an event with tracing
+attributes chained from such a message would later verify as changed.
 
 Canonical JSON: `ledger.contract.canonical_json` (orjson, sorted keys, no whitespace). For what the
 ledger stores (ASCII keys, strings, booleans, small integers, no floats) it is byte for byte
