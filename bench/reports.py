@@ -1,0 +1,546 @@
+"""Reports benchmark: report query latency with 100,000 open invoices in one tenant, and the cost of
+projecting a batch as the read models grow (DESIGN section 9).
+
+    python3 dev.py bench reports [--database-url URL] [--invoices 100000] [--quick] [--profile]
+
+One fresh database (CREATE DATABASE bench_reports_<hex>, dropped after):
+1. small store: a tenant of ~10,000 realistic events appended through `LedgerService` and projected
+   (`projections.replay.catch_up`), then 10,000 more appended and applied with
+   `ProjectionWriter.apply` in batches of 1,000 (all projectors): events/s of `apply` alone;
+2. the report tenant: ~5,000 customers, ~2,000 contracts with a ratable recurring line (a third also
+   a point-in-time line) each billed up front, 100,000 invoices in all (contract invoices included)
+   with due dates spread over the 200 days before the as-of date, a quarter of them partly paid
+   (explicit allocation), some contracts amended or cancelled in the as-of month; plus filler
+   tenants of the same mix until the store holds `--large` events; all appended through the service
+   in batches of 1,000, projected by catch-up, then ANALYZE (the CI server runs autovacuum=off);
+3. large store: 10,000 more events of a new tenant, and 10,000 more of the report tenant (new
+   invoices and payments of its customers), applied as in 1;
+4. each report (`projections.reports.report`) on a pooled connection of the store (the app role,
+   row-level security on, as the HTTP API reads): warm-up, then `--runs` runs, median and p95;
+5. with `--profile`: the slowest report timed query by query (SQL round trip and row decoding vs the
+   Python around it), under cProfile, and EXPLAIN (ANALYZE, BUFFERS) of its costliest statements.
+Invoices stay open (payments are partial), so the tenant has 100,000 open invoices on the as-of date.
+The table goes to stdout, progress to stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import cProfile
+import io
+import os
+import platform
+import pstats
+import random
+import statistics
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import date, timedelta
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import psycopg
+from psycopg import AsyncConnection, sql
+from psycopg.conninfo import make_conninfo
+
+root = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(root))
+
+from ledger.service import LedgerService  # noqa: E402
+from ledger.store.postgres import PostgresEventStore, configure_connection  # noqa: E402
+from projections import reports  # noqa: E402
+from projections.core import ProjectedEvent, ProjectionWriter  # noqa: E402
+from projections.registry import all_projectors  # noqa: E402
+from projections.replay import catch_up  # noqa: E402
+
+default_url = (
+    os.environ.get("LEDGER_DATABASE_URL") or "postgresql://postgres@127.0.0.1:5432/postgres"
+)
+as_of = date(2026, 7, 20)
+report_tenant = "reports"
+append_batch = 1000
+apply_batch = 1000
+apply_events = 10_000
+target_ms = 20.0
+targeted = ("kpi", "ar-aging", "ar-aging limit=100", "deferred-revenue")
+
+
+def progress(message: str) -> None:
+    print(f"reports bench: {message}", file=sys.stderr, flush=True)
+
+
+@contextmanager
+def fresh_database(server_url: str) -> Iterator[str]:
+    name = f"bench_reports_{uuid.uuid4().hex[:10]}"
+    admin = make_conninfo(server_url, dbname="postgres")
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    try:
+        yield make_conninfo(server_url, dbname=name)
+    finally:
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+# --- events -------------------------------------------------------------------------------------
+
+
+def _event(tenant: str, number: int, kind: str, data: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "specversion": "1.0",
+        "id": f"{tenant}-{number}",
+        "source": "bench",
+        "type": f"ledger.{kind}.v1",
+        "time": "2026-07-01T10:00:00Z",
+        "tenantid": tenant,
+        "data": data,
+    }
+
+
+def _money(value: Decimal) -> str:
+    return f"{value.quantize(Decimal('0.01')):f}"
+
+
+def tenant_events(
+    tenant: str,
+    customers: int,
+    contracts: int,
+    invoices: int,
+    *,
+    prefix: str = "",
+    register: bool = True,
+    seed: int = 1,
+) -> list[dict[str, Any]]:
+    """A tenant's events, each valid given the ones before it. With `register=False` and a new
+    `prefix`: more invoices and payments for the customers of an earlier call (no contracts)."""
+    rng = random.Random(seed)
+    raw: list[tuple[str, dict[str, Any]]] = []
+    if register:
+        raw += [
+            ("customer.registered", {"customer_id": f"C{c}", "name": f"Customer {c}"})
+            for c in range(customers)
+        ]
+    contract_lines: dict[str, list[dict[str, Any]]] = {}
+    for k in range(contracts):
+        contract_id = f"{prefix}K{k}"
+        customer_id = f"C{k % customers}"
+        start = as_of - timedelta(days=rng.randint(30, 229))
+        end = start.replace(year=start.year + 1)
+        amount = Decimal(rng.randint(12, 600) * 100)
+        lines = [
+            {
+                "line_id": "L1",
+                "description": "Platform",
+                "amount": _money(amount),
+                "recognition": "ratable",
+                "recurring": True,
+            }
+        ]
+        if k % 3 == 0:
+            lines.append(
+                {
+                    "line_id": "L2",
+                    "description": "Onboarding",
+                    "amount": "500.00",
+                    "recognition": "point_in_time",
+                    "recurring": False,
+                }
+            )
+        contract_lines[contract_id] = lines
+        raw.append(
+            (
+                "contract.signed",
+                {
+                    "contract_id": contract_id,
+                    "customer_id": customer_id,
+                    "start_date": start.isoformat(),
+                    "end_date": end.isoformat(),
+                    "currency": "USD",
+                    "lines": lines,
+                },
+            )
+        )
+        raw.append(
+            (
+                "invoice.issued",
+                {
+                    "invoice_id": f"{prefix}INV-K{k}",
+                    "customer_id": customer_id,
+                    "contract_id": contract_id,
+                    "issue_date": start.isoformat(),
+                    "due_date": (start + timedelta(days=30)).isoformat(),
+                    "currency": "USD",
+                    "lines": [
+                        {"description": "Platform", "amount": _money(amount), "line_id": "L1"}
+                    ],
+                    "total": _money(amount),
+                },
+            )
+        )
+    invoice_totals: list[tuple[str, str, Decimal, date]] = []
+    for n in range(invoices - contracts):
+        customer_id = f"C{rng.randrange(customers)}"
+        due = as_of - timedelta(days=rng.randint(0, 199))
+        issue = due - timedelta(days=30)
+        amount = Decimal(rng.randint(5000, 500_000)) / 100
+        tax = (amount / 5).quantize(Decimal("0.01"))
+        invoice_id = f"{prefix}INV-{n}"
+        raw.append(
+            (
+                "invoice.issued",
+                {
+                    "invoice_id": invoice_id,
+                    "customer_id": customer_id,
+                    "issue_date": issue.isoformat(),
+                    "due_date": due.isoformat(),
+                    "currency": "USD",
+                    "lines": [
+                        {
+                            "description": "Services",
+                            "amount": _money(amount),
+                            "tax_amount": _money(tax),
+                        }
+                    ],
+                    "total": _money(amount + tax),
+                },
+            )
+        )
+        invoice_totals.append((invoice_id, customer_id, amount + tax, issue))
+    # A quarter of the invoices partly paid (40 %), so every invoice stays open.
+    for p, (invoice_id, customer_id, total, issue) in enumerate(invoice_totals[::4]):
+        paid = _money(total * Decimal("0.4"))
+        raw.append(
+            (
+                "payment.received",
+                {
+                    "payment_id": f"{prefix}PAY-{p}",
+                    "customer_id": customer_id,
+                    "date": min(issue + timedelta(days=10), as_of).isoformat(),
+                    "amount": paid,
+                    "currency": "USD",
+                    "allocations": [{"invoice_id": invoice_id, "amount": paid}],
+                },
+            )
+        )
+    # MRR movements in the as-of month: 10 % of contracts expand, 5 % cancel.
+    month_start = as_of.replace(day=1)
+    for k in range(contracts):
+        contract_id = f"{prefix}K{k}"
+        effective = (month_start + timedelta(days=rng.randint(0, as_of.day - 1))).isoformat()
+        if k % 10 == 1:
+            lines = [dict(line) for line in contract_lines[contract_id]]
+            lines[0]["amount"] = _money(Decimal(lines[0]["amount"]) * Decimal("1.25"))
+            raw.append(
+                (
+                    "contract.amended",
+                    {
+                        "contract_id": contract_id,
+                        "effective_date": effective,
+                        "currency": "USD",
+                        "lines": lines,
+                    },
+                )
+            )
+        elif k % 20 == 2:
+            raw.append(
+                (
+                    "contract.cancelled",
+                    {"contract_id": contract_id, "effective_date": effective},
+                )
+            )
+    return [
+        _event(tenant, number, kind, data)
+        for number, (kind, data) in enumerate(raw, start=1 if register else 10_000_000)
+    ]
+
+
+def mix(tenant: str, invoices: int, seed: int) -> list[dict[str, Any]]:
+    """The report tenant's proportions (1 customer per 20 invoices, 1 contract per 50)."""
+    return tenant_events(
+        tenant, max(invoices // 20, 1), max(invoices // 50, 1), invoices, seed=seed
+    )
+
+
+# --- the store ----------------------------------------------------------------------------------
+
+
+async def append_all(service: LedgerService, events: list[dict[str, Any]]) -> float:
+    started = time.perf_counter()
+    for start in range(0, len(events), append_batch):
+        batch = events[start : start + append_batch]
+        report = await service.append(batch, atomic=False)
+        if report.rejected or len(report.appended) != len(batch):
+            raise RuntimeError(f"rejected: {report.rejected[:3]}")
+    return len(events) / (time.perf_counter() - started)
+
+
+async def project_conn(store: PostgresEventStore) -> AsyncConnection[Any]:
+    conn = await AsyncConnection.connect(store.conninfo, autocommit=True)
+    await configure_connection(conn)
+    return conn
+
+
+async def timed_apply(store: PostgresEventStore, conn: AsyncConnection[Any], first: int) -> dict:
+    """Apply the store's events from `first` to its head with ProjectionWriter, in batches of
+    1,000: events/s of `apply` alone (reading and decoding the events not counted)."""
+    writer = ProjectionWriter(conn, all_projectors())
+    rates, total_s, total = [], 0.0, 0
+    position = first
+    while True:
+        events = await store.read(None, position, apply_batch)
+        if not events:
+            break
+        projected = [ProjectedEvent.from_recorded(event) for event in events]
+        started = time.perf_counter()
+        await writer.apply(projected)
+        elapsed = time.perf_counter() - started
+        rates.append(len(projected) / elapsed)
+        total_s += elapsed
+        total += len(projected)
+        position = events[-1].position + 1
+    return {
+        "events": total,
+        "overall": total / total_s,
+        "median_batch": statistics.median(rates),
+        "min_batch": min(rates),
+    }
+
+
+async def analyze(url: str) -> None:
+    async with await AsyncConnection.connect(url, autocommit=True) as conn:
+        await conn.execute("ANALYZE")
+
+
+async def read_model_rows(url: str) -> dict[str, int]:
+    async with await AsyncConnection.connect(url, autocommit=True) as conn:
+        out = {}
+        for table in ("events", "gl_daily", "ar_invoices", "ar_changes", "dr_contracts"):
+            cursor = await conn.execute(
+                sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(table))
+            )
+            row = await cursor.fetchone()
+            out[table] = int(row[0]) if row else 0
+        return out
+
+
+# --- reports ------------------------------------------------------------------------------------
+
+cases: list[tuple[str, str, int | None]] = [
+    ("kpi", "kpi", None),
+    ("ar-aging limit=100", "ar-aging", 100),
+    ("ar-aging", "ar-aging", None),
+    ("deferred-revenue", "deferred-revenue", None),
+    ("trial-balance", "trial-balance", None),
+    ("mrr-movements", "mrr-movements", None),
+]
+
+
+def percentile(values: list[float], share: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(share * (len(ordered) - 1)))]
+
+
+async def time_reports(
+    store: PostgresEventStore, runs: int, warmup: int
+) -> dict[str, tuple[float, float, int]]:
+    results = {}
+    async with store.connection() as conn:
+        for name, kind, limit in cases:
+            for _ in range(warmup):
+                await reports.report(conn, kind, report_tenant, as_of, limit=limit)
+            samples = []
+            for _ in range(runs):
+                started = time.perf_counter()
+                data = await reports.report(conn, kind, report_tenant, as_of, limit=limit)
+                samples.append((time.perf_counter() - started) * 1000)
+            results[name] = (statistics.median(samples), percentile(samples, 0.95), len(samples))
+            progress(f"{name}: median {results[name][0]:.1f} ms, p95 {results[name][1]:.1f} ms")
+            if kind == "ar-aging":
+                progress(f"  open invoices: {data['invoices_total']}, total {data['total']}")
+            if kind == "kpi":
+                progress(f"  kpis: {data['kpis']}")
+    return results
+
+
+async def profile_report(store: PostgresEventStore, name: str, runs: int) -> str:
+    """Per-query wall time (execute + fetch) vs the rest, cProfile, and EXPLAIN ANALYZE."""
+    kind, limit = next((k, lim) for n, k, lim in cases if n == name)
+    queries: dict[str, list[float]] = {}
+    captured: dict[str, Any] = {}
+    original = reports._Reader._all
+
+    async def timed(self: Any, query: str, params: Any) -> list[tuple[Any, ...]]:
+        started = time.perf_counter()
+        rows = await original(self, query, params)
+        queries.setdefault(query, []).append(time.perf_counter() - started)
+        captured[query] = params
+        return rows
+
+    out = io.StringIO()
+    async with store.connection() as conn:
+        reports._Reader._all = timed  # type: ignore[method-assign]
+        try:
+            walls = []
+            for _ in range(runs):
+                started = time.perf_counter()
+                await reports.report(conn, kind, report_tenant, as_of, limit=limit)
+                walls.append(time.perf_counter() - started)
+        finally:
+            reports._Reader._all = original  # type: ignore[method-assign]
+        total = sum(walls)
+        in_sql = sum(sum(v) for v in queries.values())
+        print(
+            f"{name}: {runs} runs, mean {total / runs * 1000:.1f} ms per report;"
+            f" queries (execute + fetch + row decoding) {in_sql / runs * 1000:.1f} ms,"
+            f" the rest (Python) {(total - in_sql) / runs * 1000:.1f} ms",
+            file=out,
+        )
+        ranked = sorted(queries.items(), key=lambda item: -sum(item[1]))
+        for query, times in ranked:
+            print(
+                f"  {sum(times) / runs * 1000:7.2f} ms/report, {len(times) // runs} call(s):"
+                f" {' '.join(query.split())[:150]}",
+                file=out,
+            )
+        profiler = cProfile.Profile()
+        profiler.enable()
+        for _ in range(max(runs // 2, 3)):
+            await reports.report(conn, kind, report_tenant, as_of, limit=limit)
+        profiler.disable()
+        stream = io.StringIO()
+        pstats.Stats(profiler, stream=stream).sort_stats("tottime").print_stats(18)
+        print("\ncProfile, by own time:", file=out)
+        print("\n".join(stream.getvalue().splitlines()[6:]), file=out)
+        for query, _ in ranked[:3]:
+            async with conn.transaction():
+                await conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+                await conn.execute("SELECT set_config('ledger.tenants', %s, true)", [report_tenant])
+                cursor = await conn.execute("EXPLAIN (ANALYZE, BUFFERS) " + query, captured[query])
+                plan = "\n".join(row[0] for row in await cursor.fetchall())
+            print(f"\nEXPLAIN ANALYZE {' '.join(query.split())[:120]}\n{plan}", file=out)
+    return out.getvalue()
+
+
+# --- main ---------------------------------------------------------------------------------------
+
+
+async def run(args: argparse.Namespace, url: str) -> None:
+    small = 2_000 if args.quick else 8_000  # invoices of the small tenant (~10,000 events)
+    store = await PostgresEventStore.open(url)
+    conn = await project_conn(store)
+    service = LedgerService(store)
+    try:
+        # 1. small store
+        await append_all(service, mix("small", small, seed=2))
+        await catch_up(store, conn, all_projectors())
+        head = await store.head()
+        await append_all(service, mix("small2", small, seed=3))
+        small_apply = await timed_apply(store, conn, head + 1)
+        small_head = head
+        progress(f"apply at {head:,} events: {small_apply}")
+
+        # 2. the report tenant and the filler
+        events = tenant_events(
+            report_tenant, args.invoices // 20, args.invoices // 50, args.invoices, seed=1
+        )
+        progress(f"report tenant: {len(events):,} events")
+        rate = await append_all(service, events)
+        progress(f"appended at {rate:,.0f} events/s")
+        filler = 0
+        while await store.head() < args.large:
+            filler += 1
+            await append_all(service, mix(f"filler{filler}", 20_000, seed=10 + filler))
+            progress(f"store head {await store.head():,}")
+        started = time.perf_counter()
+        head = await catch_up(store, conn, all_projectors())
+        catch_up_rate = head / (time.perf_counter() - started)
+        progress(f"caught up {head:,} events at {catch_up_rate:,.0f} events/s")
+        await analyze(url)
+
+        # 4. reports (before the large-store apply adds to the report tenant)
+        results = await time_reports(store, args.runs, args.warmup)
+        profile = ""
+        if args.profile:
+            slowest = max(
+                (name for name in results if name in targeted), key=lambda n: results[n][1]
+            )
+            profile = await profile_report(store, slowest, 20)
+            if slowest != "kpi":
+                profile += "\n" + await profile_report(store, "kpi", 20)
+
+        # 3. large store
+        large_head = await store.head()
+        await append_all(service, mix("late", small, seed=4))
+        large_new = await timed_apply(store, conn, large_head + 1)
+        progress(f"apply at {large_head:,} events, new tenant: {large_new}")
+        head = await store.head()
+        more = tenant_events(
+            report_tenant,
+            args.invoices // 20,
+            0,
+            small,
+            prefix="X",
+            register=False,
+            seed=5,
+        )
+        await append_all(service, more)
+        large_big = await timed_apply(store, conn, head + 1)
+        progress(f"apply at {head:,} events, report tenant: {large_big}")
+        rows = await read_model_rows(url)
+    finally:
+        await conn.close()
+        await store.close()
+
+    print(f"\n- {platform.node()}, {os.cpu_count()} cores, Python {platform.python_version()}")
+    print(f"- as of {as_of}; store at report time: {large_head:,} events; rows: {rows}")
+    print(f"- catch-up of the whole store: {catch_up_rate:,.0f} events/s\n")
+    print(
+        f"| report ({args.runs} runs after {args.warmup} warm-up) | median ms | p95 ms | target |"
+    )
+    print("|---|---|---|---|")
+    for name, (median, p95, _) in results.items():
+        target = (
+            f"p95 <= 20 ms: {'yes' if p95 <= target_ms else '**no**'}" if name in targeted else "-"
+        )
+        print(f"| {name} | {median:.1f} | {p95:.1f} | {target} |")
+    print(
+        "\n| ProjectionWriter.apply, batches of 1,000, all projectors | store holds | events"
+        " applied | events/s overall | median batch | slowest batch |"
+    )
+    print("|---|---|---|---|---|---|")
+    for label, at, figures in (
+        ("small store, new tenant", small_head, small_apply),
+        ("large store, new tenant", large_head, large_new),
+        ("large store, the 100k-invoice tenant", head, large_big),
+    ):
+        print(
+            f"| {label} | {at:,} | {figures['events']:,} | {figures['overall']:,.0f} |"
+            f" {figures['median_batch']:,.0f} | {figures['min_batch']:,.0f} |"
+        )
+    if profile:
+        print("\n```\n" + profile + "```")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--database-url", default=default_url)
+    parser.add_argument("--invoices", type=int, default=100_000)
+    parser.add_argument("--large", type=int, default=300_000, help="store size before apply")
+    parser.add_argument("--runs", type=int, default=50)
+    parser.add_argument("--warmup", type=int, default=5)
+    parser.add_argument("--profile", action="store_true")
+    parser.add_argument("--quick", action="store_true", help="5,000 invoices, a small store")
+    args = parser.parse_args()
+    if args.quick:
+        args.invoices, args.large, args.runs = 5_000, 20_000, 10
+    with fresh_database(args.database_url) as url:
+        asyncio.run(run(args, url))
+
+
+if __name__ == "__main__":
+    main()
