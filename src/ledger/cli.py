@@ -243,20 +243,40 @@ async def _ingest_command(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
-def _progress_printer() -> Any:
-    """A one-line progress bar with events/s and ETA on a terminal; silent otherwise."""
-    if not sys.stderr.isatty():
-        return None
+# Progress of replay and catch-up: a terminal bar is redrawn at most this often, a log line (when
+# stderr is not a terminal) is written at most this often.
+progress_redraw_s = 0.2
+progress_log_interval_s = 10.0
+progress_bar_width = 30
+
+
+def _progress_printer(command: str, stream: IO[str] | None = None) -> Any:
+    """A one-line progress bar (position/head, events/s, ETA) when stderr is a terminal, a plain
+    log line every `progress_log_interval_s` otherwise."""
+    out = stream or sys.stderr
+    terminal = out.isatty()
+    interval_s = progress_redraw_s if terminal else progress_log_interval_s
+    shown_at_s = -interval_s
 
     def show(position: int, head: int, elapsed_s: float) -> None:
+        nonlocal shown_at_s
+        if elapsed_s - shown_at_s < interval_s and position < head:
+            return
+        shown_at_s = elapsed_s
         rate = position / elapsed_s if elapsed_s > 0 else 0.0
-        share = position / head if head else 1.0
         eta_s = (head - position) / rate if rate > 0 else 0.0
-        bar = "#" * int(share * 30)
-        sys.stderr.write(
-            f"\r[{bar:<30}] {position:,}/{head:,} events  {rate:,.0f} events/s  ETA {eta_s:,.0f} s"
+        if not terminal:
+            logger.info(
+                "%s: %d/%d events, %.0f events/s, ETA %.0f s", command, position, head, rate, eta_s
+            )
+            return
+        share = min(position / head, 1.0) if head else 1.0
+        bar = "#" * int(share * progress_bar_width)
+        out.write(
+            f"\r[{bar:<{progress_bar_width}}] {position:,}/{head:,} events"
+            f"  {rate:,.0f} events/s  ETA {eta_s:,.0f} s "
         )
-        sys.stderr.flush()
+        out.flush()
 
     return show
 
@@ -279,7 +299,7 @@ async def _projections_command(settings: Settings, args: argparse.Namespace) -> 
             await configure_connection(conn)
             run = replay if args.command == "replay" else catch_up
             started = time.monotonic()
-            position = await run(store, conn, projectors, _progress_printer())
+            position = await run(store, conn, projectors, _progress_printer(args.command))
         finally:
             await conn.close()
     elapsed_s = time.monotonic() - started

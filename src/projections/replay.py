@@ -1,30 +1,104 @@
 """Feeding projectors straight from the event store: catch-up and replay.
 
 `catch_up` applies what the read models have not seen yet (the writer skips the rest) and returns.
-`replay` rebuilds from position 1 in memory and swaps the result in atomically: readers see the old
-read model until the swap commits, then the new one. During the swap the table is locked against
-writers (the live worker waits), and the events committed since the rebuild started are folded in
-under that lock, so nothing the worker applied meanwhile is lost.
+
+`replay` rebuilds read models from position 1 into fresh tables and swaps them in atomically:
+reports answer from the old tables until the swap commits and from the new ones after it, never
+from an empty or half-filled table. For each table of the chosen table projectors:
+
+1. prepare: `<table>__rebuild` is created from the live table's definition (`LIKE ... INCLUDING
+   ALL EXCLUDING INDEXES`: columns, defaults, check constraints, storage, comments); what a failed
+   run left behind is dropped first;
+2. fold: every event from position 1 is applied in memory (`MemoryTables`); appended rows
+   (`Changes.inserts`: journal lines, AR changes) are COPYed to the fresh tables page by page and
+   forgotten, keyed rows stay in memory;
+3. fill: the keyed rows are COPYed; then the live table's indexes, primary key and unique
+   constraints are built (one sort each, faster than keeping them during the load), row-level
+   security is enabled and forced with the live table's policies, grants, options and owner, and the
+   table is analysed. COPY works because replay runs as the tables' owner (`RESET ROLE` on its
+   connection) and row-level security is only switched on once the rows are in;
+4. catch up, without any lock: the events committed meanwhile (the live worker may be running) are
+   folded and written to the fresh tables as changes, until a pass finds few;
+5. swap, in one transaction: lock `projection_state` (the live worker waits at its next batch), then
+   the live tables (readers wait, for the milliseconds the rest takes); fold and write the last
+   events; rename live -> `__old` and `__rebuild` -> live, the fresh indexes and constraints to the
+   live ones' names (so later migrations find them); replace the rebuilt projections' positions in
+   `projection_state`; drop `__old`.
+
+Why each event counts exactly once: under the `projection_state` lock no worker batch is in flight,
+and every event a worker has applied was committed to the store first; the swap folds the store to
+its end under that lock and stores, per (projection, tenant), the last position folded. After the
+commit the worker skips what is at or below those positions (the writer's usual rule) and applies
+the rest to the new tables. Positions are assigned in commit order (`ledger.store.postgres`), so
+reading on from the last position folded misses nothing.
+
+Why readers never see an empty table: a query that waits for the lock looks the table's name up
+again once it has it, so it reads the rebuilt table, with a snapshot taken after the swap committed.
+The lock waits are bounded (`swap_lock_timeout_s`): a long report holding a table makes replay retry
+the swap rather than queue every other reader behind it.
+
+Memory: keyed rows (per invoice, contract, payment, customer and day, account and day and source,
+...) are held until the swap, so replay holds O(entities) rows, not O(events); appended rows are
+held for one page (`replay_page_events` events) at most. On the 1M-event benchmark (bench/replay.py)
+that is about 1.6 KiB per event of RSS in total; see bench/RESULTS.md.
+
+Errors: `ReplayError` (a `ledger.errors.LedgerError`) when replay cannot start (another replay
+runs, a table is missing, not owned, or has what `LIKE` does not copy: triggers, foreign keys,
+column privileges); anything else from PostgreSQL propagates. Either way the fresh tables are
+dropped and the live ones are untouched.
 """
 
 from __future__ import annotations
 
+import asyncio
+import gc
+import hashlib
+import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
 from typing import Any
 
+import psycopg
 from psycopg import AsyncConnection, sql
 from psycopg.rows import TupleRow
 from psycopg.types.json import Jsonb
+from sqlalchemy import Table
 
+from ledger.errors import LedgerError
 from ledger.store.postgres import PostgresEventStore
 from projections.core import ProjectedEvent, ProjectionWriter, State, fold, is_table_projector
-from projections.tables import MemoryTables, insert_rows
+from projections.tables import Changes, MemoryTables, Row, copy_rows, metadata, write_changes
 
-# Events read from the store per page: large pages keep the per-call cost negligible.
+logger = logging.getLogger(__name__)
+
+# Events read from the store per page: large pages keep the per-call cost negligible, and bound the
+# appended rows replay holds at once.
 replay_page_events = 5000
+# Before the swap, catch-up passes without a lock repeat while a pass folds more than this many
+# events: what is left for the locked swap is then a fraction of a second of folding.
+quiet_pass_events_max = 1000
+# ... but no more passes than this: a store appended to faster than replay folds must still swap.
+catch_up_passes_max = 10
+# A swap waits this long for each lock before it gives way and retries: a long report transaction
+# holding a live table must not make every other reader queue behind the swap's lock.
+swap_lock_timeout_s = 1.0
+swap_attempts_max = 30
+swap_retry_pause_s = 0.2
+# Table names of a rebuild and of the live table while it is swapped out.
+rebuild_suffix = "__rebuild"
+old_suffix = "__old"
+# PostgreSQL truncates identifiers to 63 bytes (NAMEDATALEN - 1).
+identifier_bytes_max = 63
+# A session advisory lock: two replays at once would build into the same fresh tables.
+replay_lock_id = 0x1ED6E5_0001
 
 Progress = Callable[[int, int, float], None]  # (position, head, seconds elapsed)
+
+
+class ReplayError(LedgerError):
+    """Replay cannot run (see the module docstring); nothing was changed."""
 
 
 async def catch_up(
@@ -48,60 +122,430 @@ async def catch_up(
     return head
 
 
-async def _fold_from_store(
-    store: PostgresEventStore,
-    projectors: Sequence[Any],
-    states: dict[tuple[str, str], tuple[int, State]],
-    memory: MemoryTables,
-    position: int,
-    progress: Progress | None,
-    head: int,
-    started: float,
-) -> int:
-    while True:
-        events = await store.read(None, position, replay_page_events)
-        if not events:
-            return position
-        projected = [ProjectedEvent.from_recorded(event) for event in events]
-        fold(projectors, states, projected)
-        memory.apply([p for p in projectors if is_table_projector(p)], projected)
-        position = events[-1].position + 1
-        if progress:
-            progress(position - 1, max(head, position - 1), time.monotonic() - started)
-
-
 async def replay(
     store: PostgresEventStore,
     conn: AsyncConnection[TupleRow],
     projectors: Sequence[Any],
     progress: Progress | None = None,
 ) -> int:
-    """Rebuild the projectors' read models from the store; swap them in; return events folded."""
-    states: dict[tuple[str, str], tuple[int, State]] = {}
-    table_projectors = [p for p in projectors if is_table_projector(p)]
-    memory = MemoryTables()
-    head, started = await store.head(), time.monotonic()
-    position = await _fold_from_store(store, projectors, states, memory, 1, progress, head, started)
-    names = [projector.name for projector in projectors]
-    async with conn.transaction():
-        await conn.execute("SELECT set_config('ledger.tenants', '*', true)")
-        await conn.execute("LOCK TABLE projection_state IN EXCLUSIVE MODE")
-        # What was committed while we rebuilt, the live worker may already have applied: fold it.
-        position = await _fold_from_store(
-            store, projectors, states, memory, position, progress, head, started
+    """Rebuild the projectors' read models from the store into fresh tables and swap them in;
+    return the last position folded. `conn` works as the session user (the tables' owner) for the
+    duration; its role is restored after."""
+    tables = [table for p in projectors if is_table_projector(p) for table in p.tables]
+    async with _as_owner(conn), _replay_lock(conn):
+        shapes = [await _describe(conn, table) for table in tables]
+        await _drop_rebuilds(conn, tables)
+        try:
+            run = _Run(store, conn, projectors, shapes, progress)
+            return await run.execute()
+        except BaseException:
+            await _drop_rebuilds_quietly(conn, tables)
+            raise
+        finally:
+            gc.unfreeze()
+
+
+# --- the run ----------------------------------------------------------------------------------
+
+
+class _Run:
+    """One replay: the fold's state (documents, keyed rows, positions) and its connection."""
+
+    def __init__(
+        self,
+        store: PostgresEventStore,
+        conn: AsyncConnection[TupleRow],
+        projectors: Sequence[Any],
+        shapes: list[_Shape],
+        progress: Progress | None,
+    ) -> None:
+        self.store = store
+        self.conn = conn
+        self.projectors = projectors
+        self.table_projectors = [p for p in projectors if is_table_projector(p)]
+        self.shapes = shapes
+        self.progress = progress
+        self.states: dict[tuple[str, str], tuple[int, State]] = {}
+        self.memory = MemoryTables()
+        self.position = 1  # the next position to fold
+        self.head = 0
+        self.started = time.monotonic()
+
+    async def execute(self) -> int:
+        for shape in self.shapes:
+            await self.conn.execute(shape.create())
+        self.head = await self.store.head()
+        await self.fold_pages(stream=True)
+        await self.fill()
+        for _ in range(catch_up_passes_max):
+            self.head = max(self.head, await self.store.head())
+            if await self.fold_pages(stream=False) <= quiet_pass_events_max:
+                break
+        await self.swap()
+        return self.position - 1
+
+    async def fold_pages(self, *, stream: bool) -> int:
+        """Fold the store from `position` to its end; return the events folded. `stream`: before
+        the keyed rows are copied, appended rows are COPYed; after, every change is written."""
+        folded = 0
+        next_page = asyncio.ensure_future(self._read(self.position))
+        while True:
+            events = await next_page
+            if not events:
+                return folded
+            self.position = events[-1].position + 1
+            # The next page is read while this one is folded: PostgreSQL's work overlaps ours.
+            next_page = asyncio.ensure_future(self._read(self.position))
+            try:
+                changes = self.apply(events)
+                if stream:
+                    for table_name, rows in changes.inserts.items():
+                        table = metadata.tables[table_name]
+                        await copy_rows(self.conn, table, rows, table_name + rebuild_suffix)
+                else:
+                    async with self.conn.transaction():
+                        await self.conn.execute("SELECT set_config('ledger.tenants', '*', true)")
+                        await write_changes(self.conn, changes, suffix=rebuild_suffix)
+            except BaseException:
+                next_page.cancel()
+                raise
+            folded += len(events)
+            # The rows kept so far are long-lived and hold no cycles: out of the collector's way,
+            # or every collection walks them all again (a third of the fold's time at 1M events).
+            gc.freeze()
+            self.head = max(self.head, self.position - 1)
+            if self.progress:
+                self.progress(self.position - 1, self.head, time.monotonic() - self.started)
+
+    async def _read(self, position: int) -> list[ProjectedEvent]:
+        events = await self.store.read(None, position, replay_page_events)
+        return [ProjectedEvent.from_recorded(event) for event in events]
+
+    def apply(self, events: list[ProjectedEvent]) -> Changes:
+        fold(self.projectors, self.states, events)
+        if not self.table_projectors:
+            return Changes()
+        _applied, changes = self.memory.apply_changes(self.table_projectors, events)
+        return changes
+
+    async def fill(self) -> None:
+        """COPY the keyed rows, then give the fresh tables the live ones' indexes and security."""
+        for shape in self.shapes:
+            rows = self.memory.keyed.get(shape.table.name, {})
+            if rows:
+                logger.info("replay: copying %d rows into %s", len(rows), shape.rebuild)
+                await copy_rows(self.conn, shape.table, _with_tenant(rows), shape.rebuild)
+        for shape in self.shapes:
+            logger.info("replay: indexing %s", shape.rebuild)
+            for statement in shape.finish():
+                await self.conn.execute(statement)
+
+    async def swap(self) -> None:
+        for attempt in range(1, swap_attempts_max + 1):
+            try:
+                async with self.conn.transaction():
+                    await self._lock()
+                    await self._swap_locked()
+                return
+            except (psycopg.errors.LockNotAvailable, psycopg.errors.DeadlockDetected):
+                # Nothing was folded or written yet: the locks come first (see `_swap_locked`).
+                if attempt == swap_attempts_max:
+                    raise
+                logger.info("replay: the tables are busy; swap attempt %d failed", attempt)
+                await asyncio.sleep(swap_retry_pause_s)
+
+    async def _lock(self) -> None:
+        await self.conn.execute("SELECT set_config('ledger.tenants', '*', true)")
+        await self.conn.execute(
+            "SELECT set_config('lock_timeout', %s, true)", [f"{int(swap_lock_timeout_s * 1000)}ms"]
         )
-        await conn.execute("DELETE FROM projection_state WHERE projection = ANY(%s)", [names])
-        for (name, tenant), table_position in memory.positions.items():
-            states[(name, tenant)] = (table_position, {})
-        await conn.cursor().executemany(
+        # projection_state first, as the writer takes it first: the two never deadlock.
+        await self.conn.execute("LOCK TABLE projection_state IN EXCLUSIVE MODE")
+        if self.shapes:
+            await self.conn.execute(
+                sql.SQL("LOCK TABLE {} IN ACCESS EXCLUSIVE MODE").format(
+                    sql.SQL(", ").join(sql.Identifier(shape.table.name) for shape in self.shapes)
+                )
+            )
+        await self.conn.execute("SELECT set_config('lock_timeout', '0', true)")
+
+    async def _swap_locked(self) -> None:
+        # What was committed since the last pass (the live worker may have applied it to the old
+        # tables already): folded and written to the fresh tables, under the lock.
+        self.head = max(self.head, await self.store.head())
+        await self.fold_pages(stream=False)
+        for shape in self.shapes:
+            for statement in shape.swap():
+                await self.conn.execute(statement)
+        names = [projector.name for projector in self.projectors]
+        for (name, tenant), table_position in self.memory.positions.items():
+            self.states[(name, tenant)] = (table_position, {})
+        await self.conn.execute("DELETE FROM projection_state WHERE projection = ANY(%s)", [names])
+        await self.conn.cursor().executemany(
             "INSERT INTO projection_state (projection, tenant_id, position, state)"
             " VALUES (%s, %s, %s, %s)",
-            [(key[0], key[1], value[0], Jsonb(value[1])) for key, value in states.items()],
+            [(key[0], key[1], value[0], Jsonb(value[1])) for key, value in self.states.items()],
         )
-        for projector in table_projectors:
-            for table in projector.tables:
-                await conn.execute(sql.SQL("DELETE FROM {}").format(sql.Identifier(table.name)))
-                rows = memory.rows(table)
-                for start in range(0, len(rows), replay_page_events):
-                    await insert_rows(conn, table, rows[start : start + replay_page_events])
-    return position - 1
+
+
+def _with_tenant(rows: dict[tuple[str, Any], Row]) -> Iterator[Row]:
+    for (tenant, _key), row in rows.items():
+        yield {"tenant_id": tenant, **row}
+
+
+# --- the fresh tables' definitions, from the live ones -----------------------------------------
+
+
+@dataclass(frozen=True)
+class _Index:
+    name: str  # the live one's
+    temporary: str  # the fresh one's until the swap
+    unique: bool
+    constraint: str | None  # ADD CONSTRAINT's definition, for a primary key, unique or exclusion
+    method: str  # CREATE INDEX's text after USING, for a plain index
+
+
+@dataclass(frozen=True)
+class _Policy:
+    name: str
+    permissive: bool
+    command: str  # ALL, SELECT, INSERT, UPDATE, DELETE
+    roles: list[str]  # PUBLIC for everyone
+    using: str | None
+    check: str | None
+
+    def create(self, table: sql.Identifier) -> sql.Composed:
+        roles = sql.SQL(", ").join(
+            sql.SQL("PUBLIC") if role == "PUBLIC" else sql.Identifier(role) for role in self.roles
+        )
+        statement = sql.SQL("CREATE POLICY {} ON {} AS {} FOR {} TO {}").format(
+            sql.Identifier(self.name),
+            table,
+            sql.SQL("PERMISSIVE" if self.permissive else "RESTRICTIVE"),
+            sql.SQL(self.command),
+            roles,
+        )
+        # The expressions come from the catalog (pg_get_expr), so they are SQL already.
+        if self.using is not None:
+            statement += sql.SQL(" USING ({})").format(sql.SQL(self.using))
+        if self.check is not None:
+            statement += sql.SQL(" WITH CHECK ({})").format(sql.SQL(self.check))
+        return statement
+
+
+@dataclass
+class _Shape:
+    """What a fresh table takes from the live one's definition."""
+
+    table: Table
+    owner: str
+    row_security: bool
+    force_row_security: bool
+    options: list[str]
+    indexes: list[_Index] = field(default_factory=list)
+    policies: list[_Policy] = field(default_factory=list)
+    grants: list[tuple[str, str, bool]] = field(default_factory=list)  # privilege, role, option
+
+    @property
+    def live(self) -> sql.Identifier:
+        return sql.Identifier(self.table.name)
+
+    @property
+    def rebuild(self) -> str:
+        return self.table.name + rebuild_suffix
+
+    def create(self) -> sql.Composed:
+        return sql.SQL("CREATE TABLE {} (LIKE {} INCLUDING ALL EXCLUDING INDEXES)").format(
+            sql.Identifier(self.rebuild), self.live
+        )
+
+    def finish(self) -> Iterator[sql.Composed]:
+        """After the load: indexes, options, security, statistics, owner."""
+        rebuild = sql.Identifier(self.rebuild)
+        for index in self.indexes:
+            if index.constraint is not None:
+                yield sql.SQL("ALTER TABLE {} ADD CONSTRAINT {} {}").format(
+                    rebuild, sql.Identifier(index.temporary), sql.SQL(index.constraint)
+                )
+            else:
+                yield sql.SQL("CREATE {}INDEX {} ON {} USING {}").format(
+                    sql.SQL("UNIQUE " if index.unique else ""),
+                    sql.Identifier(index.temporary),
+                    rebuild,
+                    sql.SQL(index.method),
+                )
+        if self.options:
+            yield sql.SQL("ALTER TABLE {} SET ({})").format(
+                rebuild, sql.SQL(", ").join(sql.SQL(option) for option in self.options)
+            )
+        for policy in self.policies:
+            yield policy.create(rebuild)
+        if self.row_security:
+            yield sql.SQL("ALTER TABLE {} ENABLE ROW LEVEL SECURITY").format(rebuild)
+        if self.force_row_security:
+            yield sql.SQL("ALTER TABLE {} FORCE ROW LEVEL SECURITY").format(rebuild)
+        for privilege, role, grantable in self.grants:
+            yield sql.SQL("GRANT {} ON {} TO {}{}").format(
+                sql.SQL(privilege),
+                rebuild,
+                sql.SQL("PUBLIC") if role == "PUBLIC" else sql.Identifier(role),
+                sql.SQL(" WITH GRANT OPTION" if grantable else ""),
+            )
+        # Statistics now: the planner must not meet the swapped-in table blind.
+        yield sql.SQL("ANALYZE {}").format(rebuild)
+        yield sql.SQL("ALTER TABLE {} OWNER TO {}").format(rebuild, sql.Identifier(self.owner))
+
+    def swap(self) -> Iterator[sql.Composed]:
+        """Inside the swap transaction, with the live table locked."""
+        old = sql.Identifier(self.table.name + old_suffix)
+        yield sql.SQL("ALTER TABLE {} RENAME TO {}").format(self.live, old)
+        yield sql.SQL("ALTER TABLE {} RENAME TO {}").format(sql.Identifier(self.rebuild), self.live)
+        yield sql.SQL("DROP TABLE {}").format(old)
+        for index in self.indexes:
+            if index.constraint is not None:
+                # Renaming a constraint renames its index too.
+                yield sql.SQL("ALTER TABLE {} RENAME CONSTRAINT {} TO {}").format(
+                    self.live, sql.Identifier(index.temporary), sql.Identifier(index.name)
+                )
+            else:
+                yield sql.SQL("ALTER INDEX {} RENAME TO {}").format(
+                    sql.Identifier(index.temporary), sql.Identifier(index.name)
+                )
+
+
+def _temporary_name(name: str) -> str:
+    """`name__rebuild`, or a digest of it where that would be longer than PostgreSQL keeps."""
+    candidate = name + rebuild_suffix
+    if len(candidate.encode()) <= identifier_bytes_max:
+        return candidate
+    return "r" + hashlib.sha256(name.encode()).hexdigest()[:32] + rebuild_suffix
+
+
+_policy_commands = {"*": "ALL", "r": "SELECT", "a": "INSERT", "w": "UPDATE", "d": "DELETE"}
+
+
+async def _describe(conn: AsyncConnection[TupleRow], table: Table) -> _Shape:
+    """Read the live table's definition from the catalog; refuse what replay cannot rebuild."""
+    cursor = await conn.execute(
+        "SELECT c.oid, pg_get_userbyid(c.relowner), c.relrowsecurity, c.relforcerowsecurity,"
+        " coalesce(c.reloptions, '{}'), pg_has_role(c.relowner, 'USAGE'),"
+        " has_schema_privilege(c.relnamespace, 'CREATE'),"
+        " (SELECT count(*) FROM pg_trigger t WHERE t.tgrelid = c.oid AND NOT t.tgisinternal),"
+        " (SELECT count(*) FROM pg_constraint f WHERE f.contype = 'f'"
+        "  AND (f.conrelid = c.oid OR f.confrelid = c.oid)),"
+        " (SELECT count(*) FROM pg_attribute a WHERE a.attrelid = c.oid AND a.attacl IS NOT NULL),"
+        " (SELECT count(*) FROM pg_depend d JOIN pg_rewrite r ON r.oid = d.objid"
+        "  WHERE d.refobjid = c.oid AND r.ev_class <> c.oid)"
+        " FROM pg_class c WHERE c.oid = to_regclass(%s) AND c.relkind = 'r'",
+        [table.name],
+    )
+    found = await cursor.fetchone()
+    if found is None:
+        raise ReplayError(f"table {table.name} does not exist: run `ledger migrate` first")
+    oid, owner, row_security, force, options, owned, may_create = found[:7]
+    if not owned or not may_create:
+        raise ReplayError(
+            f"replay must connect as the owner of {table.name} ({owner}), with CREATE on its schema"
+        )
+    unsupported = [
+        what
+        for what, count in zip(
+            ("triggers", "foreign keys", "column privileges", "views or rules"),
+            found[7:],
+            strict=True,
+        )
+        if count
+    ]
+    if unsupported:
+        raise ReplayError(f"cannot rebuild {table.name}: it has {', '.join(unsupported)}")
+    shape = _Shape(table, owner, row_security, force, list(options))
+    cursor = await conn.execute(
+        "SELECT i.relname, x.indisunique, pg_get_indexdef(x.indexrelid),"
+        " pg_get_constraintdef(k.oid)"
+        " FROM pg_index x JOIN pg_class i ON i.oid = x.indexrelid"
+        " LEFT JOIN pg_constraint k ON k.conindid = x.indexrelid AND k.conrelid = x.indrelid"
+        "  AND k.contype IN ('p', 'u', 'x')"
+        " WHERE x.indrelid = %s ORDER BY i.relname",
+        [oid],
+    )
+    for name, unique, definition, constraint in await cursor.fetchall():
+        _head, separator, method = definition.partition(" USING ")
+        if constraint is None and not separator:
+            raise ReplayError(f"cannot read the definition of index {name}: {definition}")
+        shape.indexes.append(_Index(name, _temporary_name(name), unique, constraint, method))
+    cursor = await conn.execute(
+        "SELECT p.polname, p.polpermissive, p.polcmd,"
+        " ARRAY(SELECT CASE WHEN r = 0 THEN 'PUBLIC' ELSE pg_get_userbyid(r) END"
+        "  FROM unnest(p.polroles) AS r),"
+        " pg_get_expr(p.polqual, p.polrelid), pg_get_expr(p.polwithcheck, p.polrelid)"
+        " FROM pg_policy p WHERE p.polrelid = %s ORDER BY p.polname",
+        [oid],
+    )
+    for name, permissive, command, roles, using, check in await cursor.fetchall():
+        shape.policies.append(
+            _Policy(name, permissive, _policy_commands[command], roles, using, check)
+        )
+    cursor = await conn.execute(
+        "SELECT a.privilege_type,"
+        " CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE pg_get_userbyid(a.grantee) END,"
+        " a.is_grantable"
+        " FROM pg_class c, aclexplode(c.relacl) AS a WHERE c.oid = %s AND a.grantee <> c.relowner"
+        " ORDER BY 2, 1",
+        [oid],
+    )
+    shape.grants = [
+        (privilege, role, grantable) for privilege, role, grantable in await cursor.fetchall()
+    ]
+    return shape
+
+
+# --- the connection -----------------------------------------------------------------------------
+
+
+@asynccontextmanager
+async def _as_owner(conn: AsyncConnection[TupleRow]) -> AsyncIterator[None]:
+    """Work as the session user (the owner: `configure_connection` switched to the app role,
+    under which COPY and ALTER are refused); switch back after."""
+    if not conn.autocommit:
+        raise ReplayError("replay needs a connection in autocommit mode (it commits in steps)")
+    cursor = await conn.execute("SELECT current_user, session_user")
+    found = await cursor.fetchone()
+    assert found is not None
+    role, session_user = found
+    await conn.execute("RESET ROLE")
+    try:
+        yield
+    finally:
+        if role != session_user and not conn.closed:
+            await conn.execute(sql.SQL("SET ROLE {}").format(sql.Identifier(role)))
+
+
+@asynccontextmanager
+async def _replay_lock(conn: AsyncConnection[TupleRow]) -> AsyncIterator[None]:
+    cursor = await conn.execute("SELECT pg_try_advisory_lock(%s)", [replay_lock_id])
+    found = await cursor.fetchone()
+    if found is None or not found[0]:
+        raise ReplayError("another replay is running on this database")
+    try:
+        yield
+    finally:
+        if not conn.closed:
+            await conn.execute("SELECT pg_advisory_unlock(%s)", [replay_lock_id])
+
+
+async def _drop_rebuilds(conn: AsyncConnection[TupleRow], tables: Sequence[Table]) -> None:
+    """Drop the fresh tables of this run, and of any table a crashed run left behind."""
+    names = {table.name for table in tables} | set(metadata.tables)
+    for name in sorted(names):
+        await conn.execute(
+            sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier(name + rebuild_suffix))
+        )
+
+
+async def _drop_rebuilds_quietly(conn: AsyncConnection[TupleRow], tables: Sequence[Table]) -> None:
+    """On the way out of a failure: clean up if the connection still works, never mask the error."""
+    try:
+        if not conn.closed:
+            await _drop_rebuilds(conn, tables)
+    except psycopg.Error as error:
+        logger.warning("replay: could not drop the fresh tables: %s", error)

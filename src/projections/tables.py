@@ -19,9 +19,10 @@ all of them (see the migrations under `projections/migrations`).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+import operator
+import re
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import date
 from decimal import Decimal
 from typing import Any, Protocol
 
@@ -45,17 +46,49 @@ def tenant_table(name: str, *columns: Any) -> Table:
     return Table(name, metadata, Column("tenant_id", Text, primary_key=True), *columns)
 
 
-def key_columns(table: Table) -> list[str]:
-    return [column.name for column in table.primary_key.columns if column.name != "tenant_id"]
+# Per table name: its key and value columns and a function that takes a row's key. Asked for on
+# every row a projector writes, so worked out once: iterating a SQLAlchemy column collection costs
+# microseconds per call, and replay writes millions of rows.
+_key_columns: dict[str, tuple[str, ...]] = {}
+_value_columns: dict[str, tuple[str, ...]] = {}
+_key_getters: dict[str, Callable[[Mapping[str, Any]], Key]] = {}
 
 
-def value_columns(table: Table) -> list[str]:
-    keys = set(key_columns(table)) | {"tenant_id"}
-    return [column.name for column in table.columns if column.name not in keys]
+def key_columns(table: Table) -> tuple[str, ...]:
+    try:
+        return _key_columns[table.name]
+    except KeyError:
+        names = tuple(
+            column.name for column in table.primary_key.columns if column.name != "tenant_id"
+        )
+        return _key_columns.setdefault(table.name, names)
+
+
+def value_columns(table: Table) -> tuple[str, ...]:
+    try:
+        return _value_columns[table.name]
+    except KeyError:
+        keys = set(key_columns(table)) | {"tenant_id"}
+        names = tuple(column.name for column in table.columns if column.name not in keys)
+        return _value_columns.setdefault(table.name, names)
 
 
 def key_of(table: Table, row: Mapping[str, Any]) -> Key:
-    return tuple(row[name] for name in key_columns(table))
+    try:
+        getter = _key_getters[table.name]
+    except KeyError:
+        getter = _key_getters.setdefault(table.name, _key_getter(key_columns(table)))
+    return getter(row)
+
+
+def _key_getter(names: tuple[str, ...]) -> Callable[[Mapping[str, Any]], Key]:
+    if not names:
+        return lambda row: ()
+    if len(names) == 1:
+        (name,) = names
+        return lambda row: (row[name],)
+    getter = operator.itemgetter(*names)  # a tuple for two names or more
+    return lambda row: getter(row)
 
 
 class TableProjector(Protocol):
@@ -106,7 +139,7 @@ class Rows:
         self._changes = changes
 
     def get(self, table: Table, *key: Any) -> Row | None:
-        cache_key = (table.name, self.tenant_id, tuple(key))
+        cache_key = (table.name, self.tenant_id, key)
         try:
             row = self._cache[cache_key]
         except KeyError:
@@ -121,7 +154,7 @@ class Rows:
         self._changes.puts[cache_key] = stored
 
     def delete(self, table: Table, *key: Any) -> None:
-        cache_key = (table.name, self.tenant_id, tuple(key))
+        cache_key = (table.name, self.tenant_id, key)
         self._cache[cache_key] = None
         self._changes.puts[cache_key] = None
 
@@ -162,16 +195,19 @@ def apply_batch(
 
     `cache` holds the loaded rows (missing rows as None); `positions` is updated in place.
     Returns projection -> events applied."""
-    applied: dict[str, int] = {}
+    names = [projector.name for projector in projectors]
+    counts = [0] * len(projectors)
     for event in events:
-        for projector in projectors:
-            position_key = (projector.name, event.tenant_id)
+        # One view per event: every projector sees the same tenant, cache and changes.
+        rows = Rows(event.tenant_id, cache, changes)
+        for index, projector in enumerate(projectors):
+            position_key = (names[index], event.tenant_id)
             if event.position <= positions.get(position_key, 0):
                 continue
-            projector.apply(Rows(event.tenant_id, cache, changes), event)
+            projector.apply(rows, event)
             positions[position_key] = event.position
-            applied[projector.name] = applied.get(projector.name, 0) + 1
-    return applied
+            counts[index] += 1
+    return {name: count for name, count in zip(names, counts, strict=True) if count}
 
 
 class MemoryTables:
@@ -186,18 +222,37 @@ class MemoryTables:
         self, projectors: Sequence[TableProjector], events: Sequence[ProjectedEvent]
     ) -> dict[str, int]:
         """Apply a batch with the same interpreter the PostgreSQL writer uses."""
-        cache: dict[tuple[str, str, Key], Row | None] = {}
-        for table_name, keys in needed_keys(projectors, events).items():
-            stored = self.keyed.get(table_name, {})
-            for tenant, key in keys:
-                row = stored.get((tenant, key))
-                cache[(table_name, tenant, key)] = None if row is None else row
-        changes = Changes()
-        applied = apply_batch(projectors, self.positions, events, cache, changes)
-        self.merge(changes)
+        applied, changes = self.apply_changes(projectors, events)
+        for table_name, rows in changes.inserts.items():
+            self.appended.setdefault(table_name, []).extend(rows)
         return applied
 
+    def apply_changes(
+        self, projectors: Sequence[TableProjector], events: Sequence[ProjectedEvent]
+    ) -> tuple[dict[str, int], Changes]:
+        """Apply a batch to the keyed rows and return what it changed; its appended rows are in
+        the changes only (replay streams them to PostgreSQL instead of keeping them)."""
+        cache: dict[tuple[str, str, Key], Row | None] = {}
+        nothing: dict[tuple[str, Key], Row] = {}
+        for event in events:
+            tenant = event.tenant_id
+            for projector in projectors:
+                for table, key in projector.needs(event):
+                    cache_key = (table.name, tenant, tuple(key))
+                    if cache_key not in cache:
+                        stored = self.keyed.get(table.name, nothing)
+                        cache[cache_key] = stored.get((tenant, cache_key[2]))
+        changes = Changes()
+        applied = apply_batch(projectors, self.positions, events, cache, changes)
+        self.merge_keyed(changes)
+        return applied, changes
+
     def merge(self, changes: Changes) -> None:
+        self.merge_keyed(changes)
+        for table_name, rows in changes.inserts.items():
+            self.appended.setdefault(table_name, []).extend(rows)
+
+    def merge_keyed(self, changes: Changes) -> None:
         for (table_name, tenant, key), row in changes.puts.items():
             stored = self.keyed.setdefault(table_name, {})
             if row is None:
@@ -215,8 +270,6 @@ class MemoryTables:
                 stored[(tenant, key)] = current
             for name, amount in amounts.items():
                 current[name] = current[name] + amount
-        for table_name, rows in changes.inserts.items():
-            self.appended.setdefault(table_name, []).extend(rows)
 
     def rows(self, table: Table) -> list[Row]:
         """Every row of a table, tenant_id included, sorted by primary key."""
@@ -299,8 +352,11 @@ async def load_rows(
             cache[(table_name, tenant, key_of(table, row))] = row
 
 
-async def write_changes(conn: AsyncConnection[TupleRow], changes: Changes) -> None:
-    """Write a batch's changes (inside the caller's transaction)."""
+async def write_changes(
+    conn: AsyncConnection[TupleRow], changes: Changes, *, suffix: str = ""
+) -> None:
+    """Write a batch's changes (inside the caller's transaction) to the tables, or to the tables
+    named with `suffix` (replay's fresh tables)."""
     puts: dict[str, list[tuple[str, Key, Row | None]]] = {}
     for (table_name, tenant, key), row in changes.puts.items():
         puts.setdefault(table_name, []).append((tenant, key, row))
@@ -312,7 +368,7 @@ async def write_changes(conn: AsyncConnection[TupleRow], changes: Changes) -> No
         if deletes:
             await conn.cursor().executemany(
                 sql.SQL("DELETE FROM {} WHERE {}").format(
-                    sql.Identifier(table_name),
+                    sql.Identifier(table_name + suffix),
                     sql.SQL(" AND ").join(
                         sql.SQL("{} = %s").format(sql.Identifier(name)) for name in keys
                     ),
@@ -320,7 +376,7 @@ async def write_changes(conn: AsyncConnection[TupleRow], changes: Changes) -> No
                 deletes,
             )
         if upserts:
-            await _upsert(conn, table, upserts, add=False)
+            await _upsert(conn, table, upserts, add=False, name=table_name + suffix)
     adds: dict[str, list[Row]] = {}
     for (table_name, tenant, key), amounts in changes.adds.items():
         table = metadata.tables[table_name]
@@ -329,17 +385,19 @@ async def write_changes(conn: AsyncConnection[TupleRow], changes: Changes) -> No
             added[name] = amounts.get(name, 0)
         adds.setdefault(table_name, []).append(added)
     for table_name, rows in adds.items():
-        await _upsert(conn, metadata.tables[table_name], rows, add=True)
+        await _upsert(conn, metadata.tables[table_name], rows, add=True, name=table_name + suffix)
     for table_name, rows in changes.inserts.items():
-        await insert_rows(conn, metadata.tables[table_name], rows)
+        await insert_rows(conn, metadata.tables[table_name], rows, name=table_name + suffix)
 
 
-async def insert_rows(conn: AsyncConnection[TupleRow], table: Table, rows: list[Row]) -> None:
+async def insert_rows(
+    conn: AsyncConnection[TupleRow], table: Table, rows: list[Row], name: str | None = None
+) -> None:
     """One INSERT ... SELECT FROM unnest(arrays) per table: COPY is refused under row-level
-    security, and one statement per batch beats one per row."""
+    security, and one statement per batch beats one per row. Into `name` (default: the table)."""
     names = [column.name for column in table.columns]
     statement = sql.SQL("INSERT INTO {} ({}) SELECT * FROM unnest({})").format(
-        sql.Identifier(table.name),
+        sql.Identifier(name or table.name),
         sql.SQL(", ").join(sql.Identifier(name) for name in names),
         sql.SQL(", ").join(sql.SQL("%s::" + array_type(column)) for column in table.columns),
     )
@@ -347,21 +405,25 @@ async def insert_rows(conn: AsyncConnection[TupleRow], table: Table, rows: list[
 
 
 async def _upsert(
-    conn: AsyncConnection[TupleRow], table: Table, rows: list[Row], *, add: bool
+    conn: AsyncConnection[TupleRow], table: Table, rows: list[Row], *, add: bool, name: str
 ) -> None:
+    """INSERT ... ON CONFLICT into `name` (`table` or its fresh copy): replace, or add to, the
+    value columns."""
+    target = sql.Identifier(name)
     names = [column.name for column in table.columns]
     keys = ["tenant_id", *key_columns(table)]
     values = value_columns(table)
     if add:
         assignments = [
-            sql.SQL("{name} = {table}.{name} + excluded.{name}").format(
-                name=sql.Identifier(name), table=sql.Identifier(table.name)
+            sql.SQL("{column} = {table}.{column} + excluded.{column}").format(
+                column=sql.Identifier(column), table=target
             )
-            for name in values
+            for column in values
         ]
     else:
         assignments = [
-            sql.SQL("{name} = excluded.{name}").format(name=sql.Identifier(name)) for name in values
+            sql.SQL("{column} = excluded.{column}").format(column=sql.Identifier(column))
+            for column in values
         ]
     conflict = (
         sql.SQL("DO UPDATE SET ") + sql.SQL(", ").join(assignments)
@@ -372,38 +434,85 @@ async def _upsert(
         sql.SQL(
             "INSERT INTO {table} ({names}) VALUES ({placeholders}) ON CONFLICT ({keys}) "
         ).format(
-            table=sql.Identifier(table.name),
-            names=sql.SQL(", ").join(sql.Identifier(name) for name in names),
+            table=target,
+            names=sql.SQL(", ").join(sql.Identifier(column) for column in names),
             placeholders=sql.SQL(", ").join(sql.Placeholder() for _ in names),
-            keys=sql.SQL(", ").join(sql.Identifier(name) for name in keys),
+            keys=sql.SQL(", ").join(sql.Identifier(column) for column in keys),
         )
         + conflict
     )
     await conn.cursor().executemany(
-        query, [[_param(row.get(name)) for name in names] for row in rows]
+        query, [[_param(row.get(column)) for column in names] for row in rows]
     )
 
 
 async def copy_rows(
     conn: AsyncConnection[TupleRow], table: Table, rows: Iterable[Row], name: str | None = None
 ) -> None:
-    """COPY rows into `name` (default: the table itself)."""
+    """COPY rows into `name` (default: the table itself), in PostgreSQL's text format, which is
+    built here: psycopg's per-value adaptation costs several times more, and replay copies every
+    row of every read model. Refused under row-level security (see `insert_rows`)."""
     names = [column.name for column in table.columns]
     statement = sql.SQL("COPY {} ({}) FROM STDIN").format(
         sql.Identifier(name or table.name),
         sql.SQL(", ").join(sql.Identifier(column) for column in names),
     )
+    line = _copy_line_maker(table)
+    lines: list[str] = []
     async with conn.cursor().copy(statement) as copy:
         for row in rows:
-            await copy.write_row([_copy_value(row.get(column)) for column in names])
+            lines.append(line(row))
+            if len(lines) == copy_buffer_rows:
+                lines.append("")
+                await copy.write("\n".join(lines))
+                lines.clear()
+        if lines:
+            lines.append("")
+            await copy.write("\n".join(lines))
 
 
-def _copy_value(value: Any) -> Any:
-    if isinstance(value, date | Decimal):
-        return str(value)
-    if isinstance(value, dict | list):
-        return orjson.dumps(value).decode()
-    return value
+# Rows formatted before each write to the COPY stream: ~100 KB for a journal line's ~100 bytes.
+copy_buffer_rows = 1000
+# In the text format a tab ends a value, a newline or carriage return a row, a backslash escapes.
+_copy_line_break = re.compile(r"[\n\r]")
+_copy_escapes = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
+
+
+def _copy_line_maker(table: Table) -> Callable[[Row], str]:
+    """A function from a row to its COPY text line (without the newline)."""
+    names = tuple(column.name for column in table.columns)
+    json_indexes = tuple(
+        index for index, column in enumerate(table.columns) if isinstance(column.type, JSONB)
+    )
+    tabs = len(names) - 1
+    getter = operator.itemgetter(*names)
+
+    def values_of(row: Row) -> list[Any]:
+        try:
+            values = list(getter(row)) if len(names) > 1 else [getter(row)]
+        except KeyError:  # a row without some nullable column
+            values = [row.get(column) for column in names]
+        for index in json_indexes:
+            if values[index] is not None:
+                values[index] = orjson.dumps(values[index]).decode()
+        return values
+
+    def line(row: Row) -> str:
+        values = values_of(row)
+        # str() is PostgreSQL's input syntax for str, int, Decimal, date, datetime and bool.
+        text = "\t".join(["\\N" if value is None else str(value) for value in values])
+        # Fast path: no value holds a tab, newline or backslash (each NULL's \N has one).
+        if (
+            text.count("\t") == tabs
+            and text.count("\\") == values.count(None)
+            and _copy_line_break.search(text) is None
+        ):
+            return text
+        return "\t".join(
+            "\\N" if value is None else str(value).translate(_copy_escapes) for value in values
+        )
+
+    return line
 
 
 def _param(value: Any) -> Any:

@@ -1,0 +1,316 @@
+"""Replay benchmark: `ledger replay` of every projection over realistic events, events/s and memory.
+
+    python3 dev.py bench replay [--database-url URL] [--events 100000,1000000] [--cprofile N]
+
+Each size runs on a fresh database (CREATE DATABASE bench_<hex>, dropped after):
+1. seed: blocks of the read-model tests' every-kind scenario (`tests/projections/scenario.py`:
+   contracts signed, amended and cancelled, ratable and point-in-time lines, invoices tied to
+   contracts and not, payments allocated explicitly and oldest-first, credit notes, a refund, a
+   write-off, a void, expenses, a manual journal entry), with their ids made unique per block and
+   their dates shifted, appended through `LedgerService` (validated, with the ledger's allocation
+   decisions in the metadata) for a few base tenants; then copied by SQL into more tenants,
+   interleaved position by position, until the store holds N events. Copies keep each event's
+   data and metadata, so every copy is as valid as its original, and seeding 1M events takes
+   seconds instead of the minutes validation would;
+2. `ledger catch-up` first, so the replay swaps over live tables that hold data (as in production);
+3. replay of all projections in a child process, whose peak RSS (and RSS before the replay) is
+   reported: what replay holds in memory, without the seeding's.
+
+After each replay the rebuilt tables are checked: projection positions equal the store's last
+position per tenant, the journal balances, and no `__rebuild` or `__old` table is left.
+The table goes to stdout, progress to stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import cProfile
+import datetime
+import json
+import os
+import platform
+import pstats
+import resource
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import psycopg
+from psycopg import AsyncConnection, sql
+from psycopg.conninfo import make_conninfo
+
+root = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(root))
+
+from tests.projections.scenario import everything  # noqa: E402
+
+from ledger.service import LedgerService  # noqa: E402
+from ledger.store.postgres import PostgresEventStore, configure_connection  # noqa: E402
+from projections.registry import select  # noqa: E402
+from projections.replay import catch_up, replay  # noqa: E402
+
+default_url = (
+    os.environ.get("LEDGER_DATABASE_URL") or "postgresql://postgres@127.0.0.1:5432/postgres"
+)
+# Tenants whose events go through validation; the rest are copies of theirs.
+base_tenants = 4
+# Events appended through the service at most (a few seconds per 10,000).
+base_events_max = 40_000
+# Events per append call: the service's batched path.
+append_batch_events = 1000
+# Dates move by up to this many days from one block to the next, so daily totals spread out.
+date_shift_days_max = 360
+
+_id_fields = {
+    "customer_id",
+    "contract_id",
+    "invoice_id",
+    "payment_id",
+    "credit_note_id",
+    "expense_id",
+    "entry_id",
+}
+_date_fields = {
+    "date",
+    "issue_date",
+    "due_date",
+    "start_date",
+    "end_date",
+    "effective_date",
+    "incurred_date",
+}
+
+
+def progress(message: str) -> None:
+    print(f"replay bench: {message}", file=sys.stderr, flush=True)
+
+
+@contextmanager
+def fresh_database(server_url: str) -> Iterator[str]:
+    """As `bench/append.py` does, without importing it (it needs the `eventsourcing` extra)."""
+    name = f"bench_{uuid.uuid4().hex[:10]}"
+    admin = make_conninfo(server_url, dbname="postgres")
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    try:
+        yield make_conninfo(server_url, dbname=name)
+    finally:
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+def _rewrite(value: Any, suffix: str, shift: datetime.timedelta) -> Any:
+    if isinstance(value, list):
+        return [_rewrite(item, suffix, shift) for item in value]
+    if not isinstance(value, dict):
+        return value
+    rewritten: dict[str, Any] = {}
+    for key, item in value.items():
+        if key in _id_fields and isinstance(item, str):
+            rewritten[key] = f"{item}-{suffix}"
+        elif key in _date_fields and isinstance(item, str):
+            rewritten[key] = (datetime.date.fromisoformat(item) + shift).isoformat()
+        else:
+            rewritten[key] = _rewrite(item, suffix, shift)
+    return rewritten
+
+
+def block(tenant: str, number: int) -> list[dict[str, Any]]:
+    """The every-kind scenario once more for `tenant`, its ids unique to block `number`."""
+    shift = datetime.timedelta(days=(number * 7) % date_shift_days_max)
+    events = []
+    for event in everything(tenant):
+        copy = dict(event)
+        copy["id"] = f"{tenant}-{number}-{event['id']}"
+        copy["data"] = _rewrite(event["data"], str(number), shift)
+        events.append(copy)
+    return events
+
+
+async def seed(url: str, total: int) -> None:
+    """Fill the store with `total` events: validated base tenants, then interleaved copies."""
+    store = await PostgresEventStore.open(url)
+    service = LedgerService(store)
+    base = min(total, base_events_max)
+    per_tenant = base // base_tenants
+    started = time.perf_counter()
+    pending: list[dict[str, Any]] = []
+    for tenant_index in range(base_tenants):
+        tenant = f"base{tenant_index}"
+        events: list[dict[str, Any]] = []
+        number = 0
+        while len(events) < per_tenant:
+            number += 1
+            events.extend(block(tenant, number))
+        pending.extend(events[:per_tenant])
+    for start in range(0, len(pending), append_batch_events):
+        report = await service.append(pending[start : start + append_batch_events])
+        assert not report.rejected, report.rejected[:3]
+    appended = await store.head()
+    await store.close()
+    progress(
+        f"appended {appended:,} events through the service in {time.perf_counter() - started:.1f} s"
+    )
+    copies = -(-total // appended) - 1  # ceiling, minus the originals
+    async with await AsyncConnection.connect(url, autocommit=True) as conn:
+        if copies > 0:
+            # Copy k of the event at position p lands at head + (p - 1) * copies + k: the copies'
+            # tenants interleave event by event, as many publishers' appends would.
+            await conn.execute(
+                "INSERT INTO events (position, tenant_id, stream_id, stream_version, event_id,"
+                " type, time, recorded_at, data, metadata, hash)"
+                " SELECT %(head)s + (e.position - 1) * %(copies)s + k, e.tenant_id || '-copy' || k,"
+                " e.stream_id, e.stream_version, e.event_id, e.type, e.time, e.recorded_at,"
+                " e.data, e.metadata, e.hash"
+                " FROM events e CROSS JOIN generate_series(1, %(copies)s) AS k"
+                " WHERE e.position <= %(head)s AND %(head)s + (e.position - 1) * %(copies)s + k"
+                " <= %(total)s",
+                {"head": appended, "copies": copies, "total": total},
+            )
+        cursor = await conn.execute("SELECT max(position), count(*) FROM events")
+        row = await cursor.fetchone()
+        assert row is not None and row[0] == row[1] == total, (row, total)
+        await conn.execute("UPDATE ledger_position SET head = %s", [total])
+        await conn.execute("VACUUM ANALYZE events")
+    progress(f"seeded {total:,} events in {time.perf_counter() - started:.1f} s")
+
+
+async def run_catch_up(url: str) -> float:
+    store = await PostgresEventStore.open(url)
+    conn = await AsyncConnection.connect(url, autocommit=True)
+    await configure_connection(conn)
+    started = time.perf_counter()
+    await catch_up(store, conn, select(None))
+    elapsed = time.perf_counter() - started
+    await conn.close()
+    await store.close()
+    return elapsed
+
+
+def _rss_mib() -> float:
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
+async def run_replay(url: str, names: list[str] | None, profile_lines: int) -> dict[str, Any]:
+    """The child's work: replay, then check what it built."""
+    store = await PostgresEventStore.open(url)
+    conn = await AsyncConnection.connect(url, autocommit=True)
+    await configure_connection(conn)
+    projectors = select(names)
+    rss_before_mib = _rss_mib()
+    last = [0.0]
+
+    def show(position: int, head: int, elapsed_s: float) -> None:
+        if elapsed_s - last[0] >= 10:
+            last[0] = elapsed_s
+            progress(f"  {position:,}/{head:,} at {position / elapsed_s:,.0f} events/s")
+
+    profiler = cProfile.Profile() if profile_lines else None
+    started = time.perf_counter()
+    if profiler:
+        profiler.enable()
+    folded = await replay(store, conn, projectors, show)
+    if profiler:
+        profiler.disable()
+    elapsed = time.perf_counter() - started
+    peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    head = await store.head()
+    async with conn.transaction():
+        await conn.execute("SELECT set_config('ledger.tenants', '*', true)")
+        cursor = await conn.execute(
+            "SELECT count(*) FROM (SELECT tenant_id, max(position) AS last FROM events"
+            " GROUP BY tenant_id) e JOIN projection_state s USING (tenant_id)"
+            " WHERE s.projection = ANY(%s) AND s.position <> e.last",
+            [[projector.name for projector in projectors]],
+        )
+        behind = (await cursor.fetchone() or [0])[0]
+        cursor = await conn.execute("SELECT sum(debit) = sum(credit), count(*) FROM gl_lines")
+        balanced, gl_lines = await cursor.fetchone() or (None, 0)
+        cursor = await conn.execute(
+            "SELECT count(*) FROM pg_class WHERE relname LIKE '%%\\_\\_rebuild'"
+            " OR relname LIKE '%%\\_\\_old'"
+        )
+        leftovers = (await cursor.fetchone() or [0])[0]
+    await conn.close()
+    await store.close()
+    assert folded == head, (folded, head)
+    assert behind == 0, f"{behind} projection positions differ from the store"
+    assert balanced in (True, None) and leftovers == 0, (balanced, leftovers)
+    if profiler:
+        pstats.Stats(profiler, stream=sys.stderr).sort_stats("cumulative").print_stats(
+            profile_lines
+        )
+    return {
+        "events": folded,
+        "seconds": elapsed,
+        "events_per_s": folded / elapsed,
+        "gl_lines": gl_lines,
+        "rss_before_mib": rss_before_mib,
+        "rss_peak_mib": peak_mib,
+    }
+
+
+def measure(url: str, names: list[str] | None, profile_lines: int) -> dict[str, Any]:
+    """Replay in a child process, so its peak RSS is replay's alone."""
+    command = [sys.executable, __file__, "--child", url, "--cprofile", str(profile_lines)]
+    for name in names or []:
+        command += ["--projection", name]
+    environment = dict(os.environ)
+    environment["PYTHONPATH"] = os.pathsep.join(
+        [str(root / "src"), str(root), environment.get("PYTHONPATH", "")]
+    )
+    finished = subprocess.run(command, env=environment, stdout=subprocess.PIPE, check=True)
+    result: dict[str, Any] = json.loads(finished.stdout)
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--database-url", default=default_url)
+    parser.add_argument("--events", default="100000,1000000", help="sizes, comma-separated")
+    parser.add_argument("--projection", action="append", help="only these (default: all)")
+    parser.add_argument("--cprofile", type=int, default=0, help="print the N costliest functions")
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        result = asyncio.run(run_replay(args.child, args.projection, args.cprofile))
+        print(json.dumps(result))
+        return
+    sizes = [int(size) for size in args.events.split(",")]
+    load = os.getloadavg()[0]
+    rows = []
+    for size in sizes:
+        with fresh_database(args.database_url) as url:
+            asyncio.run(seed(url, size))
+            catch_up_s = asyncio.run(run_catch_up(url))
+            progress(f"catch-up of {size:,} events: {size / catch_up_s:,.0f} events/s")
+            result = measure(url, args.projection, args.cprofile)
+            progress(f"replay: {result}")
+            rows.append((size, catch_up_s, result))
+    print(
+        f"Replay benchmark, {datetime.date.today()}, {platform.node()} ({os.cpu_count()} cores),"
+        f" load average {load:.2f} -> {os.getloadavg()[0]:.2f}"
+    )
+    print()
+    print("| events | projections | replay | events/s | peak RSS (before) | catch-up events/s |")
+    print("|---|---|---|---|---|---|")
+    for size, catch_up_s, result in rows:
+        print(
+            f"| {size:,} | {', '.join(args.projection or ['all'])} | {result['seconds']:.1f} s |"
+            f" {result['events_per_s']:,.0f} | {result['rss_peak_mib']:,.0f} MiB"
+            f" ({result['rss_before_mib']:,.0f} MiB) | {size / catch_up_s:,.0f} |"
+        )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,463 @@
+"""Replay rebuilds into fresh tables and swaps them in atomically, on the real PostgreSQL: the rebuilt
+tables equal what catch-up built, row for row, for every table projector, and keep the live tables'
+definition (columns, keys, indexes and their names, row-level security, policies, grants); one
+projection can be rebuilt alone; a reader on another connection gets full answers throughout; events
+appended while replay runs, with a live writer applying them too, end up applied exactly once; a
+failure leaves no fresh table behind and the live ones untouched; an unknown projection is refused
+with nothing changed."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import logging
+from collections.abc import AsyncIterator, Callable
+from datetime import date
+from decimal import Decimal
+from typing import Any
+
+import psycopg
+import pytest
+from psycopg import AsyncConnection, sql
+
+from ledger import cli
+from ledger.service import LedgerService
+from ledger.store.postgres import PostgresEventStore, configure_connection
+from projections import replay as replay_module
+from projections.core import ProjectedEvent, ProjectionWriter, read_states, run_in_memory
+from projections.general_ledger import GeneralLedger
+from projections.registry import all_projectors, select
+from projections.replay import ReplayError, catch_up, replay
+from projections.tables import MemoryTables, Row, copy_rows, metadata, read_rows
+from tests.ledger.events import customer, invoice, new_tenant, payment
+from tests.projections.scenario import everything
+
+Snapshot = dict[str, list[Row]]
+
+
+@pytest.fixture
+async def store(new_database: Callable[[], str]) -> AsyncIterator[PostgresEventStore]:
+    opened = await PostgresEventStore.open(new_database())
+    yield opened
+    await opened.close()
+
+
+@pytest.fixture
+async def conn(store: PostgresEventStore) -> AsyncIterator[AsyncConnection[Any]]:
+    """A connection as the application uses it: the app role, under row-level security."""
+    connection = await _connection(store)
+    yield connection
+    await connection.close()
+
+
+async def _connection(store: PostgresEventStore) -> AsyncConnection[Any]:
+    connection = await AsyncConnection.connect(store.conninfo, autocommit=True)
+    await configure_connection(connection)
+    return connection
+
+
+def _tables(projectors: list[Any] | None = None) -> list[Any]:
+    chosen = all_projectors() if projectors is None else projectors
+    return [table for p in chosen if hasattr(p, "tables") for table in p.tables]
+
+
+async def _append(store: PostgresEventStore, events: list[dict[str, Any]]) -> None:
+    report = await LedgerService(store).append(events)
+    assert not report.rejected, report.rejected
+
+
+async def _rows(conn: AsyncConnection[Any], projectors: list[Any] | None = None) -> Snapshot:
+    return {table.name: await read_rows(conn, table) for table in _tables(projectors)}
+
+
+async def _definition(conn: AsyncConnection[Any], table_name: str) -> dict[str, Any]:
+    """What a migration or a reader depends on, from the catalog: the table's oid aside."""
+    queries = {
+        "columns": "SELECT attname, format_type(atttypid, atttypmod), attnotnull,"
+        " pg_get_expr(d.adbin, d.adrelid) FROM pg_attribute a LEFT JOIN pg_attrdef d"
+        " ON d.adrelid = a.attrelid AND d.adnum = a.attnum"
+        " WHERE attrelid = %(t)s::regclass AND attnum > 0 AND NOT attisdropped ORDER BY attnum",
+        "indexes": "SELECT indexrelid::regclass::text, pg_get_indexdef(indexrelid) FROM pg_index"
+        " WHERE indrelid = %(t)s::regclass ORDER BY 1",
+        "constraints": "SELECT conname, pg_get_constraintdef(oid) FROM pg_constraint"
+        " WHERE conrelid = %(t)s::regclass ORDER BY 1",
+        "policies": "SELECT policyname, permissive, roles, cmd, qual, with_check FROM pg_policies"
+        " WHERE tablename = %(t)s ORDER BY 1",
+        "table": "SELECT relrowsecurity, relforcerowsecurity, pg_get_userbyid(relowner),"
+        " relacl::text, reloptions FROM pg_class WHERE oid = %(t)s::regclass",
+    }
+    found: dict[str, Any] = {}
+    for name, query in queries.items():
+        cursor = await conn.execute(query, {"t": table_name})
+        found[name] = await cursor.fetchall()
+    return found
+
+
+async def _oid(conn: AsyncConnection[Any], table_name: str) -> int:
+    cursor = await conn.execute("SELECT %s::regclass::oid", [table_name])
+    row = await cursor.fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+async def _leftovers(conn: AsyncConnection[Any]) -> list[str]:
+    cursor = await conn.execute(
+        "SELECT relname FROM pg_class WHERE relname LIKE '%%\\_\\_rebuild%%'"
+        " OR relname LIKE '%%\\_\\_old%%' ORDER BY 1"
+    )
+    return [row[0] for row in await cursor.fetchall()]
+
+
+async def _as_owner(store: PostgresEventStore, statements: list[str]) -> None:
+    """Change the live tables behind the projections' back (as the owner, RLS aside)."""
+    async with await AsyncConnection.connect(store.conninfo, autocommit=True) as owner:
+        for statement in statements:
+            await owner.execute(statement)
+
+
+async def _expected(store: PostgresEventStore) -> tuple[Snapshot, dict[Any, Any]]:
+    """What the test runner makes of every stored event: tables and state documents."""
+    events = [ProjectedEvent.from_recorded(e) for e in await store.read(None, 1, 100_000)]
+    projectors = all_projectors()
+    memory = MemoryTables()
+    memory.apply([p for p in projectors if hasattr(p, "tables")], events)
+    return {table.name: memory.rows(table) for table in _tables()}, run_in_memory(
+        projectors, events
+    )
+
+
+async def test_replay_equals_catch_up_for_every_table_and_keeps_the_definitions(
+    store: PostgresEventStore, conn: AsyncConnection[Any]
+) -> None:
+    await _append(store, everything(new_tenant()) + everything(new_tenant()))
+    await catch_up(store, conn, all_projectors())
+    caught_up, states = await _rows(conn), await read_states(conn)
+    assert all(caught_up.values()), [name for name, rows in caught_up.items() if not rows]
+    definitions = {name: await _definition(conn, name) for name in caught_up}
+    oids = {name: await _oid(conn, name) for name in caught_up}
+    # Damage every table, so that only a real rebuild can give the caught-up rows back.
+    await _as_owner(
+        store,
+        [f"DELETE FROM {name} WHERE ctid IN (SELECT ctid FROM {name} LIMIT 1)" for name in oids]
+        + [
+            "UPDATE gl_daily SET debit = debit + 1",
+            "INSERT INTO ar_payments VALUES ('t', 'p', 'c')",
+        ],
+    )
+
+    assert await replay(store, conn, all_projectors()) == await store.head()
+
+    assert await _rows(conn) == caught_up
+    assert await read_states(conn) == states
+    for name in caught_up:
+        assert await _definition(conn, name) == definitions[name], name
+        assert await _oid(conn, name) != oids[name], f"{name} was not rebuilt"
+    assert await _leftovers(conn) == []
+    cursor = await conn.execute("SELECT current_user")
+    assert await cursor.fetchone() == ("ledger_app",)  # the caller's role is given back
+    # The rebuilt tables take the live writer's next batch as the old ones would have.
+    tenant = new_tenant()
+    await _append(store, [customer(tenant, "C1"), invoice(tenant, "INV-1", customer_id="C1")])
+    await catch_up(store, conn, all_projectors())
+    expected_tables, expected_states = await _expected(store)
+    assert await _rows(conn) == expected_tables
+    assert await read_states(conn, "event_counts") == expected_states
+
+
+async def test_one_projection_is_rebuilt_alone(
+    store: PostgresEventStore, conn: AsyncConnection[Any]
+) -> None:
+    await _append(store, everything(new_tenant()))
+    await catch_up(store, conn, all_projectors())
+    caught_up, states = await _rows(conn), await read_states(conn)
+    oids = {name: await _oid(conn, name) for name in caught_up}
+    await _as_owner(store, ["UPDATE gl_daily SET debit = debit + 1", "DELETE FROM ar_changes"])
+
+    await replay(store, conn, select(["general_ledger"]))
+
+    rows = await _rows(conn)
+    ledger_tables = {table.name for table in GeneralLedger.tables}
+    for name in caught_up:
+        if name in ledger_tables:
+            assert rows[name] == caught_up[name], name
+            assert await _oid(conn, name) != oids[name], name
+        else:
+            assert await _oid(conn, name) == oids[name], f"{name} was rebuilt"
+    assert rows["ar_changes"] == []  # the other projections' damage stays: they were not replayed
+    after = await read_states(conn)
+    assert {key: value for key, value in after.items() if key[0] != "general_ledger"} == {
+        key: value for key, value in states.items() if key[0] != "general_ledger"
+    }
+    assert await _leftovers(conn) == []
+
+
+async def _read_until(
+    store: PostgresEventStore, stop: asyncio.Event, answers: list[dict[str, int]]
+) -> None:
+    """A report's reads, on a connection of their own, until `stop`: every table's row count."""
+    reader = await _connection(store)
+    try:
+        while not stop.is_set():
+            counts = {}
+            for table in _tables():
+                async with reader.transaction():
+                    await reader.execute("SELECT set_config('ledger.tenants', '*', true)")
+                    cursor = await reader.execute(
+                        sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(table.name))
+                    )
+                    row = await cursor.fetchone()
+                    assert row is not None
+                    counts[table.name] = int(row[0])
+            answers.append(counts)
+            await asyncio.sleep(0)
+    finally:
+        await reader.close()
+
+
+async def test_a_reader_gets_full_answers_while_replay_swaps(
+    store: PostgresEventStore, conn: AsyncConnection[Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await _append(store, [e for _ in range(3) for e in everything(new_tenant())])
+    await catch_up(store, conn, all_projectors())
+    full = {name: len(rows) for name, rows in (await _rows(conn)).items()}
+    oid = await _oid(conn, "gl_lines")
+    monkeypatch.setattr(replay_module, "replay_page_events", 7)  # many pages: many reads between
+    stop, answers = asyncio.Event(), []
+    reading = asyncio.create_task(_read_until(store, stop, answers))
+    try:
+        while not answers:
+            await asyncio.sleep(0.01)
+        await replay(store, conn, all_projectors())
+        before = len(answers)
+        while len(answers) < before + 2:  # and reads after the swap, from the new tables
+            await asyncio.sleep(0.01)
+    finally:
+        stop.set()
+        await reading  # a failed read (an error, a missing grant or policy) fails here
+    assert await _oid(conn, "gl_lines") != oid
+    assert len(answers) > 5
+    assert all(counts == full for counts in answers), [c for c in answers if c != full][:1]
+
+
+class _LiveWorker:
+    """The live worker as replay meets it: each event is delivered once (Kafka offsets move on),
+    applied by `ProjectionWriter` to whatever tables are live at the time."""
+
+    def __init__(self, store: PostgresEventStore, conn: AsyncConnection[Any]) -> None:
+        self.store, self.writer, self.position = store, ProjectionWriter(conn, all_projectors()), 1
+
+    async def step(self) -> None:
+        events = await self.store.read(None, self.position, 1000)
+        if events:
+            await self.writer.apply([ProjectedEvent.from_recorded(event) for event in events])
+            self.position = events[-1].position + 1
+
+
+async def test_events_appended_during_replay_are_applied_exactly_once(
+    store: PostgresEventStore, conn: AsyncConnection[Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tenants = [new_tenant(), new_tenant()]
+    await _append(store, [e for tenant in tenants for e in everything(tenant)])
+    live = await _connection(store)
+    worker = _LiveWorker(store, live)
+    await worker.step()
+    monkeypatch.setattr(replay_module, "replay_page_events", 5)
+    appended, one_at_a_time = 0, asyncio.Lock()
+
+    async def append_and_apply() -> None:
+        nonlocal appended
+        async with one_at_a_time:  # one appender and one worker, whoever calls
+            appended += 1
+            tenant = tenants[appended % 2]
+            await _append(
+                store,
+                [
+                    invoice(tenant, f"LATE-{appended}", customer_id="C1"),
+                    payment(tenant, f"LATE-PAY-{appended}", amount="10.00", customer_id="C1"),
+                ],
+            )
+            await worker.step()
+
+    # Deterministically, events that the live worker applies to the old tables just before the
+    # swap takes its locks: replay must fold them under the lock, as the worker will not again.
+    lock = replay_module._Run._lock
+
+    async def lock_after_a_late_batch(self: Any) -> None:
+        await append_and_apply()
+        await lock(self)
+
+    monkeypatch.setattr(replay_module._Run, "_lock", lock_after_a_late_batch)
+    stop = asyncio.Event()
+
+    async def keep_appending() -> None:
+        while not stop.is_set():
+            await append_and_apply()
+            await asyncio.sleep(0)
+
+    working = asyncio.create_task(keep_appending())
+    try:
+        head_before = await store.head()
+        replayed_to = await replay(store, conn, all_projectors())
+    finally:
+        stop.set()
+        await working
+    await worker.step()  # what was appended after the swap
+    await live.close()
+    assert head_before < replayed_to < await store.head(), "appends did not overlap the replay"
+    expected_tables, expected_states = await _expected(store)
+    assert await _rows(conn) == expected_tables
+    assert await read_states(conn, "event_counts") == expected_states
+    assert await _leftovers(conn) == []
+
+
+async def test_a_failed_replay_leaves_nothing_behind(
+    store: PostgresEventStore, conn: AsyncConnection[Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await _append(store, everything(new_tenant()))
+    await catch_up(store, conn, all_projectors())
+    caught_up, states = await _rows(conn), await read_states(conn)
+
+    async def broken_swap(self: Any) -> None:
+        raise RuntimeError("the swap broke")
+
+    for stage in ("fill", "swap"):  # after the fresh tables are filled, then just before the swap
+        monkeypatch.setattr(replay_module._Run, stage, broken_swap)
+        with pytest.raises(RuntimeError, match="the swap broke"):
+            await replay(store, conn, all_projectors())
+        monkeypatch.undo()
+        assert await _leftovers(conn) == []
+        assert await _rows(conn) == caught_up
+        assert await read_states(conn) == states
+        cursor = await conn.execute("SELECT current_user")
+        assert await cursor.fetchone() == ("ledger_app",)
+    await replay(store, conn, all_projectors())  # the advisory lock was released
+    assert await _rows(conn) == caught_up
+
+
+async def test_a_second_replay_at_the_same_time_is_refused(
+    store: PostgresEventStore, conn: AsyncConnection[Any]
+) -> None:
+    async with await AsyncConnection.connect(store.conninfo, autocommit=True) as other:
+        await other.execute("SELECT pg_advisory_lock(%s)", [replay_module.replay_lock_id])
+        with pytest.raises(ReplayError, match="another replay"):
+            await replay(store, conn, all_projectors())
+    assert await _leftovers(conn) == []
+
+
+async def test_an_unknown_projection_is_refused_and_nothing_changes(
+    store: PostgresEventStore,
+    conn: AsyncConnection[Any],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    await _append(store, everything(new_tenant()))
+    await catch_up(store, conn, all_projectors())
+    caught_up, states = await _rows(conn), await read_states(conn)
+    oids = {name: await _oid(conn, name) for name in caught_up}
+    monkeypatch.setenv("LEDGER_DATABASE_URL", store.conninfo)
+
+    code = await asyncio.to_thread(
+        cli.main, ["replay", "--projection", "general_ledger", "--projection", "no_such"]
+    )
+
+    assert code == cli.exit_usage
+    error = capsys.readouterr().err
+    assert "unknown projection(s) ['no_such']" in error and "general_ledger" in error
+    assert await _rows(conn) == caught_up
+    assert await read_states(conn) == states
+    assert {name: await _oid(conn, name) for name in caught_up} == oids
+
+
+async def test_the_cli_replays_one_projection(
+    store: PostgresEventStore, conn: AsyncConnection[Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await _append(store, everything(new_tenant()))
+    await catch_up(store, conn, all_projectors())
+    caught_up = await _rows(conn)
+    mrr_oid, ledger_oid = await _oid(conn, "mrr_segments"), await _oid(conn, "gl_lines")
+    monkeypatch.setenv("LEDGER_DATABASE_URL", store.conninfo)
+
+    assert await asyncio.to_thread(cli.main, ["replay", "--projection", "mrr"]) == 0
+
+    assert await _rows(conn) == caught_up
+    assert await _oid(conn, "mrr_segments") != mrr_oid
+    assert await _oid(conn, "gl_lines") == ledger_oid
+
+
+async def test_copy_rows_escapes_what_the_text_format_gives_a_meaning_to(
+    store: PostgresEventStore, conn: AsyncConnection[Any]
+) -> None:
+    """Replay's fast COPY formatting: tabs, newlines, backslashes, a literal \\N, NULLs, JSON."""
+    tricky = ["a\tb", "line\nbreak", "carriage\rreturn", "back\\slash", "\\N", "", "plain"]
+    lines = [{"say": text, "json": 'quote" and \\ backslash'} for text in tricky]
+    rows = [
+        {
+            "tenant_id": "t1",
+            "contract_id": text,
+            "customer_id": f"C{index}",
+            "start_date": date(2026, 1, 1),
+            "end_date": date(2027, 1, 1),
+            "cancelled_on": None,
+            "lines": lines[index],
+            "position": index + 1,
+        }
+        for index, text in enumerate(tricky)
+    ]
+    table = metadata.tables["dr_contracts"]
+    await conn.execute("RESET ROLE")
+    await conn.execute("CREATE TABLE copy_check (LIKE dr_contracts)")
+    await copy_rows(conn, table, rows, "copy_check")
+    cursor = await conn.execute("SELECT * FROM copy_check ORDER BY position")
+    assert cursor.description is not None
+    names = [column.name for column in cursor.description]
+    assert [dict(zip(names, values, strict=True)) for values in await cursor.fetchall()] == rows
+    gl_row = {"tenant_id": "t1", "account": "cash", "day": date(2026, 1, 1), "source": "x"}
+    await conn.execute("CREATE TABLE copy_check_numbers (LIKE gl_daily)")
+    await copy_rows(
+        conn,
+        metadata.tables["gl_daily"],
+        [{**gl_row, "debit": Decimal("1E+2"), "credit": Decimal("-0.000001")}],
+        "copy_check_numbers",
+    )
+    cursor = await conn.execute("SELECT debit, credit FROM copy_check_numbers")
+    assert await cursor.fetchone() == (Decimal("100"), Decimal("-0.000001"))
+
+
+async def test_replay_refuses_a_connection_outside_autocommit(store: PostgresEventStore) -> None:
+    connection = await psycopg.AsyncConnection.connect(store.conninfo)
+    try:
+        with pytest.raises(ReplayError, match="autocommit"):
+            await replay(store, connection, all_projectors())
+    finally:
+        await connection.close()
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_progress_is_a_bar_on_a_terminal_and_log_lines_otherwise(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    terminal = _Terminal()
+    show = cli._progress_printer("replay", terminal)
+    show(250_000, 1_000_000, 10.0)
+    show(250_001, 1_000_000, 10.01)  # too soon to redraw
+    show(1_000_000, 1_000_000, 40.0)  # the end always shows
+    frames = terminal.getvalue().split("\r")[1:]
+    assert len(frames) == 2
+    assert frames[0].startswith("[#######" + " " * 23 + "] 250,000/1,000,000 events")
+    assert "25,000 events/s" in frames[0] and "ETA 30 s" in frames[0]
+    assert frames[1].startswith("[" + "#" * 30 + "] 1,000,000/1,000,000")
+    plain = io.StringIO()
+    show = cli._progress_printer("replay", plain)
+    with caplog.at_level(logging.INFO, logger="ledger"):
+        for second in range(25):
+            show(1000 * (second + 1), 100_000, float(second + 1))
+    assert plain.getvalue() == ""
+    assert [record.getMessage() for record in caplog.records] == [
+        "replay: 1000/100000 events, 1000 events/s, ETA 99 s",
+        "replay: 11000/100000 events, 1000 events/s, ETA 89 s",
+        "replay: 21000/100000 events, 1000 events/s, ETA 79 s",
+    ]
