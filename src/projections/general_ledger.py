@@ -16,6 +16,7 @@ schedules (see `projections.reports`). Recognition beyond billing is unbilled re
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable
 from decimal import Decimal
 from typing import Any
@@ -59,6 +60,8 @@ gl_invoices = tenant_table(
 gl_tenants = tenant_table("gl_tenants", Column("currency", Text, nullable=False))
 
 
+# Event types are a closed set (the contract refuses others): every projector asks for each event.
+@functools.lru_cache(maxsize=256)
 def source_of(event_type: str) -> str:
     """`ledger.invoice.issued.v1` -> `invoice.issued`."""
     parts = event_type.split(".")

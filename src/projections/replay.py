@@ -9,57 +9,63 @@ from an empty or half-filled table. For each table of the chosen table projector
 1. prepare: `<table>__rebuild` is created from the live table's definition (`LIKE ... INCLUDING
    ALL EXCLUDING INDEXES`: columns, defaults, check constraints, storage, comments); what a failed
    run left behind is dropped first;
-2. fold: every event from position 1 is applied in memory (`MemoryTables`); appended rows
-   (`Changes.inserts`: journal lines, AR changes) are COPYed to the fresh tables page by page and
-   forgotten, keyed rows stay in memory;
-3. fill: the keyed rows are COPYed; then the live table's indexes, primary key and unique
-   constraints are built (one sort each, faster than keeping them during the load), row-level
-   security is enabled and forced with the live table's policies, grants, options and owner, and the
-   table is analysed. COPY works because replay runs as the tables' owner (`RESET ROLE` on its
-   connection) and row-level security is only switched on once the rows are in;
-4. catch up, without any lock: the events committed meanwhile (the live worker may be running) are
-   folded and written to the fresh tables as changes, until a pass finds few;
+2. fold: every event up to the store's head (as it is now) is applied in memory, by one process
+   per core, each taking a share of the tenants (`projections.replay_fold`); appended rows
+   (`Changes.inserts`: journal lines, AR changes, audit links) are COPYed page by page as they are
+   made, keyed rows once at the end;
+3. finish: the live table's indexes, primary key and unique constraints are built (one sort each,
+   faster than keeping them during the load), row-level security is enabled and forced with the
+   live table's policies, grants, options and owner, and the table is analysed. COPY works because
+   replay works as the tables' owner (`RESET ROLE`), and the fresh tables get row-level security
+   only once they are filled;
+4. catch up, without any lock: what was committed meanwhile (the live worker may be running) is
+   applied to the fresh tables as the live writer does it (rows loaded, changed, written back), pass
+   after pass until a pass finds few events;
 5. swap, in one transaction: lock `projection_state` (the live worker waits at its next batch), then
-   the live tables (readers wait, for the milliseconds the rest takes); fold and write the last
+   the live tables (readers wait, for as long as the rest takes: milliseconds); apply the last
    events; rename live -> `__old` and `__rebuild` -> live, the fresh indexes and constraints to the
    live ones' names (so later migrations find them); replace the rebuilt projections' positions in
    `projection_state`; drop `__old`.
 
 Why each event counts exactly once: under the `projection_state` lock no worker batch is in flight,
-and every event a worker has applied was committed to the store first; the swap folds the store to
-its end under that lock and stores, per (projection, tenant), the last position folded. After the
-commit the worker skips what is at or below those positions (the writer's usual rule) and applies
-the rest to the new tables. Positions are assigned in commit order (`ledger.store.postgres`), so
-reading on from the last position folded misses nothing.
+and every event a worker has applied was committed to the store first; the swap applies the store
+to its end under that lock and stores, per (projection, tenant), the last position applied. After
+the commit the worker skips what is at or below those positions (the writer's usual rule) and
+applies the rest to the new tables. Positions are assigned in commit order (`ledger.store.postgres`),
+so reading on from the last position applied misses nothing.
 
 Why readers never see an empty table: a query that waits for the lock looks the table's name up
 again once it has it, so it reads the rebuilt table, with a snapshot taken after the swap committed.
 The lock waits are bounded (`swap_lock_timeout_s`): a long report holding a table makes replay retry
 the swap rather than queue every other reader behind it.
 
-Memory: keyed rows (per invoice, contract, payment, customer and day, account and day and source,
-...) are held until the swap, so replay holds O(entities) rows, not O(events); appended rows are
-held for one page (`replay_page_events` events) at most. On the 1M-event benchmark (bench/replay.py)
-that is about 1.6 KiB per event of RSS in total; see bench/RESULTS.md.
+Memory: the fold holds every keyed row (per invoice, contract, payment, customer and day, account
+and day and source, ...) of its tenants until it copies them, so O(entities), not O(events), split
+between the fold processes; appended rows and events are held one page (`replay_page_events`
+events) at a time. This process holds positions and state documents per tenant only. Measured in
+bench/RESULTS.md.
 
 Errors: `ReplayError` (a `ledger.errors.LedgerError`) when replay cannot start (another replay
 runs, a table is missing, not owned, or has what `LIKE` does not copy: triggers, foreign keys,
-column privileges); anything else from PostgreSQL propagates. Either way the fresh tables are
-dropped and the live ones are untouched.
+column privileges) or a fold process fails; anything else from PostgreSQL propagates. Either way
+the fresh tables are dropped and the live ones are untouched.
 """
 
 from __future__ import annotations
 
 import asyncio
-import gc
+import dataclasses
 import hashlib
 import logging
+import os
+import sys
 import time
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
 import psycopg
 from psycopg import AsyncConnection, sql
 from psycopg.rows import TupleRow
@@ -68,14 +74,29 @@ from sqlalchemy import Table
 
 from ledger.errors import LedgerError
 from ledger.store.postgres import PostgresEventStore
+from projections import registry
 from projections.core import ProjectedEvent, ProjectionWriter, State, fold, is_table_projector
-from projections.tables import Changes, MemoryTables, Row, copy_rows, metadata, write_changes
+from projections.replay_fold import FoldJob, FoldResult, fold_partition
+from projections.tables import (
+    Changes,
+    apply_batch,
+    load_rows,
+    metadata,
+    needed_keys,
+    write_changes,
+)
 
 logger = logging.getLogger(__name__)
 
 # Events read from the store per page: large pages keep the per-call cost negligible, and bound the
 # appended rows replay holds at once.
 replay_page_events = 5000
+# The fold runs in one child process per available core, up to this many: each holds its share
+# of the tenants' keyed rows and two connections, and the gain flattens out with PostgreSQL's own
+# share of the work.
+fold_processes_max = 8
+# A child's result (positions and state documents of its tenants) is one JSON line.
+fold_message_bytes_max = 1 << 30
 # Before the swap, catch-up passes without a lock repeat while a pass folds more than this many
 # events: what is left for the locked swap is then a fraction of a second of folding.
 quiet_pass_events_max = 1000
@@ -127,29 +148,45 @@ async def replay(
     conn: AsyncConnection[TupleRow],
     projectors: Sequence[Any],
     progress: Progress | None = None,
+    *,
+    processes: int | None = None,
 ) -> int:
     """Rebuild the projectors' read models from the store into fresh tables and swap them in;
-    return the last position folded. `conn` works as the session user (the tables' owner) for the
-    duration; its role is restored after."""
+    return the last position folded. The fold runs in `processes` child processes (default: one
+    per available core, at most `fold_processes_max`; 1: in this process). `conn` works as the
+    session user (the tables' owner) for the duration; its role is restored after."""
     tables = [table for p in projectors if is_table_projector(p) for table in p.tables]
     async with _as_owner(conn), _replay_lock(conn):
         shapes = [await _describe(conn, table) for table in tables]
         await _drop_rebuilds(conn, tables)
         try:
             run = _Run(store, conn, projectors, shapes, progress)
-            return await run.execute()
+            return await run.execute(_processes(projectors, processes))
         except BaseException:
             await _drop_rebuilds_quietly(conn, tables)
             raise
-        finally:
-            gc.unfreeze()
+
+
+def _processes(projectors: Sequence[Any], asked: int | None) -> int:
+    """How many partitions the fold gets: children build their projectors by name from the
+    registry, so projectors that are not the registry's fold here."""
+    count = asked if asked is not None else min(len(os.sched_getaffinity(0)), fold_processes_max)
+    if count <= 1:
+        return 1
+    try:
+        fresh = registry.select([projector.name for projector in projectors])
+    except ValueError:
+        return 1
+    if any(type(mine) is not type(theirs) for mine, theirs in zip(projectors, fresh, strict=True)):
+        return 1
+    return count
 
 
 # --- the run ----------------------------------------------------------------------------------
 
 
 class _Run:
-    """One replay: the fold's state (documents, keyed rows, positions) and its connection."""
+    """One replay: where each projection got to, and the connection that builds and swaps."""
 
     def __init__(
         self,
@@ -165,80 +202,102 @@ class _Run:
         self.table_projectors = [p for p in projectors if is_table_projector(p)]
         self.shapes = shapes
         self.progress = progress
+        # (projection, tenant) -> last position applied: tables, and state documents with states.
+        self.positions: dict[tuple[str, str], int] = {}
         self.states: dict[tuple[str, str], tuple[int, State]] = {}
-        self.memory = MemoryTables()
         self.position = 1  # the next position to fold
         self.head = 0
         self.started = time.monotonic()
 
-    async def execute(self) -> int:
+    async def execute(self, processes: int) -> int:
         for shape in self.shapes:
             await self.conn.execute(shape.create())
         self.head = await self.store.head()
-        await self.fold_pages(stream=True)
+        await self.fold(processes)
+        self.position = self.head + 1
+        self.log("folded")
         await self.fill()
+        self.log("indexed")
         for _ in range(catch_up_passes_max):
-            self.head = max(self.head, await self.store.head())
-            if await self.fold_pages(stream=False) <= quiet_pass_events_max:
+            if await self.catch_up() <= quiet_pass_events_max:
                 break
+        self.log("caught up")
         await self.swap()
+        self.log("swapped")
         return self.position - 1
 
-    async def fold_pages(self, *, stream: bool) -> int:
-        """Fold the store from `position` to its end; return the events folded. `stream`: before
-        the keyed rows are copied, appended rows are COPYed; after, every change is written."""
-        folded = 0
-        next_page = asyncio.ensure_future(self._read(self.position))
-        while True:
-            events = await next_page
-            if not events:
-                return folded
-            self.position = events[-1].position + 1
-            # The next page is read while this one is folded: PostgreSQL's work overlaps ours.
-            next_page = asyncio.ensure_future(self._read(self.position))
-            try:
-                changes = self.apply(events)
-                if stream:
-                    for table_name, rows in changes.inserts.items():
-                        table = metadata.tables[table_name]
-                        await copy_rows(self.conn, table, rows, table_name + rebuild_suffix)
-                else:
-                    async with self.conn.transaction():
-                        await self.conn.execute("SELECT set_config('ledger.tenants', '*', true)")
-                        await write_changes(self.conn, changes, suffix=rebuild_suffix)
-            except BaseException:
-                next_page.cancel()
-                raise
-            folded += len(events)
-            # The rows kept so far are long-lived and hold no cycles: out of the collector's way,
-            # or every collection walks them all again (a third of the fold's time at 1M events).
-            gc.freeze()
-            self.head = max(self.head, self.position - 1)
-            if self.progress:
-                self.progress(self.position - 1, self.head, time.monotonic() - self.started)
+    def log(self, step: str) -> None:
+        elapsed_s = time.monotonic() - self.started
+        logger.info("replay: %s to position %d at %.1f s", step, self.position - 1, elapsed_s)
 
-    async def _read(self, position: int) -> list[ProjectedEvent]:
-        events = await self.store.read(None, position, replay_page_events)
-        return [ProjectedEvent.from_recorded(event) for event in events]
+    async def fold(self, processes: int) -> None:
+        """Everything up to the head as it was at the start, in memory, COPYed to the fresh tables."""
+        job = FoldJob(
+            conninfo=self.store.conninfo,
+            projections=[projector.name for projector in self.projectors],
+            partition=0,
+            partitions=processes,
+            until=self.head,
+            page_events=replay_page_events,
+            suffix=rebuild_suffix,
+        )
+        logger.info("replay: folding %d events in %d process(es)", self.head, processes)
+        if processes == 1:
+            results = [await fold_partition(job, self.projectors, self.show)]
+        else:
+            results = await _fold_in_children(job, self.show)
+        for result in results:
+            for name, tenant, position in result.positions:
+                self.positions[(name, tenant)] = position
+            for name, tenant, position, state in result.states:
+                self.states[(name, tenant)] = (position, state)
 
-    def apply(self, events: list[ProjectedEvent]) -> Changes:
-        fold(self.projectors, self.states, events)
-        if not self.table_projectors:
-            return Changes()
-        _applied, changes = self.memory.apply_changes(self.table_projectors, events)
-        return changes
+    def show(self, position: int) -> None:
+        if self.progress:
+            self.head = max(self.head, position)
+            self.progress(position, self.head, time.monotonic() - self.started)
 
     async def fill(self) -> None:
-        """COPY the keyed rows, then give the fresh tables the live ones' indexes and security."""
-        for shape in self.shapes:
-            rows = self.memory.keyed.get(shape.table.name, {})
-            if rows:
-                logger.info("replay: copying %d rows into %s", len(rows), shape.rebuild)
-                await copy_rows(self.conn, shape.table, _with_tenant(rows), shape.rebuild)
+        """Give the filled tables the live ones' indexes, constraints and security."""
         for shape in self.shapes:
             logger.info("replay: indexing %s", shape.rebuild)
             for statement in shape.finish():
                 await self.conn.execute(statement)
+
+    async def catch_up(self) -> int:
+        """Fold what the store got since, into the fresh tables as the live writer does (rows
+        loaded, changed, written back); return the events folded."""
+        folded = 0
+        self.head = max(self.head, await self.store.head())
+        while True:
+            events = await self.store.read(None, self.position, replay_page_events)
+            if not events:
+                return folded
+            await self._apply([ProjectedEvent.from_recorded(event) for event in events])
+            self.position = events[-1].position + 1
+            folded += len(events)
+            self.show(self.position - 1)
+
+    async def _apply(self, events: list[ProjectedEvent]) -> None:
+        fold(self.projectors, self.states, events)
+        unseen = [
+            event
+            for event in events
+            if any(
+                event.position > self.positions.get((p.name, event.tenant_id), 0)
+                for p in self.table_projectors
+            )
+        ]
+        if not unseen:
+            return
+        async with self.conn.transaction():
+            await self.conn.execute("SELECT set_config('ledger.tenants', '*', true)")
+            cache: dict[Any, Any] = {}
+            needed = needed_keys(self.table_projectors, unseen)
+            await load_rows(self.conn, needed, cache, suffix=rebuild_suffix)
+            changes = Changes()
+            apply_batch(self.table_projectors, self.positions, unseen, cache, changes)
+            await write_changes(self.conn, changes, suffix=rebuild_suffix)
 
     async def swap(self) -> None:
         for attempt in range(1, swap_attempts_max + 1):
@@ -271,26 +330,86 @@ class _Run:
 
     async def _swap_locked(self) -> None:
         # What was committed since the last pass (the live worker may have applied it to the old
-        # tables already): folded and written to the fresh tables, under the lock.
-        self.head = max(self.head, await self.store.head())
-        await self.fold_pages(stream=False)
+        # tables already, and will not deliver it again): folded into the fresh tables, under the
+        # lock, so that the positions stored below cover it.
+        await self.catch_up()
         for shape in self.shapes:
             for statement in shape.swap():
                 await self.conn.execute(statement)
         names = [projector.name for projector in self.projectors]
-        for (name, tenant), table_position in self.memory.positions.items():
-            self.states[(name, tenant)] = (table_position, {})
+        stored: list[tuple[str, str, int, State]] = [
+            (name, tenant, at, {}) for (name, tenant), at in self.positions.items()
+        ]
+        stored += [(name, tenant, at, state) for (name, tenant), (at, state) in self.states.items()]
         await self.conn.execute("DELETE FROM projection_state WHERE projection = ANY(%s)", [names])
         await self.conn.cursor().executemany(
             "INSERT INTO projection_state (projection, tenant_id, position, state)"
             " VALUES (%s, %s, %s, %s)",
-            [(key[0], key[1], value[0], Jsonb(value[1])) for key, value in self.states.items()],
+            [(name, tenant, at, Jsonb(state)) for name, tenant, at, state in stored],
         )
 
 
-def _with_tenant(rows: dict[tuple[str, Any], Row]) -> Iterator[Row]:
-    for (tenant, _key), row in rows.items():
-        yield {"tenant_id": tenant, **row}
+async def _fold_in_children(job: FoldJob, show: Callable[[int], None]) -> list[FoldResult]:
+    """One child process per partition (`python -m projections.replay_fold`); progress is the
+    slowest partition's position. A failed child stops the others."""
+    environment = dict(os.environ)
+    environment["PYTHONPATH"] = os.pathsep.join(path for path in sys.path if path)
+    children: list[asyncio.subprocess.Process] = []
+    positions = [0] * job.partitions
+
+    def report(partition: int, position: int) -> None:
+        positions[partition] = position
+        show(min(positions))
+
+    try:
+        for partition in range(job.partitions):
+            child = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "projections.replay_fold",
+                stdin=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.PIPE,
+                env=environment,
+                limit=fold_message_bytes_max,
+            )
+            children.append(child)
+            assert child.stdin is not None
+            # The job (with the conninfo, which may hold a password) on stdin, not on argv.
+            child.stdin.write(orjson.dumps(dataclasses.replace(job, partition=partition)) + b"\n")
+            await child.stdin.drain()
+            child.stdin.close()
+        async with asyncio.TaskGroup() as group:
+            tasks = [
+                group.create_task(_follow(child, partition, report))
+                for partition, child in enumerate(children)
+            ]
+        return [task.result() for task in tasks]
+    except BaseExceptionGroup as failures:
+        raise failures.exceptions[0] from None  # the first partition to fail says why
+    finally:
+        for child in children:
+            if child.returncode is None:
+                child.kill()
+                await child.wait()
+
+
+async def _follow(
+    child: asyncio.subprocess.Process, partition: int, report: Callable[[int, int], None]
+) -> FoldResult:
+    assert child.stdout is not None
+    result, error = None, None
+    async for line in child.stdout:
+        message = orjson.loads(line)
+        if "position" in message:
+            report(partition, message["position"])
+        elif "result" in message:
+            result = FoldResult(**message["result"])
+        elif "error" in message:
+            error = message["error"]
+    status = await child.wait()
+    if result is None or status != 0:
+        raise ReplayError(f"the fold failed: {error or f'partition {partition} exited {status}'}")
+    return result
 
 
 # --- the fresh tables' definitions, from the live ones -----------------------------------------

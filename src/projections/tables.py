@@ -319,8 +319,10 @@ async def load_rows(
     cache: dict[tuple[str, str, Key], Row | None],
     *,
     for_update: bool = False,
+    suffix: str = "",
 ) -> None:
-    """Load the needed rows into `cache` (missing rows as None): one query per table."""
+    """Load the needed rows into `cache` (missing rows as None): one query per table, from the
+    tables or from those named with `suffix` (replay's fresh tables)."""
     for table_name, keys in needed.items():
         if not keys:
             continue
@@ -337,7 +339,7 @@ async def load_rows(
             "SELECT t.* FROM {table} t JOIN unnest({arrays}) AS k({names}) USING ({names})"
             + (" FOR UPDATE OF t" if for_update else "")
         ).format(
-            table=sql.Identifier(table_name),
+            table=sql.Identifier(table_name + suffix),
             arrays=sql.SQL(", ").join(
                 sql.SQL("%s::" + array_type(columns[name])) for name in names
             ),
@@ -449,70 +451,86 @@ async def _upsert(
 async def copy_rows(
     conn: AsyncConnection[TupleRow], table: Table, rows: Iterable[Row], name: str | None = None
 ) -> None:
-    """COPY rows into `name` (default: the table itself), in PostgreSQL's text format, which is
-    built here: psycopg's per-value adaptation costs several times more, and replay copies every
-    row of every read model. Refused under row-level security (see `insert_rows`)."""
-    names = [column.name for column in table.columns]
+    """COPY rows (tenant_id included) into `name` (default: the table itself), in PostgreSQL's
+    text format, which is built here: psycopg's per-value adaptation costs more, and replay copies
+    every row of every read model. COPY is refused under row-level security (see `insert_rows`)."""
+    line = _copy_line_maker(table, ())
+    await _copy_lines(conn, table, name, (line(row) for row in rows))
+
+
+async def copy_keyed_rows(
+    conn: AsyncConnection[TupleRow],
+    table: Table,
+    rows: Mapping[tuple[str, Key], Row],
+    name: str | None = None,
+) -> None:
+    """COPY `MemoryTables.keyed` rows: (tenant, key) -> row without tenant_id."""
+    line = _copy_line_maker(table, ("tenant_id",))
+    await _copy_lines(conn, table, name, (line(row, tenant) for (tenant, _), row in rows.items()))
+
+
+async def _copy_lines(
+    conn: AsyncConnection[TupleRow], table: Table, name: str | None, lines: Iterable[str]
+) -> None:
     statement = sql.SQL("COPY {} ({}) FROM STDIN").format(
         sql.Identifier(name or table.name),
-        sql.SQL(", ").join(sql.Identifier(column) for column in names),
+        sql.SQL(", ").join(sql.Identifier(column.name) for column in table.columns),
     )
-    line = _copy_line_maker(table)
-    lines: list[str] = []
+    buffered: list[str] = []
     async with conn.cursor().copy(statement) as copy:
-        for row in rows:
-            lines.append(line(row))
-            if len(lines) == copy_buffer_rows:
-                lines.append("")
-                await copy.write("\n".join(lines))
-                lines.clear()
-        if lines:
-            lines.append("")
-            await copy.write("\n".join(lines))
+        for line in lines:
+            buffered.append(line)
+            if len(buffered) == copy_buffer_rows:
+                buffered.append("")
+                await copy.write("\n".join(buffered))
+                buffered.clear()
+        if buffered:
+            buffered.append("")
+            await copy.write("\n".join(buffered))
 
 
 # Rows formatted before each write to the COPY stream: ~100 KB for a journal line's ~100 bytes.
 copy_buffer_rows = 1000
 # In the text format a tab ends a value, a newline or carriage return a row, a backslash escapes.
-_copy_line_break = re.compile(r"[\n\r]")
+_copy_special = re.compile(r"[\t\n\r\\]")
 _copy_escapes = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
+_copy_null = "\\N"
 
 
-def _copy_line_maker(table: Table) -> Callable[[Row], str]:
-    """A function from a row to its COPY text line (without the newline)."""
-    names = tuple(column.name for column in table.columns)
-    json_indexes = tuple(
-        index for index, column in enumerate(table.columns) if isinstance(column.type, JSONB)
-    )
-    tabs = len(names) - 1
-    getter = operator.itemgetter(*names)
+def _copy_line_maker(table: Table, given: tuple[str, ...]) -> Callable[..., str]:
+    """A function from a row (and the values of the `given` leading columns, which the row lacks)
+    to its COPY text line, without the newline."""
+    columns = [column for column in table.columns if column.name not in given]
+    names = [column.name for column in columns]
+    assert [column.name for column in table.columns] == [*given, *names], "given columns first"
+    # Only text and JSON can hold what the format gives a meaning to: str() of a number, a date, a
+    # timestamp or a boolean is PostgreSQL's input syntax for it as it is.
+    checked = [index for index, column in enumerate(columns) if _may_need_escapes(column)]
+    json_indexes = [index for index, column in enumerate(columns) if isinstance(column.type, JSONB)]
+    getter = operator.itemgetter(*names) if len(names) > 1 else None
 
-    def values_of(row: Row) -> list[Any]:
+    def line(row: Row, *leading: Any) -> str:
         try:
-            values = list(getter(row)) if len(names) > 1 else [getter(row)]
+            values = list(getter(row)) if getter is not None else [row[names[0]]]
         except KeyError:  # a row without some nullable column
-            values = [row.get(column) for column in names]
+            values = [row.get(name) for name in names]
         for index in json_indexes:
             if values[index] is not None:
                 values[index] = orjson.dumps(values[index]).decode()
-        return values
-
-    def line(row: Row) -> str:
-        values = values_of(row)
-        # str() is PostgreSQL's input syntax for str, int, Decimal, date, datetime and bool.
-        text = "\t".join(["\\N" if value is None else str(value) for value in values])
-        # Fast path: no value holds a tab, newline or backslash (each NULL's \N has one).
-        if (
-            text.count("\t") == tabs
-            and text.count("\\") == values.count(None)
-            and _copy_line_break.search(text) is None
-        ):
-            return text
-        return "\t".join(
-            "\\N" if value is None else str(value).translate(_copy_escapes) for value in values
-        )
+        parts = [_copy_null if value is None else str(value) for value in values]
+        for index in checked:
+            # values[index], not parts[index]: a text that is "\\N" itself must be escaped.
+            if values[index] is not None and _copy_special.search(parts[index]) is not None:
+                parts[index] = parts[index].translate(_copy_escapes)
+        if leading:
+            parts[0:0] = [str(value).translate(_copy_escapes) for value in leading]
+        return "\t".join(parts)
 
     return line
+
+
+def _may_need_escapes(column: Column[Any]) -> bool:
+    return not isinstance(column.type, Numeric | Integer | BigInteger | Date | Boolean)
 
 
 def _param(value: Any) -> Any:

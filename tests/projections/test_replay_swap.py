@@ -24,10 +24,12 @@ from ledger import cli
 from ledger.service import LedgerService
 from ledger.store.postgres import PostgresEventStore, configure_connection
 from projections import replay as replay_module
+from projections import replay_fold
 from projections.core import ProjectedEvent, ProjectionWriter, read_states, run_in_memory
 from projections.general_ledger import GeneralLedger
 from projections.registry import all_projectors, select
 from projections.replay import ReplayError, catch_up, replay
+from projections.replay_fold import FoldJob
 from projections.tables import MemoryTables, Row, copy_rows, metadata, read_rows
 from tests.ledger.events import customer, invoice, new_tenant, payment
 from tests.projections.scenario import everything
@@ -126,8 +128,9 @@ async def _expected(store: PostgresEventStore) -> tuple[Snapshot, dict[Any, Any]
     )
 
 
+@pytest.mark.parametrize("processes", [1, 3])
 async def test_replay_equals_catch_up_for_every_table_and_keeps_the_definitions(
-    store: PostgresEventStore, conn: AsyncConnection[Any]
+    store: PostgresEventStore, conn: AsyncConnection[Any], processes: int
 ) -> None:
     await _append(store, everything(new_tenant()) + everything(new_tenant()))
     await catch_up(store, conn, all_projectors())
@@ -145,7 +148,7 @@ async def test_replay_equals_catch_up_for_every_table_and_keeps_the_definitions(
         ],
     )
 
-    assert await replay(store, conn, all_projectors()) == await store.head()
+    assert await replay(store, conn, all_projectors(), processes=processes) == await store.head()
 
     assert await _rows(conn) == caught_up
     assert await read_states(conn) == states
@@ -332,6 +335,44 @@ async def test_a_failed_replay_leaves_nothing_behind(
         assert await cursor.fetchone() == ("ledger_app",)
     await replay(store, conn, all_projectors())  # the advisory lock was released
     assert await _rows(conn) == caught_up
+
+
+async def test_a_failed_fold_process_stops_the_replay(
+    store: PostgresEventStore, conn: AsyncConnection[Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await _append(store, everything(new_tenant()))
+    await catch_up(store, conn, all_projectors())
+    caught_up = await _rows(conn)
+
+    def failing_job(**fields: Any) -> FoldJob:
+        # The children build their projectors by name: a name they do not know makes them fail.
+        return FoldJob(**{**fields, "projections": ["no_such"]})
+
+    monkeypatch.setattr(replay_module, "FoldJob", failing_job)
+    with pytest.raises(ReplayError, match=r"the fold failed: partition \d: ValueError: unknown"):
+        await replay(store, conn, all_projectors(), processes=2)
+    assert await _leftovers(conn) == []
+    assert await _rows(conn) == caught_up
+
+
+async def test_the_partitions_read_what_the_store_reads(
+    store: PostgresEventStore, conn: AsyncConnection[Any]
+) -> None:
+    """Pair check of the fold's own reading (a share of the tenants) with the store's."""
+    await _append(store, [e for _ in range(8) for e in everything(new_tenant())])
+    head = await store.head()
+    stored = [ProjectedEvent.from_recorded(e) for e in await store.read(None, 1, head)]
+    shares = []
+    for partition in range(3):
+        job = FoldJob(store.conninfo, [], partition, 3, head - 2, 4, "")
+        position, share = 1, []
+        while page := await replay_fold._read(conn, job, position):
+            share += page
+            position = page[-1].position + 1
+        shares.append(share)
+    every = [event for share in shares for event in share]
+    assert sorted(every, key=lambda event: event.position) == stored[: head - 2]
+    assert sum(1 for share in shares if share) > 1  # 8 tenants in one of 3 partitions: 1 in 2,187
 
 
 async def test_a_second_replay_at_the_same_time_is_refused(

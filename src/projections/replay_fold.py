@@ -1,0 +1,187 @@
+"""Replay's fold, one partition of the tenants at a time: every chosen projector applied in memory to
+the partition's events from position 1 to a given position, the rows COPYed to the fresh tables.
+
+Projectors are sequential within a tenant and never look across tenants, so tenants split the work
+with nothing shared: replay runs one partition per core, each in a child process
+(`python -m projections.replay_fold`, a job on stdin, JSON lines on stdout), and PostgreSQL hands
+each child only its tenants' rows, so reading and decoding the events (a third of the work) is split
+too. With one partition it runs in the caller's process.
+
+Memory, per partition: the keyed rows of its tenants (one dict per invoice, contract, payment,
+account and day, ...), held until they are copied at the end, and one page of events and of
+appended rows (`FoldJob.page_events`), which are COPYed as each page is folded.
+
+The protocol on stdout: `{"position": N}` after each page (the last position folded),
+then `{"result": {...}}` (`FoldResult`), or `{"error": "..."}` and exit status 1.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import gc
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+from psycopg import AsyncConnection, sql
+from psycopg.rows import TupleRow
+
+from ledger.store import RecordedEvent
+from ledger.store.postgres import configure_connection
+from projections.core import ProjectedEvent, State, fold, is_table_projector
+from projections.tables import MemoryTables, copy_keyed_rows, copy_rows, metadata
+
+# Which partition a tenant is in: PostgreSQL's string hash, made non-negative. Stable across
+# sessions and servers of a major version, and all that matters is that one run agrees with itself.
+_partition_of_tenant = "(hashtext(tenant_id) & 2147483647) %% {partitions} = {partition}"
+# The columns of a stored event, as `ledger.store.postgres` reads them.
+_event_columns = (
+    "position, tenant_id, stream_id, stream_version, event_id, type, time, recorded_at, data,"
+    " metadata, hash"
+)
+
+
+@dataclass(frozen=True)
+class FoldJob:
+    conninfo: str
+    projections: list[str]
+    partition: int
+    partitions: int
+    until: int  # the last position to fold
+    page_events: int
+    suffix: str  # of the fresh tables' names
+
+
+@dataclass
+class FoldResult:
+    events: int = 0
+    # [projection, tenant, last position applied] of the table projectors
+    positions: list[tuple[str, str, int]] = field(default_factory=list)
+    # [projection, tenant, last position applied, state] of the state documents
+    states: list[tuple[str, str, int, State]] = field(default_factory=list)
+
+
+async def fold_partition(
+    job: FoldJob, projectors: Sequence[Any], progress: Callable[[int], None] | None = None
+) -> FoldResult:
+    """Fold the partition's events into the fresh tables; return where each projection got to."""
+    table_projectors = [p for p in projectors if is_table_projector(p)]
+    states: dict[tuple[str, str], tuple[int, State]] = {}
+    memory = MemoryTables()
+    result = FoldResult()
+    # The fold allocates millions of small dicts, most of them kept until the end and none in a
+    # cycle: the cycle collector would walk them over and over (a fifth of the fold's time, even
+    # with the kept ones frozen) and free nothing.
+    collecting = gc.isenabled()
+    gc.disable()
+    reader = await AsyncConnection.connect(job.conninfo, autocommit=True)
+    # The writer works as the session user, the tables' owner: COPY is refused under RLS, and
+    # the fresh tables get theirs only once they are filled.
+    writer = await AsyncConnection.connect(job.conninfo, autocommit=True)
+    try:
+        await configure_connection(reader)
+        position = 1
+        next_page = asyncio.ensure_future(_read(reader, job, position))
+        try:
+            while True:
+                events = await next_page
+                if not events:
+                    break
+                position = events[-1].position + 1
+                # The next page is read while this one is folded: the server's work overlaps ours.
+                next_page = asyncio.ensure_future(_read(reader, job, position))
+                fold(projectors, states, events)
+                _applied, changes = memory.apply_changes(table_projectors, events)
+                for table_name, appended in changes.inserts.items():
+                    table = metadata.tables[table_name]
+                    await copy_rows(writer, table, appended, table_name + job.suffix)
+                result.events += len(events)
+                if progress:
+                    progress(position - 1)
+        finally:
+            next_page.cancel()
+        for projector in table_projectors:
+            for table in projector.tables:
+                rows = memory.keyed.pop(table.name, {})
+                if rows:
+                    await copy_keyed_rows(writer, table, rows, table.name + job.suffix)
+    finally:
+        await reader.close()
+        await writer.close()
+        if collecting:
+            gc.enable()
+    result.positions = [(name, tenant, at) for (name, tenant), at in memory.positions.items()]
+    result.states = [(name, tenant, at, state) for (name, tenant), (at, state) in states.items()]
+    return result
+
+
+async def _read(
+    conn: AsyncConnection[TupleRow], job: FoldJob, position: int
+) -> list[ProjectedEvent]:
+    """The partition's next page, as `PostgresEventStore.read` would give it (the store reads
+    every tenant or one; replay wants a share of them)."""
+    query = sql.Composed(
+        [
+            sql.SQL(
+                "SELECT " + _event_columns + " FROM events WHERE position >= %s AND position <= %s"
+            )
+        ]
+    )
+    if job.partitions > 1:
+        query += sql.SQL(" AND " + _partition_of_tenant).format(
+            partitions=sql.Literal(job.partitions), partition=sql.Literal(job.partition)
+        )
+    query += sql.SQL(" ORDER BY position LIMIT %s")
+    async with conn.transaction():
+        await conn.execute("SELECT set_config('ledger.tenants', '*', true)")
+        cursor = await conn.execute(query, [position, job.until, job.page_events])
+        rows = await cursor.fetchall()
+    return [ProjectedEvent.from_recorded(_recorded(row)) for row in rows]
+
+
+def _recorded(row: Any) -> RecordedEvent:
+    return RecordedEvent(
+        position=int(row[0]),
+        tenant_id=row[1],
+        stream_id=row[2],
+        stream_version=int(row[3]),
+        event_id=row[4],
+        type=row[5],
+        time=row[6],
+        recorded_at=row[7],
+        data=row[8],
+        metadata=row[9],
+        hash=row[10],
+    )
+
+
+# --- as a child process -----------------------------------------------------------------------
+
+
+def _say(message: dict[str, Any]) -> None:
+    sys.stdout.buffer.write(orjson.dumps(message) + b"\n")
+    sys.stdout.buffer.flush()
+
+
+def main() -> int:
+    from projections.registry import select
+
+    job = FoldJob(**orjson.loads(sys.stdin.buffer.readline()))
+    try:
+        result = asyncio.run(
+            fold_partition(
+                job, select(job.projections), lambda position: _say({"position": position})
+            )
+        )
+    except Exception as error:  # the parent reports it and stops the other partitions
+        _say({"error": f"partition {job.partition}: {type(error).__name__}: {error}"})
+        return 1
+    _say({"result": dataclasses.asdict(result)})
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
