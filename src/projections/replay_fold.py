@@ -28,15 +28,18 @@ from typing import Any
 import orjson
 from psycopg import AsyncConnection, sql
 from psycopg.rows import TupleRow
+from sqlalchemy import Table
 
 from ledger.store import RecordedEvent
 from ledger.store.postgres import configure_connection
 from projections.core import ProjectedEvent, State, fold, is_table_projector
-from projections.tables import MemoryTables, copy_keyed_rows, copy_rows, metadata
+from projections.tables import Key, MemoryTables, Row, insert_json_rows, metadata
 
 # Which partition a tenant is in: PostgreSQL's string hash, made non-negative. Stable across
 # sessions and servers of a major version, and all that matters is that one run agrees with itself.
 _partition_of_tenant = "(hashtext(tenant_id) & 2147483647) %% {partitions} = {partition}"
+# Keyed rows written per statement at the end of the fold (~1 MB of JSON).
+keyed_batch_rows = 5000
 # The columns of a stored event, as `ledger.store.postgres` reads them.
 _event_columns = (
     "position, tenant_id, stream_id, stream_version, event_id, type, time, recorded_at, data,"
@@ -78,9 +81,10 @@ async def fold_partition(
     collecting = gc.isenabled()
     gc.disable()
     reader = await AsyncConnection.connect(job.conninfo, autocommit=True)
-    # The writer works as the session user, the tables' owner: COPY is refused under RLS, and
-    # the fresh tables get theirs only once they are filled.
+    # The writer works as the session user, the tables' owner, on tables without row-level
+    # security yet: they get it once they are filled.
     writer = await AsyncConnection.connect(job.conninfo, autocommit=True)
+    written: asyncio.Future[None] | None = None
     try:
         await configure_connection(reader)
         position = 1
@@ -91,23 +95,26 @@ async def fold_partition(
                 if not events:
                     break
                 position = events[-1].position + 1
-                # The next page is read while this one is folded: the server's work overlaps ours.
+                # The next page is read, and this one's rows written, while the page after is
+                # folded: PostgreSQL's work overlaps ours, with at most two pages held.
                 next_page = asyncio.ensure_future(_read(reader, job, position))
                 fold(projectors, states, events)
                 _applied, changes = memory.apply_changes(table_projectors, events)
-                for table_name, appended in changes.inserts.items():
-                    table = metadata.tables[table_name]
-                    await copy_rows(writer, table, appended, table_name + job.suffix)
+                if written is not None:
+                    await written
+                written = asyncio.ensure_future(_write(writer, changes.inserts, job.suffix))
                 result.events += len(events)
                 if progress:
                     progress(position - 1)
+            if written is not None:
+                await written
         finally:
             next_page.cancel()
+            if written is not None:
+                written.cancel()
         for projector in table_projectors:
             for table in projector.tables:
-                rows = memory.keyed.pop(table.name, {})
-                if rows:
-                    await copy_keyed_rows(writer, table, rows, table.name + job.suffix)
+                await _write_keyed(writer, table, memory.keyed.pop(table.name, {}), job.suffix)
     finally:
         await reader.close()
         await writer.close()
@@ -140,6 +147,26 @@ async def _read(
         cursor = await conn.execute(query, [position, job.until, job.page_events])
         rows = await cursor.fetchall()
     return [ProjectedEvent.from_recorded(_recorded(row)) for row in rows]
+
+
+async def _write(
+    conn: AsyncConnection[TupleRow], inserts: dict[str, list[Row]], suffix: str
+) -> None:
+    for table_name, rows in inserts.items():
+        await insert_json_rows(conn, metadata.tables[table_name], rows, table_name + suffix)
+
+
+async def _write_keyed(
+    conn: AsyncConnection[TupleRow], table: Table, rows: dict[tuple[str, Key], Row], suffix: str
+) -> None:
+    batch: list[Row] = []
+    for (tenant, _key), row in rows.items():
+        batch.append({"tenant_id": tenant, **row})
+        if len(batch) == keyed_batch_rows:
+            await insert_json_rows(conn, table, batch, table.name + suffix)
+            batch.clear()
+    if batch:
+        await insert_json_rows(conn, table, batch, table.name + suffix)
 
 
 def _recorded(row: Any) -> RecordedEvent:

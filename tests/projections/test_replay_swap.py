@@ -30,7 +30,7 @@ from projections.general_ledger import GeneralLedger
 from projections.registry import all_projectors, select
 from projections.replay import ReplayError, catch_up, replay
 from projections.replay_fold import FoldJob
-from projections.tables import MemoryTables, Row, copy_rows, metadata, read_rows
+from projections.tables import MemoryTables, Row, insert_json_rows, metadata, read_rows
 from tests.ledger.events import customer, invoice, new_tenant, payment
 from tests.projections.scenario import everything
 
@@ -425,12 +425,12 @@ async def test_the_cli_replays_one_projection(
     assert await _oid(conn, "gl_lines") == ledger_oid
 
 
-async def test_copy_rows_escapes_what_the_text_format_gives_a_meaning_to(
+async def test_json_rows_arrive_as_they_were(
     store: PostgresEventStore, conn: AsyncConnection[Any]
 ) -> None:
-    """Replay's fast COPY formatting: tabs, newlines, backslashes, a literal \\N, NULLs, JSON."""
-    tricky = ["a\tb", "line\nbreak", "carriage\rreturn", "back\\slash", "\\N", "", "plain"]
-    lines = [{"say": text, "json": 'quote" and \\ backslash'} for text in tricky]
+    """The fold's bulk writes (one JSON document per batch): text with what SQL or COPY would give
+    a meaning to, NULLs, nested JSON, exact decimals, dates."""
+    tricky = ["a\tb", "line\nbreak", "back\\slash", "\\N", "", "quote'\"", "é ☃ ünïcödé"]
     rows = [
         {
             "tenant_id": "t1",
@@ -439,29 +439,26 @@ async def test_copy_rows_escapes_what_the_text_format_gives_a_meaning_to(
             "start_date": date(2026, 1, 1),
             "end_date": date(2027, 1, 1),
             "cancelled_on": None,
-            "lines": lines[index],
+            "lines": {"L1": {"say": text, "amount": "1.10", "segments": [{"base": "0"}]}},
             "position": index + 1,
         }
         for index, text in enumerate(tricky)
     ]
-    table = metadata.tables["dr_contracts"]
     await conn.execute("RESET ROLE")
-    await conn.execute("CREATE TABLE copy_check (LIKE dr_contracts)")
-    await copy_rows(conn, table, rows, "copy_check")
-    cursor = await conn.execute("SELECT * FROM copy_check ORDER BY position")
+    await conn.execute("CREATE TABLE json_check (LIKE dr_contracts)")
+    await insert_json_rows(conn, metadata.tables["dr_contracts"], rows, "json_check")
+    cursor = await conn.execute("SELECT * FROM json_check ORDER BY position")
     assert cursor.description is not None
     names = [column.name for column in cursor.description]
     assert [dict(zip(names, values, strict=True)) for values in await cursor.fetchall()] == rows
-    gl_row = {"tenant_id": "t1", "account": "cash", "day": date(2026, 1, 1), "source": "x"}
-    await conn.execute("CREATE TABLE copy_check_numbers (LIKE gl_daily)")
-    await copy_rows(
-        conn,
-        metadata.tables["gl_daily"],
-        [{**gl_row, "debit": Decimal("1E+2"), "credit": Decimal("-0.000001")}],
-        "copy_check_numbers",
+    await conn.execute("CREATE TABLE json_check_numbers (LIKE gl_daily)")
+    amounts = {"debit": Decimal("1E+2"), "credit": Decimal("-0.000000000000000000001")}
+    row = {"tenant_id": "t1", "account": "cash", "day": date(2026, 1, 1), "source": "x"}
+    await insert_json_rows(
+        conn, metadata.tables["gl_daily"], [{**row, **amounts}], "json_check_numbers"
     )
-    cursor = await conn.execute("SELECT debit, credit FROM copy_check_numbers")
-    assert await cursor.fetchone() == (Decimal("100"), Decimal("-0.000001"))
+    cursor = await conn.execute("SELECT debit, credit FROM json_check_numbers")
+    assert await cursor.fetchone() == (amounts["debit"], amounts["credit"])
 
 
 async def test_replay_refuses_a_connection_outside_autocommit(store: PostgresEventStore) -> None:
