@@ -12,9 +12,11 @@ Each size runs on a fresh database (CREATE DATABASE bench_<hex>, dropped after):
    interleaved position by position, until the store holds N events. Copies keep each event's
    data and metadata, so every copy is as valid as its original, and seeding 1M events takes
    seconds instead of the minutes validation would;
-2. `ledger catch-up` first, so the replay swaps over live tables that hold data (as in production);
-3. replay of all projections in a child process, whose peak RSS (and RSS before the replay) is
-   reported: what replay holds in memory, without the seeding's.
+2. replays of all projections (or `--projection`), each with the number of fold processes given
+   by `--processes` (default: replay's own choice, one per core; then 1, in process): the first
+   over empty live tables, the next ones over the tables the previous one swapped in (as in
+   production). Each runs in a child process, so its peak RSS is replay's own; with fold
+   processes, the largest one's peak RSS is reported too.
 
 After each replay the rebuilt tables are checked: projection positions equal the store's last
 position per tenant, the journal balances, and no `__rebuild` or `__old` table is left.
@@ -28,9 +30,11 @@ import asyncio
 import cProfile
 import datetime
 import json
+import logging
 import os
 import platform
 import pstats
+import re
 import resource
 import subprocess
 import sys
@@ -53,7 +57,7 @@ from tests.projections.scenario import everything  # noqa: E402
 from ledger.service import LedgerService  # noqa: E402
 from ledger.store.postgres import PostgresEventStore, configure_connection  # noqa: E402
 from projections.registry import select  # noqa: E402
-from projections.replay import catch_up, replay  # noqa: E402
+from projections.replay import replay  # noqa: E402
 
 default_url = (
     os.environ.get("LEDGER_DATABASE_URL") or "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -181,18 +185,6 @@ async def seed(url: str, total: int) -> None:
     progress(f"seeded {total:,} events in {time.perf_counter() - started:.1f} s")
 
 
-async def run_catch_up(url: str) -> float:
-    store = await PostgresEventStore.open(url)
-    conn = await AsyncConnection.connect(url, autocommit=True)
-    await configure_connection(conn)
-    started = time.perf_counter()
-    await catch_up(store, conn, select(None))
-    elapsed = time.perf_counter() - started
-    await conn.close()
-    await store.close()
-    return elapsed
-
-
 def _rss_mib() -> float:
     with open("/proc/self/status") as status:
         for line in status:
@@ -201,12 +193,30 @@ def _rss_mib() -> float:
     return 0.0
 
 
-async def run_replay(url: str, names: list[str] | None, profile_lines: int) -> dict[str, Any]:
-    """The child's work: replay, then check what it built."""
+class _Steps(logging.Handler):
+    """The seconds at which replay logged each step ("folded", "indexed", "caught up", ...)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.at_s: dict[str, float] = {}
+
+    def emit(self, record: logging.LogRecord) -> None:
+        found = re.match(r"replay: (.+) to position \d+ at ([\d.]+) s", record.getMessage())
+        if found:
+            self.at_s[found.group(1)] = float(found.group(2))
+
+
+async def run_replay(
+    url: str, names: list[str] | None, processes: int, profile_lines: int
+) -> dict[str, Any]:
+    """The measuring child's work: replay, then check what it built."""
     store = await PostgresEventStore.open(url)
     conn = await AsyncConnection.connect(url, autocommit=True)
     await configure_connection(conn)
     projectors = select(names)
+    steps = _Steps()
+    logging.getLogger("projections.replay").addHandler(steps)
+    logging.getLogger("projections.replay").setLevel(logging.INFO)
     rss_before_mib = _rss_mib()
     last = [0.0]
 
@@ -219,11 +229,10 @@ async def run_replay(url: str, names: list[str] | None, profile_lines: int) -> d
     started = time.perf_counter()
     if profiler:
         profiler.enable()
-    folded = await replay(store, conn, projectors, show)
+    folded = await replay(store, conn, projectors, show, processes=processes or None)
     if profiler:
         profiler.disable()
     elapsed = time.perf_counter() - started
-    peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     head = await store.head()
     async with conn.transaction():
         await conn.execute("SELECT set_config('ledger.tenants', '*', true)")
@@ -247,22 +256,25 @@ async def run_replay(url: str, names: list[str] | None, profile_lines: int) -> d
     assert behind == 0, f"{behind} projection positions differ from the store"
     assert balanced in (True, None) and leftovers == 0, (balanced, leftovers)
     if profiler:
-        pstats.Stats(profiler, stream=sys.stderr).sort_stats("cumulative").print_stats(
-            profile_lines
-        )
+        pstats.Stats(profiler, stream=sys.stderr).sort_stats("tottime").print_stats(profile_lines)
     return {
         "events": folded,
         "seconds": elapsed,
         "events_per_s": folded / elapsed,
+        "steps_s": steps.at_s,
         "gl_lines": gl_lines,
         "rss_before_mib": rss_before_mib,
-        "rss_peak_mib": peak_mib,
+        "rss_peak_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "fold_child_rss_peak_mib": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024,
     }
 
 
-def measure(url: str, names: list[str] | None, profile_lines: int) -> dict[str, Any]:
-    """Replay in a child process, so its peak RSS is replay's alone."""
+def measure(
+    url: str, names: list[str] | None, processes: int, profile_lines: int
+) -> dict[str, Any]:
+    """Replay in a child process, so that peak RSS is replay's alone (and its fold children's)."""
     command = [sys.executable, __file__, "--child", url, "--cprofile", str(profile_lines)]
+    command += ["--processes", str(processes)]
     for name in names or []:
         command += ["--projection", name]
     environment = dict(os.environ)
@@ -279,36 +291,53 @@ def main() -> None:
     parser.add_argument("--database-url", default=default_url)
     parser.add_argument("--events", default="100000,1000000", help="sizes, comma-separated")
     parser.add_argument("--projection", action="append", help="only these (default: all)")
+    parser.add_argument(
+        "--processes",
+        default="0,1",
+        help="fold processes of each measured replay, comma-separated; 0: replay's default",
+    )
     parser.add_argument("--cprofile", type=int, default=0, help="print the N costliest functions")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        result = asyncio.run(run_replay(args.child, args.projection, args.cprofile))
+        result = asyncio.run(
+            run_replay(args.child, args.projection, int(args.processes), args.cprofile)
+        )
         print(json.dumps(result))
         return
     sizes = [int(size) for size in args.events.split(",")]
-    load = os.getloadavg()[0]
+    processes = [int(count) for count in args.processes.split(",")]
+    load = os.getloadavg()
     rows = []
     for size in sizes:
         with fresh_database(args.database_url) as url:
             asyncio.run(seed(url, size))
-            catch_up_s = asyncio.run(run_catch_up(url))
-            progress(f"catch-up of {size:,} events: {size / catch_up_s:,.0f} events/s")
-            result = measure(url, args.projection, args.cprofile)
-            progress(f"replay: {result}")
-            rows.append((size, catch_up_s, result))
+            for index, count in enumerate(processes):
+                result = measure(url, args.projection, count, args.cprofile)
+                progress(f"replay: {result}")
+                rows.append((size, count, "empty" if index == 0 else "full", result))
     print(
         f"Replay benchmark, {datetime.date.today()}, {platform.node()} ({os.cpu_count()} cores),"
-        f" load average {load:.2f} -> {os.getloadavg()[0]:.2f}"
+        f" load average (1, 5, 15 min) {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} at the start,"
+        f" {os.getloadavg()[0]:.2f} at the end"
     )
     print()
-    print("| events | projections | replay | events/s | peak RSS (before) | catch-up events/s |")
-    print("|---|---|---|---|---|---|")
-    for size, catch_up_s, result in rows:
+    print(
+        "| events | projections | fold processes | live tables | replay | events/s"
+        " | fold / indexes / catch-up and swap | peak RSS: replay (before), largest fold process |"
+    )
+    print("|---|---|---|---|---|---|---|---|")
+    for size, count, live, result in rows:
+        at = result["steps_s"]
+        steps = (
+            f"{at['folded']:.1f} / {at['indexed'] - at['folded']:.1f} /"
+            f" {at['swapped'] - at['indexed']:.1f} s"
+        )
         print(
-            f"| {size:,} | {', '.join(args.projection or ['all'])} | {result['seconds']:.1f} s |"
-            f" {result['events_per_s']:,.0f} | {result['rss_peak_mib']:,.0f} MiB"
-            f" ({result['rss_before_mib']:,.0f} MiB) | {size / catch_up_s:,.0f} |"
+            f"| {size:,} | {', '.join(args.projection or ['all'])} | {count or 'default'} | {live} |"
+            f" {result['seconds']:.1f} s | {result['events_per_s']:,.0f} | {steps} |"
+            f" {result['rss_peak_mib']:,.0f} MiB ({result['rss_before_mib']:,.0f} MiB),"
+            f" {result['fold_child_rss_peak_mib']:,.0f} MiB |"
         )
 
 

@@ -95,11 +95,14 @@ replay_page_events = 5000
 # of the tenants' keyed rows and two connections, and the gain flattens out with PostgreSQL's own
 # share of the work.
 fold_processes_max = 8
+# ... when the store has at least this many events: a child takes about a second to start.
+fold_processes_events_min = 50_000
 # A child's result (positions and state documents of its tenants) is one JSON line.
 fold_message_bytes_max = 1 << 30
 # Before the swap, catch-up passes without a lock repeat while a pass folds more than this many
-# events: what is left for the locked swap is then a fraction of a second of folding.
-quiet_pass_events_max = 1000
+# events: what is left for the locked swap is then tens of milliseconds of the writer's work
+# (~3,000 events/s: rows loaded, changed and written back).
+quiet_pass_events_max = 100
 # ... but no more passes than this: a store appended to faster than replay folds must still swap.
 catch_up_passes_max = 10
 # A swap waits this long for each lock before it gives way and retries: a long report transaction
@@ -161,16 +164,21 @@ async def replay(
         await _drop_rebuilds(conn, tables)
         try:
             run = _Run(store, conn, projectors, shapes, progress)
-            return await run.execute(_processes(projectors, processes))
+            return await run.execute(processes)
         except BaseException:
             await _drop_rebuilds_quietly(conn, tables)
             raise
 
 
-def _processes(projectors: Sequence[Any], asked: int | None) -> int:
+def _processes(projectors: Sequence[Any], asked: int | None, events: int) -> int:
     """How many partitions the fold gets: children build their projectors by name from the
     registry, so projectors that are not the registry's fold here."""
-    count = asked if asked is not None else min(len(os.sched_getaffinity(0)), fold_processes_max)
+    if asked is not None:
+        count = asked
+    elif events < fold_processes_events_min:
+        count = 1
+    else:
+        count = min(len(os.sched_getaffinity(0)), fold_processes_max)
     if count <= 1:
         return 1
     try:
@@ -209,11 +217,11 @@ class _Run:
         self.head = 0
         self.started = time.monotonic()
 
-    async def execute(self, processes: int) -> int:
+    async def execute(self, processes: int | None) -> int:
         for shape in self.shapes:
             await self.conn.execute(shape.create())
         self.head = await self.store.head()
-        await self.fold(processes)
+        await self.fold(_processes(self.projectors, processes, self.head))
         self.position = self.head + 1
         self.log("folded")
         await self.fill()
@@ -260,7 +268,7 @@ class _Run:
     async def fill(self) -> None:
         """Give the filled tables the live ones' indexes, constraints and security."""
         for shape in self.shapes:
-            logger.info("replay: indexing %s", shape.rebuild)
+            logger.debug("replay: indexing %s", shape.rebuild)
             for statement in shape.finish():
                 await self.conn.execute(statement)
 
@@ -301,14 +309,17 @@ class _Run:
 
     async def swap(self) -> None:
         for attempt in range(1, swap_attempts_max + 1):
+            locked = False
             try:
                 async with self.conn.transaction():
                     await self._lock()
+                    locked = True
                     await self._swap_locked()
                 return
             except (psycopg.errors.LockNotAvailable, psycopg.errors.DeadlockDetected):
-                # Nothing was folded or written yet: the locks come first (see `_swap_locked`).
-                if attempt == swap_attempts_max:
+                # Retried only while taking the locks, before anything is folded or written: what
+                # `_swap_locked` folds into this process's positions would not survive a rollback.
+                if locked or attempt == swap_attempts_max:
                     raise
                 logger.info("replay: the tables are busy; swap attempt %d failed", attempt)
                 await asyncio.sleep(swap_retry_pause_s)
@@ -359,7 +370,8 @@ async def _fold_in_children(job: FoldJob, show: Callable[[int], None]) -> list[F
 
     def report(partition: int, position: int) -> None:
         positions[partition] = position
-        show(min(positions))
+        if min(positions):  # every partition has folded a page
+            show(min(positions))
 
     try:
         for partition in range(job.partitions):

@@ -108,6 +108,8 @@ async def fold_partition(
                     progress(position - 1)
             if written is not None:
                 await written
+            if progress:
+                progress(job.until)  # done, even if the partition had no events
         finally:
             next_page.cancel()
             if written is not None:
