@@ -193,6 +193,13 @@ def _rss_mib() -> float:
     return 0.0
 
 
+def _cpu_s() -> float:
+    """CPU time of this process and of its children that have ended (the fold processes)."""
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
 class _Steps(logging.Handler):
     """The seconds at which replay logged each step ("folded", "indexed", "caught up", ...)."""
 
@@ -226,6 +233,7 @@ async def run_replay(
             progress(f"  {position:,}/{head:,} at {position / elapsed_s:,.0f} events/s")
 
     profiler = cProfile.Profile() if profile_lines else None
+    cpu_before_s = _cpu_s()
     started = time.perf_counter()
     if profiler:
         profiler.enable()
@@ -233,6 +241,7 @@ async def run_replay(
     if profiler:
         profiler.disable()
     elapsed = time.perf_counter() - started
+    cpu_s = _cpu_s() - cpu_before_s
     head = await store.head()
     async with conn.transaction():
         await conn.execute("SELECT set_config('ledger.tenants', '*', true)")
@@ -261,6 +270,7 @@ async def run_replay(
         "events": folded,
         "seconds": elapsed,
         "events_per_s": folded / elapsed,
+        "cpu_us_per_event": cpu_s / folded * 1e6,
         "steps_s": steps.at_s,
         "gl_lines": gl_lines,
         "rss_before_mib": rss_before_mib,
@@ -324,9 +334,10 @@ def main() -> None:
     print()
     print(
         "| events | projections | fold processes | live tables | replay | events/s"
-        " | fold / indexes / catch-up and swap | peak RSS: replay (before), largest fold process |"
+        " | Python CPU per event | fold / indexes / catch-up and swap"
+        " | peak RSS: replay (before), largest fold process |"
     )
-    print("|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|")
     for size, count, live, result in rows:
         at = result["steps_s"]
         steps = (
@@ -335,7 +346,8 @@ def main() -> None:
         )
         print(
             f"| {size:,} | {', '.join(args.projection or ['all'])} | {count or 'default'} | {live} |"
-            f" {result['seconds']:.1f} s | {result['events_per_s']:,.0f} | {steps} |"
+            f" {result['seconds']:.1f} s | {result['events_per_s']:,.0f} |"
+            f" {result['cpu_us_per_event']:.0f} us | {steps} |"
             f" {result['rss_peak_mib']:,.0f} MiB ({result['rss_before_mib']:,.0f} MiB),"
             f" {result['fold_child_rss_peak_mib']:,.0f} MiB |"
         )

@@ -178,7 +178,7 @@ def _processes(projectors: Sequence[Any], asked: int | None, events: int) -> int
     elif events < fold_processes_events_min:
         count = 1
     else:
-        count = min(len(os.sched_getaffinity(0)), fold_processes_max)
+        count = min(_available_cores(), fold_processes_max)
     if count <= 1:
         return 1
     try:
@@ -188,6 +188,12 @@ def _processes(projectors: Sequence[Any], asked: int | None, events: int) -> int
     if any(type(mine) is not type(theirs) for mine, theirs in zip(projectors, fresh, strict=True)):
         return 1
     return count
+
+
+def _available_cores() -> int:
+    if hasattr(os, "sched_getaffinity"):  # Linux: the cores this process may run on
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
 
 
 # --- the run ----------------------------------------------------------------------------------
