@@ -80,7 +80,9 @@ def _new_line(line: dict[str, Any], segments: list[dict[str, Any]]) -> dict[str,
 
 
 def segments_with_recognition(line: dict[str, Any]) -> list[dict[str, Any]]:
-    return [{**segment, "recognition": line["recognition"]} for segment in line["segments"]]
+    """A line's segments, each with its recognition: its own when an amendment changed the
+    line's recognition (so the past keeps how it was recognised), else the line's."""
+    return [{"recognition": line["recognition"], **segment} for segment in line["segments"]]
 
 
 class DeferredRevenue:
@@ -194,7 +196,12 @@ def _amend(
         segments = line["segments"]
         recognised = acc.recognised_by_line(segments_with_recognition(line), before)
         satisfied = segments[-1]["satisfied_on"] if segments else None
-        kept = [segment for segment in segments if segment["seg_start"] != effective.isoformat()]
+        # Segments before the change keep the recognition they had, whatever the new version says.
+        kept = [
+            {"recognition": line["recognition"], **segment}
+            for segment in segments
+            if segment["seg_start"] != effective.isoformat()
+        ]
         new = new_lines.get(line_id)
         if new is None:  # dropped (or cancelled): recognition stops here
             lines[line_id] = {
@@ -204,7 +211,14 @@ def _amend(
             continue
         amount = acc.money(new["amount"])
         lines[line_id] = _new_line(
-            new, [*kept, _segment(effective, end, recognised, amount - recognised, satisfied)]
+            new,
+            [
+                *kept,
+                {
+                    **_segment(effective, end, recognised, amount - recognised, satisfied),
+                    "recognition": new["recognition"],
+                },
+            ],
         )
     for line_id, new in new_lines.items():
         if line_id not in lines:

@@ -286,10 +286,12 @@ class _Reader:
         as_of = self.as_of.isoformat()
         for contract in contracts:
             for line in contract["lines"].values():
-                if line["recognition"] != "ratable":
-                    continue
                 known = [s for s in segments_with_recognition(line) if s["seg_start"] <= as_of]
-                if not known:
+                # As the line stood on as_of: a later amendment may change its recognition.
+                if (
+                    not known
+                    or max(known, key=lambda s: s["seg_start"])["recognition"] != "ratable"
+                ):
                     continue
                 last_end = max(date.fromisoformat(s["seg_end"]) for s in known) - acc.one_day
                 previous = self.round(acc.recognised_by_line(known, self.as_of))

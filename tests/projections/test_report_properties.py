@@ -938,14 +938,6 @@ def _retyped_line() -> Stream:
     return Stream(events, [date(2026, 3, 1)])
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="projections/deferred_revenue.py: an amendment that changes a line's recognition "
-    "(ratable <-> point_in_time) rewrites the line's past. `_amend` keeps the old segments but "
-    "`_new_line` stores the new recognition on the line, and `segments_with_recognition` applies "
-    "it to every segment, so revenue recognised before the effective date changes (trial "
-    "balance, deferred revenue, KPIs for earlier dates).",
-)
 @property_settings(examples_retype)
 @example(stream=_retyped_line())
 @given(stream=streams(retype=True))
