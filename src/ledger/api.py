@@ -196,7 +196,11 @@ def _int_param(request: web.Request, name: str, default: int, minimum: int) -> i
     return int(text)
 
 
-async def get_events(request: web.Request) -> web.Response:
+def _queried_tenant(
+    request: web.Request, invalid: Callable[[int, str, str, str], web.Response]
+) -> str | web.Response:
+    """`?tenant=` of a read: the token must allow it (401/403), and it must be a tenant id
+    (`invalid` builds the 400 in the route's own error shape)."""
     token_tenant = _token_tenant(request)
     if isinstance(token_tenant, web.Response):
         return token_tenant
@@ -204,7 +208,14 @@ async def get_events(request: web.Request) -> web.Response:
     if token_tenant is not None and not may_act_for(token_tenant, tenant):
         return _forbidden(tenant)
     if not tenant_pattern.match(tenant):
-        return _error(400, "invalid_tenant", "a tenant id is required (?tenant=...)", "tenant")
+        return invalid(400, "invalid_tenant", "a tenant id is required (?tenant=...)", "tenant")
+    return tenant
+
+
+async def get_events(request: web.Request) -> web.Response:
+    tenant = _queried_tenant(request, _error)
+    if isinstance(tenant, web.Response):
+        return tenant
     from_position = _int_param(request, "from_position", 1, 1)
     if isinstance(from_position, web.Response):
         return from_position
@@ -217,7 +228,7 @@ async def get_events(request: web.Request) -> web.Response:
     return _json({"events": [event.as_json() for event in events], "next_position": next_position})
 
 
-def _query_error(status: int, code: str, message: str, field: str) -> web.Response:
+def _query_error(status: int, code: str, message: str, field: str = "") -> web.Response:
     return _json({"error": {"code": code, "field": field, "message": message}}, status=status)
 
 
@@ -226,16 +237,9 @@ async def get_report(request: web.Request) -> web.Response:
     from ledger.store.postgres import PostgresEventStore
     from projections import reports
 
-    token_tenant = _token_tenant(request)
-    if isinstance(token_tenant, web.Response):
-        return token_tenant
-    tenant = request.query.get("tenant", "")
-    if token_tenant is not None and not may_act_for(token_tenant, tenant):
-        return _forbidden(tenant)
-    if not tenant_pattern.match(tenant):
-        return _query_error(
-            400, "invalid_tenant", "a tenant id is required (?tenant=...)", "tenant"
-        )
+    tenant = _queried_tenant(request, _query_error)
+    if isinstance(tenant, web.Response):
+        return tenant
     try:
         kind = reports.parse_kind(request.match_info["kind"])
         as_of = reports.parse_as_of(request.query.get("as_of"))
@@ -262,14 +266,9 @@ async def get_audit_verify(request: web.Request) -> web.Response:
     from ledger.store.postgres import PostgresEventStore
     from projections.audit_verify import verify
 
-    token_tenant = _token_tenant(request)
-    if isinstance(token_tenant, web.Response):
-        return token_tenant
-    tenant = request.query.get("tenant", "")
-    if token_tenant is not None and not may_act_for(token_tenant, tenant):
-        return _forbidden(tenant)
-    if not tenant_pattern.match(tenant):
-        return _error(400, "invalid_tenant", "a tenant id is required (?tenant=...)", "tenant")
+    tenant = _queried_tenant(request, _error)
+    if isinstance(tenant, web.Response):
+        return tenant
     store = request.app[service_key].store
     if not isinstance(store, PostgresEventStore):
         return _error(501, "no_read_models", "the audit chain needs the PostgreSQL store")

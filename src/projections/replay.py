@@ -130,13 +130,18 @@ async def catch_up(
     conn: AsyncConnection[TupleRow],
     projectors: Sequence[Any],
     progress: Progress | None = None,
+    *,
+    tenant: str | None = None,
 ) -> int:
-    """Bring the read models to the store's head; return the head reached."""
+    """Bring the read models to the store's head; return the head reached. With `tenant`, only
+    that tenant's events, from the lowest position the projectors have applied for it."""
     writer = ProjectionWriter(conn, projectors)
     head = await store.head()
     position, started = 1, time.monotonic()
+    if tenant is not None:
+        position = await _lowest_applied(conn, [p.name for p in projectors], tenant) + 1
     while position <= head:
-        events = await store.read(None, position, replay_page_events)
+        events = await store.read(tenant, position, replay_page_events)
         if not events:
             break
         await writer.apply([ProjectedEvent.from_recorded(event) for event in events])
@@ -144,6 +149,18 @@ async def catch_up(
         if progress:
             progress(position - 1, head, time.monotonic() - started)
     return head
+
+
+async def _lowest_applied(conn: AsyncConnection[TupleRow], names: list[str], tenant: str) -> int:
+    async with conn.transaction():
+        await conn.execute("SELECT set_config('ledger.tenants', %s, true)", [tenant])
+        cursor = await conn.execute(
+            "SELECT projection, position FROM projection_state"
+            " WHERE tenant_id = %s AND projection = ANY(%s)",
+            [tenant, names],
+        )
+        positions: dict[str, int] = {row[0]: int(row[1]) for row in await cursor.fetchall()}
+    return min(positions.get(name, 0) for name in names)
 
 
 async def replay(

@@ -30,8 +30,7 @@ from psycopg import AsyncConnection, sql
 from psycopg.rows import TupleRow
 from sqlalchemy import Table
 
-from ledger.store import RecordedEvent
-from ledger.store.postgres import configure_connection
+from ledger.store.postgres import configure_connection, recorded_from_row, select_events
 from projections.core import ProjectedEvent, State, fold, is_table_projector
 from projections.tables import Key, MemoryTables, Row, insert_json_rows, metadata
 
@@ -40,11 +39,6 @@ from projections.tables import Key, MemoryTables, Row, insert_json_rows, metadat
 _partition_of_tenant = "(hashtext(tenant_id) & 2147483647) %% {partitions} = {partition}"
 # Keyed rows written per statement at the end of the fold (~1 MB of JSON).
 keyed_batch_rows = 5000
-# The columns of a stored event, as `ledger.store.postgres` reads them.
-_event_columns = (
-    "position, tenant_id, stream_id, stream_version, event_id, type, time, recorded_at, data,"
-    " metadata, hash"
-)
 
 
 @dataclass(frozen=True)
@@ -132,13 +126,7 @@ async def _read(
 ) -> list[ProjectedEvent]:
     """The partition's next page, as `PostgresEventStore.read` would give it (the store reads
     every tenant or one; replay wants a share of them)."""
-    query = sql.Composed(
-        [
-            sql.SQL(
-                "SELECT " + _event_columns + " FROM events WHERE position >= %s AND position <= %s"
-            )
-        ]
-    )
+    query = sql.Composed([sql.SQL(select_events + "WHERE position >= %s AND position <= %s")])
     if job.partitions > 1:
         query += sql.SQL(" AND " + _partition_of_tenant).format(
             partitions=sql.Literal(job.partitions), partition=sql.Literal(job.partition)
@@ -148,7 +136,7 @@ async def _read(
         await conn.execute("SELECT set_config('ledger.tenants', '*', true)")
         cursor = await conn.execute(query, [position, job.until, job.page_events])
         rows = await cursor.fetchall()
-    return [ProjectedEvent.from_recorded(_recorded(row)) for row in rows]
+    return [ProjectedEvent.from_recorded(recorded_from_row(row)) for row in rows]
 
 
 async def _write(
@@ -169,22 +157,6 @@ async def _write_keyed(
             batch.clear()
     if batch:
         await insert_json_rows(conn, table, batch, table.name + suffix)
-
-
-def _recorded(row: Any) -> RecordedEvent:
-    return RecordedEvent(
-        position=int(row[0]),
-        tenant_id=row[1],
-        stream_id=row[2],
-        stream_version=int(row[3]),
-        event_id=row[4],
-        type=row[5],
-        time=row[6],
-        recorded_at=row[7],
-        data=row[8],
-        metadata=row[9],
-        hash=row[10],
-    )
 
 
 # --- as a child process -----------------------------------------------------------------------

@@ -35,7 +35,6 @@ from psycopg.rows import TupleRow
 from ledger.store.postgres import PostgresEventStore
 from projections import accounting as acc
 from projections.ar_aging import BUCKETS, bucket_of
-from projections.core import ProjectedEvent, ProjectionWriter
 from projections.deferred_revenue import segments_with_recognition
 
 KINDS = ("kpi", "ar-aging", "deferred-revenue", "trial-balance", "mrr-movements")
@@ -43,7 +42,6 @@ KINDS = ("kpi", "ar-aging", "deferred-revenue", "trial-balance", "mrr-movements"
 REPORT_PROJECTIONS = ("general_ledger", "ar_aging", "deferred_revenue", "mrr")
 
 zero = Decimal(0)
-catch_up_page_events = 5000
 
 
 class ReportError(ValueError):
@@ -109,6 +107,7 @@ class _Reader:
         self.currency: str | None = None
         self.digits = 2
         self.position = 0
+        self._contract_rows: list[tuple[Any, ...]] | None = None
 
     async def start(self) -> None:
         rows = await self._all(
@@ -139,15 +138,19 @@ class _Reader:
 
     # --- general ledger --------------------------------------------------------------------
 
-    async def balances(self, through: date) -> dict[str, tuple[Decimal, Decimal]]:
-        """account -> (debits, credits) by the end of `through`, recognition included."""
+    async def balances(
+        self, through: date, contracts: list[dict[str, Any]] | None = None
+    ) -> dict[str, tuple[Decimal, Decimal]]:
+        """account -> (debits, credits) by the end of `through`, recognition included
+        (`contracts`: this reader's `contracts(through)`, when the caller has them already)."""
         rows = await self._all(
             "SELECT account, sum(debit), sum(credit) FROM gl_daily"
             " WHERE tenant_id = %s AND day <= %s GROUP BY account",
             [self.tenant, through],
         )
         totals = {row[0]: (row[1], row[2]) for row in rows}
-        contracts = await self.contracts(through)
+        if contracts is None:
+            contracts = await self.contracts(through)
         recognised = sum((c["recognized"] for c in contracts), zero)
         from_deferred = sum((min(c["recognized"], c["billed"]) for c in contracts), zero)
         unbilled = sum((max(c["recognized"] - c["billed"], zero) for c in contracts), zero)
@@ -222,13 +225,14 @@ class _Reader:
                 [self.tenant, through],
             )
         }
-        rows = await self._all(
-            "SELECT contract_id, customer_id, start_date, end_date, cancelled_on, lines"
-            " FROM dr_contracts WHERE tenant_id = %s ORDER BY contract_id",
-            [self.tenant],
-        )
+        if self._contract_rows is None:  # read once per report, however many dates it needs
+            self._contract_rows = await self._all(
+                "SELECT contract_id, customer_id, start_date, end_date, cancelled_on, lines"
+                " FROM dr_contracts WHERE tenant_id = %s ORDER BY contract_id",
+                [self.tenant],
+            )
         contracts = []
-        for contract_id, customer_id, start, end, cancelled_on, lines in rows:
+        for contract_id, customer_id, start, end, cancelled_on, lines in self._contract_rows:
             recognised = sum(
                 (
                     self.round(acc.recognised_by_line(segments_with_recognition(line), through))
@@ -466,8 +470,8 @@ class _Reader:
         as_of = self.as_of
         month_start, year_start = as_of.replace(day=1), as_of.replace(month=1, day=1)
         last_90 = as_of - timedelta(days=89)
-        totals = await self.balances(as_of)
         contracts_now = await self.contracts(as_of)
+        totals = await self.balances(as_of, contracts_now)
 
         async def recognised_between(start: date) -> Decimal:
             before = await self.contracts(start - acc.one_day)
@@ -664,24 +668,9 @@ async def catch_up_tenant(
     """Apply to the report projections what is committed for `tenant` and not yet applied (the
     live worker may be behind); the writer skips what it applies meanwhile, so this is safe."""
     from projections.registry import select
+    from projections.replay import catch_up
 
-    projectors = select(list(REPORT_PROJECTIONS))
-    async with conn.transaction():
-        await conn.execute("SELECT set_config('ledger.tenants', %s, true)", [tenant])
-        cursor = await conn.execute(
-            "SELECT projection, position FROM projection_state"
-            " WHERE tenant_id = %s AND projection = ANY(%s)",
-            [tenant, list(REPORT_PROJECTIONS)],
-        )
-        positions: dict[str, int] = {row[0]: row[1] for row in await cursor.fetchall()}
-    position = min(int(positions.get(name, 0)) for name in REPORT_PROJECTIONS) + 1
-    writer = ProjectionWriter(conn, projectors)
-    while True:
-        events = await store.read(tenant, position, catch_up_page_events)
-        if not events:
-            return
-        await writer.apply([ProjectedEvent.from_recorded(event) for event in events])
-        position = events[-1].position + 1
+    await catch_up(store, conn, select(list(REPORT_PROJECTIONS)), tenant=tenant)
 
 
 async def fresh_report(

@@ -69,7 +69,7 @@ _migrations = (
     "005_lock_and_load_custom_plans.sql",
 )
 
-_select_events = """
+select_events = """
 SELECT position, tenant_id, stream_id, stream_version, event_id, type, time, recorded_at,
        data, metadata, hash
 FROM events
@@ -320,7 +320,7 @@ class PostgresEventStore:
         self, tenant_id: str | None, from_position: int = 1, limit: int = 1000
     ) -> list[RecordedEvent]:
         limit = max(0, min(limit, read_limit_max))
-        query = _select_events + (
+        query = select_events + (
             "WHERE position >= %s ORDER BY position LIMIT %s"
             if tenant_id is None
             else "WHERE tenant_id = %s AND position >= %s ORDER BY position LIMIT %s"
@@ -329,7 +329,7 @@ class PostgresEventStore:
         if tenant_id is not None:
             params.insert(0, tenant_id)
         rows = await self._read_rows(tenant_id, query, params)
-        return [_recorded(row) for row in rows]
+        return [recorded_from_row(row) for row in rows]
 
     async def _read_rows(self, tenant_id: str | None, query: str, params: list[Any]) -> list[Any]:
         scope = _tenant_scope(None if tenant_id is None else [tenant_id])
@@ -466,7 +466,7 @@ def _refs_json(state: dict[str, TenantState]) -> str:
     return orjson.dumps(rows).decode()
 
 
-def _recorded(row: Any) -> RecordedEvent:
+def recorded_from_row(row: Any) -> RecordedEvent:
     return RecordedEvent(
         position=int(row[0]),
         tenant_id=row[1],
