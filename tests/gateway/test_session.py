@@ -204,9 +204,7 @@ def test_bad_frames_are_refused_by_code_and_field_and_change_nothing(
 
 def test_the_tenant_defaults_to_the_token_s() -> None:
     session = Session("acme")
-    assert session.receive(b'{"type": "subscribe", "channel": "kpi:update"}') == [
-        Subscribe("acme")
-    ]
+    assert session.receive(b'{"type": "subscribe", "channel": "kpi:update"}') == [Subscribe("acme")]
 
 
 def test_subscriptions_are_limited() -> None:
