@@ -1,4 +1,6 @@
-"""The HTTP API (aiohttp): `POST /v1/events`, `GET /v1/events`, `GET /healthz`.
+"""The HTTP API (aiohttp): `POST /v1/events`, `GET /v1/events`, `GET /v1/reports/{kind}`,
+`GET /v1/audit/verify`, `GET /healthz`, `GET /metrics`, and the live dashboard: `GET /` (its page),
+`GET /dashboard/{name}` (its scripts and style) and `GET /v1/dashboard/config` (the gateway's URL).
 
 Answers are JSON. A rejected batch answers 422 and lists every rejection with its index, id, code,
 field and message; nothing of it is appended. Requests over the named limits answer 413, bodies that
@@ -6,14 +8,20 @@ are not JSON 400, unsupported media types 415, and an unreachable database 503 w
 No traceback ever reaches a caller: unexpected errors are logged and answered 500 with a reference.
 
 With a JWT secret configured, every request needs `Authorization: Bearer <jwt>` (401 otherwise), and
-may only write or read the tenant of its `tenant` claim (403 otherwise; `*` acts for all).
+may only write or read the tenant of its `tenant` claim (403 otherwise; `*` acts for all). The
+dashboard's files and its config are open: they hold no tenant's data, and a browser cannot send a
+header when it opens a page; the page sends the token with every report it fetches.
 """
 
 from __future__ import annotations
 
+import hashlib
+import importlib.resources
 import logging
 import uuid
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import PurePosixPath
 from typing import Any
 
 import orjson
@@ -39,8 +47,27 @@ accepted_media_types = frozenset(
     {"application/json", "application/cloudevents+json", "application/cloudevents-batch+json"}
 )
 
+# The dashboard's static files (src/gateway/dashboard/) by suffix: only these are served.
+dashboard_content_types = {
+    ".html": "text/html; charset=utf-8",
+    ".js": "text/javascript; charset=utf-8",
+    ".css": "text/css; charset=utf-8",
+    ".svg": "image/svg+xml",
+}
+dashboard_index = "index.html"
+# The page loads only its own files; its websocket goes to the gateway, on another port.
+dashboard_headers = {
+    "Content-Security-Policy": "default-src 'self'; connect-src 'self' ws: wss:; "
+    "img-src 'self' data:; object-src 'none'; base-uri 'none'; frame-ancestors 'none'",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    # Revalidate every time (an ETag makes that a 304): a new version is seen at once.
+    "Cache-Control": "no-cache",
+}
+
 service_key = web.AppKey("service", LedgerService)
 secret_key: web.AppKey[str | None] = web.AppKey("jwt_secret")
+gateway_url_key: web.AppKey[str | None] = web.AppKey("gateway_url")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -286,17 +313,82 @@ async def healthz(request: web.Request) -> web.Response:
     return _json({"status": "ok", "head": head})
 
 
-def make_app(service: LedgerService, jwt_secret: str | None = None) -> web.Application:
+@dataclass(frozen=True)
+class StaticFile:
+    body: bytes
+    content_type: str
+    etag: str
+
+
+def dashboard_files() -> dict[str, StaticFile]:
+    """The dashboard's files by name, read once: a request's name is only ever a key into this,
+    never part of a path, so nothing outside the folder can be reached."""
+    folder = importlib.resources.files("gateway") / "dashboard"
+    files: dict[str, StaticFile] = {}
+    for entry in folder.iterdir():
+        content_type = dashboard_content_types.get(PurePosixPath(entry.name).suffix)
+        if content_type is None or entry.name.startswith(".") or not entry.is_file():
+            continue
+        body = entry.read_bytes()
+        etag = '"' + hashlib.sha256(body).hexdigest()[:20] + '"'
+        files[entry.name] = StaticFile(body, content_type, etag)
+    return files
+
+
+dashboard_files_key = web.AppKey("dashboard_files", dict[str, StaticFile])
+
+
+def _static(request: web.Request, name: str) -> web.Response:
+    found = request.app[dashboard_files_key].get(name)
+    if found is None:
+        return _query_error(404, "not_found", f"no dashboard file {name!r}", "name")
+    headers = {**dashboard_headers, "ETag": found.etag}
+    if found.etag in request.headers.get("If-None-Match", ""):
+        return web.Response(status=304, headers=headers)
+    return web.Response(body=found.body, headers={**headers, "Content-Type": found.content_type})
+
+
+async def get_dashboard_page(request: web.Request) -> web.Response:
+    return _static(request, dashboard_index)
+
+
+async def get_dashboard_file(request: web.Request) -> web.Response:
+    return _static(request, request.match_info["name"])
+
+
+async def get_dashboard_config(request: web.Request) -> web.Response:
+    """`GET /v1/dashboard/config`: where the page opens its websocket."""
+    gateway_url = request.app[gateway_url_key]
+    if gateway_url is None:
+        return _query_error(
+            404,
+            "no_gateway",
+            "this API was started without a websocket gateway, so the dashboard cannot show "
+            "live figures (`ledger up` runs one)",
+        )
+    return _json({"gateway_url": gateway_url}, headers={"Cache-Control": "no-store"})
+
+
+def make_app(
+    service: LedgerService, jwt_secret: str | None = None, gateway_url: str | None = None
+) -> web.Application:
+    """The API; `gateway_url` (e.g. "ws://127.0.0.1:8765/v1/stream") is what the dashboard's
+    config answers, None when no gateway runs beside this API."""
     # aiohttp's own limit is a backstop above ours, so our 413 answer (JSON, named) is what callers see.
     app = web.Application(
         middlewares=[_errors_middleware], client_max_size=request_body_bytes_max + 1
     )
     app[service_key] = service
     app[secret_key] = jwt_secret
+    app[gateway_url_key] = gateway_url
+    app[dashboard_files_key] = dashboard_files()
     app.router.add_post("/v1/events", post_events)
     app.router.add_get("/v1/events", get_events)
     app.router.add_get("/v1/reports/{kind}", get_report)
     app.router.add_get("/v1/audit/verify", get_audit_verify)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics_endpoint)
+    app.router.add_get("/", get_dashboard_page)
+    app.router.add_get("/dashboard/{name}", get_dashboard_file)
+    app.router.add_get("/v1/dashboard/config", get_dashboard_config)
     return app
