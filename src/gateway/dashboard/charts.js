@@ -8,7 +8,9 @@ import { addDecimals, negateDecimal, toNumber } from "./format.js";
 const svgNamespace = "http://www.w3.org/2000/svg";
 const width = 640;
 const height = 260;
-const margin = { top: 22, right: 12, bottom: 46, left: 12 };
+const margin = { top: 22, right: 12, bottom: 30, left: 12 };
+// Rotated labels (many columns) need room below the axis and, for the first, to its left.
+const rotatedMargin = { top: 22, right: 12, bottom: 74, left: 56 };
 // Above this many columns the value labels over the bars would overlap: the titles remain.
 const labelledColumnsMax = 14;
 
@@ -29,26 +31,30 @@ export function drawColumns(container, columns, { caption = "" } = {}) {
     "aria-label": caption,
     class: "chart",
   });
+  const rotated = columns.length > labelledColumnsMax;
+  const { top: marginTop, right: marginRight, bottom: marginBottom, left: marginLeft } = rotated
+    ? rotatedMargin
+    : margin;
   const values = columns.flatMap((column) => [toNumber(column.from), toNumber(column.to)]);
   const low = Math.min(0, ...values);
   const high = Math.max(0, ...values);
   const span = high - low || 1;
-  const plotHeight = height - margin.top - margin.bottom;
-  const y = (value) => margin.top + ((high - value) / span) * plotHeight;
-  const slot = (width - margin.left - margin.right) / Math.max(columns.length, 1);
+  const plotHeight = height - marginTop - marginBottom;
+  const y = (value) => marginTop + ((high - value) / span) * plotHeight;
+  const slot = (width - marginLeft - marginRight) / Math.max(columns.length, 1);
   const barWidth = Math.max(2, Math.min(56, slot * 0.7));
 
   svg.append(
     svgElement("line", {
-      x1: margin.left,
-      x2: width - margin.right,
+      x1: marginLeft,
+      x2: width - marginRight,
       y1: y(0),
       y2: y(0),
       class: "axis",
     }),
   );
   columns.forEach((column, index) => {
-    const center = margin.left + slot * (index + 0.5);
+    const center = marginLeft + slot * (index + 0.5);
     const top = y(Math.max(toNumber(column.from), toNumber(column.to)));
     const bottom = y(Math.min(toNumber(column.from), toNumber(column.to)));
     const group = svgElement("g", {
@@ -66,7 +72,7 @@ export function drawColumns(container, columns, { caption = "" } = {}) {
         rx: 2,
       }),
     );
-    if (columns.length <= labelledColumnsMax) {
+    if (!rotated) {
       group.append(
         svgElement(
           "text",
@@ -75,25 +81,24 @@ export function drawColumns(container, columns, { caption = "" } = {}) {
         ),
       );
     }
-    const labelY = height - margin.bottom + 16;
-    const label =
-      columns.length > labelledColumnsMax
-        ? svgElement(
-            "text",
-            {
-              x: center,
-              y: labelY,
-              class: "label",
-              "text-anchor": "end",
-              transform: `rotate(-45 ${center} ${labelY})`,
-            },
-            column.label,
-          )
-        : svgElement(
-            "text",
-            { x: center, y: labelY, class: "label", "text-anchor": "middle" },
-            column.label,
-          );
+    const labelY = height - marginBottom + 16;
+    const label = rotated
+      ? svgElement(
+          "text",
+          {
+            x: center,
+            y: labelY,
+            class: "label",
+            "text-anchor": "end",
+            transform: `rotate(-45 ${center} ${labelY})`,
+          },
+          column.label,
+        )
+      : svgElement(
+          "text",
+          { x: center, y: labelY, class: "label", "text-anchor": "middle" },
+          column.label,
+        );
     group.append(label);
     svg.append(group);
   });

@@ -36,6 +36,9 @@ const unreachableAttemptsMin = 3;
 // The reports are heavier than a push: at most one round in flight and one started per interval;
 // the last round always uses the newest as_of.
 const reportsIntervalMinMs = 2000;
+// A round that failed for a reason that may pass (HTTP 5xx, network) is tried again after this,
+// unless a newer update has started a round meanwhile.
+const reportsRetryDelayMs = 5000;
 const configRetryDelayMaxMs = 10000;
 const agingInvoicesLimit = 20;
 const waterfallMonthsShown = 24;
@@ -208,7 +211,13 @@ function stop() {
     state.socket.close(1000, "dashboard stopped");
     state.socket = null;
   }
-  state.reports = { inFlight: false, pendingAsOf: null, lastStartMs: -Infinity, waiting: false };
+  state.reports = {
+    inFlight: false,
+    pendingAsOf: null,
+    lastStartMs: -Infinity,
+    waiting: false,
+    rounds: 0,
+  };
 }
 
 function setConnection(name, detail = "") {
@@ -501,10 +510,19 @@ function pumpReports() {
   reports.pendingAsOf = null;
   reports.inFlight = true;
   reports.lastStartMs = performance.now();
-  fetchReports(asOf, generation).finally(() => {
-    reports.inFlight = false;
-    if (generation === state.generation) pumpReports();
-  });
+  reports.rounds += 1;
+  const round = reports.rounds;
+  fetchReports(asOf, generation)
+    .then((retry) => {
+      if (!retry) return;
+      later(() => {
+        if (reports.rounds === round && reports.pendingAsOf === null) requestReports(asOf);
+      }, reportsRetryDelayMs);
+    })
+    .finally(() => {
+      reports.inFlight = false;
+      if (generation === state.generation) pumpReports();
+    });
 }
 
 const reportPanels = [
@@ -513,9 +531,12 @@ const reportPanels = [
   ["mrr-movements", "", renderMrrMovements],
 ];
 
+// One round: the three reports for as_of, in parallel. True when one failed in a way a retry may
+// cure (HTTP 5xx or no answer); a refused token (401, 403) or a bad request is not retried.
 async function fetchReports(asOf, generation) {
   const tenant = state.tenant;
   const query = `tenant=${encodeURIComponent(tenant)}&as_of=${encodeURIComponent(asOf)}`;
+  let retry = false;
   await Promise.all(
     reportPanels.map(async ([kind, extra, render]) => {
       const panel = byId(kind);
@@ -529,6 +550,7 @@ async function fetchReports(asOf, generation) {
         if (generation !== state.generation) return;
         if (!response.ok || !body) {
           status = `could not load: ${describeError(response.status, body)}`;
+          retry ||= response.status >= 500;
         } else if (body.tenant !== tenant) {
           status = "could not load: the answer was for another tenant";
         } else {
@@ -543,10 +565,12 @@ async function fetchReports(asOf, generation) {
       } catch (error) {
         if (generation !== state.generation) return;
         status = `could not load: ${error.message}`;
+        retry = true;
       }
       setPanelStatus(panel, status, true);
     }),
   );
+  return retry;
 }
 
 function setPanelStatus(panel, text, failed = false) {
