@@ -11,8 +11,9 @@ const height = 260;
 const margin = { top: 22, right: 12, bottom: 30, left: 12 };
 // Rotated labels (many columns) need room below the axis and, for the first, to its left.
 const rotatedMargin = { top: 22, right: 12, bottom: 74, left: 56 };
-// Above this many columns the value labels over the bars would overlap: the titles remain.
-const labelledColumnsMax = 14;
+// Above this many columns the value labels over the bars would overlap (the titles remain) and the
+// category labels below are turned 45 degrees.
+const labelledColumnsMax = 8;
 
 function svgElement(name, attributes = {}, text = null) {
   const element = document.createElementNS(svgNamespace, name);
