@@ -49,7 +49,7 @@ from functools import partial
 from typing import Any, Literal
 
 from ledger.contract import type_name
-from ledger.errors import RejectionCode, StoreError
+from ledger.errors import RejectionCode, StoreError, invariant
 from ledger.money import minor_digits
 from ledger.service import AppendReport, LedgerService
 from ledger.store import EventStore, read_limit_max
@@ -387,7 +387,7 @@ Action = Callable[[date], None]
 
 
 class _TenantWorld:
-    """One tenant's business, day by day. Every `_emit` is an event the ledger accepts, because
+    """One tenant's business, day by day. Every `emit` is an event the ledger accepts, because
     the state here follows the same rules `ledger.decide` checks."""
 
     def __init__(self, profile: TenantProfile, seed: int, start: date) -> None:
@@ -415,7 +415,11 @@ class _TenantWorld:
         return f"{prefix}-{number:0{width}d}"
 
     def money(self, amount: Decimal) -> str:
-        return f"{amount.quantize(self.unit):f}"
+        """An amount as the contract wants it; every amount is rounded before it gets here, so
+        invoice totals add up to the minor unit."""
+        text = amount.quantize(self.unit)
+        invariant(text == amount, f"{amount} has more digits than {self.profile.currency} allows")
+        return f"{text:f}"
 
     def round(self, amount: Decimal, rounding: str = ROUND_HALF_UP) -> Decimal:
         return amount.quantize(self.unit, rounding=rounding)
