@@ -1,9 +1,11 @@
 """The demo stream (`ledger.demo`) is something the ledger accepts whole and that moves every read
 model: over 400 simulated days (two seeds) every generated event goes through the real write side
 (`LedgerService` over the in-memory store, and once over PostgreSQL) with no rejection, ids are
-unique and the same for a seed; the events folded by the test runner fill every read-model table,
-and the reports over PostgreSQL show revenue, AR in several aging buckets, deferred revenue with a
-waterfall, MRR movements of every kind, expenses and AP, and a balanced trial balance. `run_demo`
+unique and the same for a seed; what the generator believes is open (each invoice, the payables)
+is what the ledger's AR aging and AP show; the events folded by the test runner fill every
+read-model table, and the reports over PostgreSQL show revenue, AR in several aging buckets,
+deferred revenue with a waterfall, MRR movements of every kind, expenses and AP, and a balanced
+trial balance. `run_demo`
 appends the history, then live days, stops promptly, continues after a restart without sending the
 history again, logs a rejected event and goes on, and rides out a store outage."""
 
