@@ -10,7 +10,10 @@
     ledger token --tenant T [--ttl-s N]   a bearer token signed with LEDGER_JWT_SECRET
     ledger replay [--projection NAME]  rebuild read models from the store, swap them in atomically
     ledger catch-up [--projection NAME]   bring read models to the store's head and exit
-    ledger up [--api-port P] [--data-dir D]   run the system (API + relay) on embedded defaults
+    ledger gateway [--host H] [--port P]   serve the websocket gateway (kpi:update, /v1/stream)
+    ledger up [--api-port P] [--gateway-port P] [--data-dir D] [--demo]
+                                       run everything (API, relay, ingest, worker, gateway,
+                                       dashboard) on embedded defaults; --demo streams demo events
     ledger report KIND --tenant T --as-of YYYY-MM-DD [--format json|table|csv] [--limit N]
                                        kpi, ar-aging, deferred-revenue, trial-balance, mrr-movements
     ledger audit verify --tenant T     check the tenant's audit hash chain against the store
@@ -27,6 +30,7 @@ import asyncio
 import dataclasses
 import logging
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -54,6 +58,10 @@ exit_unavailable = 3
 exit_chain_broken = 2
 # A child (the projection worker) gets this long to exit on SIGTERM before it is killed.
 child_stop_timeout_s = 20
+# The tokens `ledger up` prints: a working day of watching a dashboard.
+up_token_ttl_s = 12 * 3600
+# A secret made for the embedded default: 256 bits, as HS256 wants at least.
+jwt_secret_bytes = 32
 
 
 def _print_json(value: Any, stream: IO[bytes] | None = None) -> None:
@@ -172,7 +180,11 @@ def _stop_on_signals() -> asyncio.Event:
 
 
 async def _start_api(
-    service: LedgerService, host: str, port: int, jwt_secret: str | None = None
+    service: LedgerService,
+    host: str,
+    port: int,
+    jwt_secret: str | None = None,
+    gateway_url: str | None = None,
 ) -> Any:
     from aiohttp import web
 
@@ -180,7 +192,7 @@ async def _start_api(
 
     if jwt_secret is None:
         logger.warning("the HTTP API is open to anyone: set LEDGER_JWT_SECRET to require tokens")
-    runner = web.AppRunner(make_app(service, jwt_secret), access_log=None)
+    runner = web.AppRunner(make_app(service, jwt_secret, gateway_url), access_log=None)
     await runner.setup()
     await web.TCPSite(runner, host, port).start()
     logger.info("HTTP API listening on http://%s:%d", host, port)
@@ -397,10 +409,57 @@ def _stop_child(child: Any) -> None:
             child.wait()
 
 
+def _gateway_secret(settings: Settings) -> str:
+    """The configured secret, or one made for this data folder and kept there (0600), so tokens
+    printed by `ledger up` keep working across restarts."""
+    if settings.jwt_secret:
+        return settings.jwt_secret
+    path = settings.data_dir / "jwt-secret"
+    if not path.exists():
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        path.touch(mode=0o600)
+        path.write_text(secrets.token_urlsafe(jwt_secret_bytes))
+    return path.read_text().strip()
+
+
+async def _gateway_command(settings: Settings, args: argparse.Namespace) -> int:
+    from gateway.server import start_gateway
+
+    if not settings.jwt_secret:
+        return _fail("gateway: set LEDGER_JWT_SECRET, the secret tokens are checked with")
+    if not settings.redis_url:
+        return _fail("gateway: set LEDGER_REDIS_URL (or run everything with `ledger up`)")
+    running = await start_gateway(
+        args.host, args.port, settings.redis_url, settings.jwt_secret, settings.database_url
+    )
+    logger.info("gateway listening on ws://%s:%d/v1/stream", args.host, running.port)
+    try:
+        await _stop_on_signals().wait()
+    finally:
+        await running.close()
+    return 0
+
+
+def _up_banner(args: argparse.Namespace, secret: str, tenants: list[str], **lines: str) -> str:
+    from ledger.auth import issue_token
+
+    api = f"http://{args.host}:{args.api_port}"
+    text = ["ledger is up."]
+    text += [f"  {name + ':':<11}{value}" for name, value in lines.items()]
+    for tenant in tenants:
+        token = issue_token(secret, tenant, up_token_ttl_s)
+        label = "all tenants" if tenant == "*" else f"tenant {tenant}"
+        text.append(f"  dashboard ({label}): {api}/?token={token}")
+    text.append("Press Ctrl-C to stop.")
+    return "\n".join(text) + "\n"
+
+
 async def _up_command(settings: Settings, args: argparse.Namespace) -> int:
+    from gateway.server import start_gateway
     from ledger.runtime import database_url, kafka_bootstrap, open_store, redis_url
 
     settings = dataclasses.replace(settings, data_dir=Path(args.data_dir))
+    secret = _gateway_secret(settings)
     with (
         redis_url(settings) as redis,
         kafka_bootstrap(settings) as (bootstrap, idempotent),
@@ -408,8 +467,10 @@ async def _up_command(settings: Settings, args: argparse.Namespace) -> int:
     ):
         settings = dataclasses.replace(settings, redis_url=redis, database_url=database)
         async with open_store(settings) as store:
+            gateway = await start_gateway(args.host, args.gateway_port, redis, secret, database)
+            gateway_url = f"ws://{args.host}:{gateway.port}/v1/stream"
             runner = await _start_api(
-                LedgerService(store), args.host, args.api_port, settings.jwt_secret
+                LedgerService(store), args.host, args.api_port, settings.jwt_secret, gateway_url
             )
             stop = _stop_on_signals()
             relay = asyncio.create_task(_run_relay(settings, store, bootstrap, idempotent, stop))
@@ -417,27 +478,44 @@ async def _up_command(settings: Settings, args: argparse.Namespace) -> int:
                 _ingest(settings, LedgerService(store), bootstrap).run(stop)
             )
             worker = _spawn_worker(settings, database, bootstrap, idempotent)
+            demo, tenants = _start_demo(LedgerService(store), stop) if args.demo else (None, ["*"])
             sys.stdout.write(
-                "ledger is up.\n"
-                f"  HTTP API:  http://{args.host}:{args.api_port}/v1/events"
-                f"   (health: http://{args.host}:{args.api_port}/healthz)\n"
-                f"  Kafka:     {bootstrap} (the relay publishes to ledger.events;"
-                " publish to ledger.ingest to append)\n"
-                f"  Redis:     {redis} (read-model change notices)\n"
-                f"  worker:    pid {worker.pid} (projections)\n"
-                f"  data:      {settings.data_dir.resolve()}\n"
-                "Press Ctrl-C to stop.\n"
+                _up_banner(
+                    args,
+                    secret,
+                    tenants,
+                    **{
+                        "HTTP API": f"http://{args.host}:{args.api_port}/v1/events"
+                        f"   (health: http://{args.host}:{args.api_port}/healthz)",
+                        "gateway": gateway_url,
+                        "Kafka": f"{bootstrap} (the relay publishes to ledger.events;"
+                        " publish to ledger.ingest to append)",
+                        "Redis": f"{redis} (KPI states and change notices)",
+                        "worker": f"pid {worker.pid} (projections)",
+                        "data": str(settings.data_dir.resolve()),
+                    },
+                )
             )
             sys.stdout.flush()
             try:
                 await stop.wait()
             finally:
                 stop.set()
+                if demo is not None:
+                    await demo
                 _stop_child(worker)
                 await relay
                 await ingest
                 await runner.cleanup()
+                await gateway.close()
     return 0
+
+
+def _start_demo(service: LedgerService, stop: asyncio.Event) -> tuple[Any, list[str]]:
+    from ledger import demo
+
+    task = asyncio.create_task(demo.run_demo(service, stop), name="demo")
+    return task, list(demo.demo_tenants)
 
 
 async def _token_command(settings: Settings, args: argparse.Namespace) -> int:
@@ -522,7 +600,13 @@ def _parser() -> argparse.ArgumentParser:
     up = commands.add_parser("up", help="run the whole system on embedded defaults")
     up.add_argument("--host", default="127.0.0.1")
     up.add_argument("--api-port", type=int, default=8080)
+    up.add_argument("--gateway-port", type=int, default=8765)
     up.add_argument("--data-dir", default=".ledger")
+    up.add_argument("--demo", action="store_true", help="stream demo events for a few tenants")
+
+    gateway = commands.add_parser("gateway", help="serve the websocket gateway (/v1/stream)")
+    gateway.add_argument("--host", default="127.0.0.1")
+    gateway.add_argument("--port", type=int, default=8765)
     return parser
 
 
@@ -539,6 +623,7 @@ _commands = {
     "report": _report_command,
     "audit": _audit_command,
     "up": _up_command,
+    "gateway": _gateway_command,
 }
 
 

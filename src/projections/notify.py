@@ -20,6 +20,17 @@ class Notifier(Protocol):
     async def changed(self, applied: dict[str, int], projections: list[str]) -> None: ...
 
 
+class Notifiers:
+    """Several notifiers, told in order."""
+
+    def __init__(self, notifiers: list[Notifier]) -> None:
+        self.notifiers = notifiers
+
+    async def changed(self, applied: dict[str, int], projections: list[str]) -> None:
+        for notifier in self.notifiers:
+            await notifier.changed(applied, projections)
+
+
 class RedisNotifier:
     """Publishes {"tenant", "position", "projections"} on `ledger:changes:<tenant>`.
 

@@ -4,9 +4,10 @@ Workers share the consumer group `ledger-projections` and so split the partition
 a tenant's events are in one partition (the relay keys by tenant), so one worker at a time owns a
 tenant. Each batch (up to `projection_batch_max` events, or what arrived within
 `projection_batch_window_s`) is applied in one transaction by `ProjectionWriter`, which skips what
-was applied before; then the tenants that moved are announced on Redis. Faust commits the offsets
-after the agent has processed the events, so a crash re-delivers the uncommitted tail, which the
-writer skips.
+was applied before; then the tenants that moved are announced on Redis, and their KPI states are
+recomputed and published for the gateways beside the projecting (`projections.live`). Faust commits
+the offsets after the agent has processed the events, so a crash re-delivers the uncommitted tail,
+which the writer skips.
 
 A database outage blocks the batch (retried with backoff) rather than skipping it; a message that is
 not a ledger event (no `ce_position`, bad JSON) is logged and skipped: nothing on the topic can stop
@@ -29,7 +30,8 @@ from ledger import metrics
 from ledger.config import Settings
 from ledger.store.postgres import configure_connection, migrate
 from projections.core import ProjectedEvent, ProjectionWriter, Projector
-from projections.notify import RedisNotifier
+from projections.live import KpiPublisher
+from projections.notify import Notifier, Notifiers, RedisNotifier
 
 logger = logging.getLogger(__name__)
 
@@ -44,7 +46,7 @@ class _Projecting:
     """The worker's I/O around the pure projectors: one connection, retried; the notifier."""
 
     def __init__(
-        self, database_url: str, projectors: Sequence[Projector], notifier: RedisNotifier | None
+        self, database_url: str, projectors: Sequence[Projector], notifier: Notifier | None
     ) -> None:
         self.database_url = database_url
         self.projectors = projectors
@@ -133,7 +135,12 @@ def make_app(settings: Settings, database_url: str, projectors: Sequence[Project
         broker_commit_every=projection_batch_max,
     )
     topic = app.topic(settings.events_topic, value_type=bytes, key_type=bytes)
-    notifier = RedisNotifier(settings.redis_url) if settings.redis_url else None
+    notifier: Notifier | None = None
+    if settings.redis_url:
+        # Change notices for whoever listens, and the live KPI states the gateways fan out.
+        notifier = Notifiers(
+            [RedisNotifier(settings.redis_url), KpiPublisher(database_url, settings.redis_url)]
+        )
     projecting = _Projecting(database_url, projectors, notifier)
 
     @app.task  # type: ignore[untyped-decorator]

@@ -1,0 +1,226 @@
+"""Live KPI states for dashboards: computed from the read models, numbered and fanned out by Redis.
+
+After the worker commits a batch, `KpiPublisher` recomputes the KPIs of each tenant that moved (the
+`kpi` report of `projections.reports`, as of the tenant's dashboard date) and publishes the state.
+Publishing is one Lua script, so it is atomic in Redis whoever calls it (several workers, a gateway
+loading a snapshot):
+
+- the tenant's `seq` grows by one per published state: it is the only counter, so every gateway
+  process sends the same seq for the same state;
+- a state computed at an older read-model position than the stored one is dropped (a worker that
+  lost its partition in a rebalance cannot publish the past); an identical state is not published
+  again;
+- the state is stored (`ledger:kpi-state:<tenant>`, the snapshot a new client gets) and published
+  (`ledger:kpi:<tenant>`) together.
+
+The dashboard date (`as_of`) is today (UTC), or the date of the tenant's newest event when that is
+later (the demo stream runs in simulated time). A day that rolls over republishes every tenant the
+publisher knows, so aging moves at midnight without an event.
+
+Publishing runs beside projecting, never in its way: tenants that move while a state is computed
+are marked and computed once more afterwards (their changes coalesce), and a Redis or database
+outage is retried with backoff while projecting goes on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from datetime import UTC, date, datetime
+from typing import Any
+
+import orjson
+import psycopg
+from psycopg import AsyncConnection
+from psycopg.rows import TupleRow
+
+from ledger.store.postgres import configure_connection
+from projections.reports import report
+
+logger = logging.getLogger(__name__)
+
+kpi_state_key_prefix = "ledger:kpi-state:"
+kpi_channel_prefix = "ledger:kpi:"
+kpi_channel = "kpi:update"
+retry_delay_initial_s = 0.2
+retry_delay_max_s = 10.0
+
+# KEYS[1] the state hash, KEYS[2] the channel; ARGV[1] the read-model position, ARGV[2] the state as
+# a JSON object without seq and updated_at, ARGV[3] updated_at. Returns {published 0/1, message}.
+_publish_script = """
+local position = tonumber(ARGV[1])
+local last = redis.call('HMGET', KEYS[1], 'position', 'body', 'message')
+if last[1] then
+  local last_position = tonumber(last[1])
+  if position < last_position or (position == last_position and ARGV[2] == last[2]) then
+    return {0, last[3]}
+  end
+end
+local seq = redis.call('HINCRBY', KEYS[1], 'seq', 1)
+local message = '{"seq":' .. seq .. ',"updated_at":"' .. ARGV[3] .. '",' .. string.sub(ARGV[2], 2)
+redis.call('HSET', KEYS[1], 'position', ARGV[1], 'body', ARGV[2], 'message', message)
+redis.call('PUBLISH', KEYS[2], message)
+return {1, message}
+"""
+
+
+def state_key(tenant: str) -> str:
+    return f"{kpi_state_key_prefix}{tenant}"
+
+
+def channel(tenant: str) -> str:
+    return f"{kpi_channel_prefix}{tenant}"
+
+
+def _utc_today() -> date:
+    return datetime.now(UTC).date()
+
+
+def _utc_now_text() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+class KpiStates:
+    """The Redis side: publish a state (numbered atomically) and read the current one."""
+
+    def __init__(self, client: Any) -> None:
+        self.client = client
+        self._script = client.register_script(_publish_script)
+
+    async def publish(self, body: dict[str, Any]) -> tuple[bool, bytes]:
+        tenant = body["tenant"]
+        published, message = await self._script(
+            keys=[state_key(tenant), channel(tenant)],
+            args=[body["position"], orjson.dumps(body), _utc_now_text()],
+        )
+        return bool(published), bytes(message)
+
+    async def current(self, tenant: str) -> bytes | None:
+        message = await self.client.hget(state_key(tenant), "message")
+        return None if message is None else bytes(message)
+
+
+async def dashboard_as_of(conn: AsyncConnection[TupleRow], tenant: str, today: date) -> date:
+    """Today, or the date of the tenant's newest event when that is later (simulated time)."""
+    async with conn.transaction():
+        await conn.execute("SELECT set_config('ledger.tenants', %s, true)", [tenant])
+        cursor = await conn.execute(
+            "SELECT time FROM events WHERE tenant_id = %s ORDER BY position DESC LIMIT 1", [tenant]
+        )
+        row = await cursor.fetchone()
+    if row is None:
+        return today
+    newest: datetime = row[0]
+    return max(today, newest.astimezone(UTC).date())
+
+
+async def kpi_body(conn: AsyncConnection[TupleRow], tenant: str, today: date) -> dict[str, Any]:
+    """The state a dashboard shows, without seq and updated_at (Redis adds those)."""
+    as_of = await dashboard_as_of(conn, tenant, today)
+    data = await report(conn, "kpi", tenant, as_of)
+    return {
+        "type": kpi_channel,
+        "channel": kpi_channel,
+        "tenant": tenant,
+        "position": data["position"],
+        "as_of": data["as_of"],
+        "currency": data["currency"],
+        "kpis": data["kpis"],
+        "alerts": data["alerts"],
+    }
+
+
+async def publish_kpis(
+    conn: AsyncConnection[TupleRow], states: KpiStates, tenant: str, today: date
+) -> bytes:
+    """Compute and publish a tenant's KPI state; the current message (new or unchanged)."""
+    _, message = await states.publish(await kpi_body(conn, tenant, today))
+    return message
+
+
+class KpiPublisher:
+    """A `Notifier` for the worker: marks the tenants that moved, publishes their KPIs beside."""
+
+    def __init__(
+        self, database_url: str, redis_url: str, today: Callable[[], date] = _utc_today
+    ) -> None:
+        import redis.asyncio
+
+        self.database_url = database_url
+        self.today = today
+        self.states = KpiStates(redis.asyncio.Redis.from_url(redis_url))
+        self._dirty: set[str] = set()
+        self._known: set[str] = set()
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._conn: AsyncConnection[TupleRow] | None = None
+        self._day: date | None = None
+        self.published = 0
+        self._busy = False
+
+    async def changed(self, applied: dict[str, int], projections: list[str]) -> None:
+        self._dirty.update(applied)
+        self._wake.set()
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._run(), name="kpi-publisher")
+
+    async def _connection(self) -> AsyncConnection[TupleRow]:
+        if self._conn is None or self._conn.closed or self._conn.broken:
+            self._conn = await AsyncConnection.connect(self.database_url, autocommit=True)
+            await configure_connection(self._conn)
+        return self._conn
+
+    async def _run(self) -> None:
+        from redis.exceptions import RedisError
+
+        delay = retry_delay_initial_s
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            today = self.today()
+            if self._day is not None and today != self._day:
+                self._dirty |= self._known
+            self._day = today
+            tenants, self._dirty = sorted(self._dirty), set()
+            self._busy = True
+            try:
+                while tenants:
+                    await self._publish_one(tenants[0], today)
+                    tenants.pop(0)
+                delay = retry_delay_initial_s
+            except (psycopg.OperationalError, OSError, RedisError) as error:
+                self._dirty.update(tenants)
+                logger.warning("KPI states not published (%r); retrying in %.1f s", error, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, retry_delay_max_s)
+                self._wake.set()
+            finally:
+                self._busy = False
+
+    async def _publish_one(self, tenant: str, today: date) -> None:
+        """Transient errors propagate (retried); any other is logged and the tenant skipped until
+        it moves again, so one tenant that cannot be computed never holds up the others."""
+        from redis.exceptions import RedisError
+
+        try:
+            await publish_kpis(await self._connection(), self.states, tenant, today)
+        except (psycopg.OperationalError, OSError, RedisError):
+            raise
+        except Exception:
+            logger.exception("the KPI state of tenant %s cannot be computed; skipped", tenant)
+            return
+        self._known.add(tenant)
+        self.published += 1
+
+    async def wait_idle(self) -> None:
+        """Until every marked tenant is published (tests)."""
+        while self._dirty or self._wake.is_set() or self._busy:
+            await asyncio.sleep(0.01)
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+        if self._conn is not None:
+            await self._conn.close()
+        await self.states.client.aclose()

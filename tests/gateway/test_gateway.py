@@ -1,0 +1,292 @@
+"""The gateway for real: websocket clients, the session's Redis, the read models in PostgreSQL and
+the worker's KPI publisher. A token that is missing, bad or expired is refused with 4401; a client
+gets a snapshot computed from the read models, then a `kpi:update` after the worker applies new
+events; another tenant's figures never reach it; two gateway processes send the same seq; a
+resumed client is answered by `since`; a client that stops reading does not slow the others."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import date
+from typing import Any
+
+import jwt
+import orjson
+import pytest
+import redis.asyncio
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed
+
+from gateway.server import RunningGateway, start_gateway, write_buffer_bytes_max
+from ledger.auth import issue_token
+from ledger.service import LedgerService
+from ledger.store.postgres import PostgresEventStore
+from projections import live
+from projections.registry import all_projectors
+from projections.replay import catch_up
+from tests.ledger import store_builders as b
+from tests.ledger.events import new_tenant
+from tests.projections.scenario import with_tenant
+
+secret = "gateway-test-secret-of-at-least-32-bytes"
+frame_timeout_s = 10.0
+# Time in which a frame that must not come would have come (the path is Redis on loopback).
+silence_s = 0.5
+
+
+@pytest.fixture
+async def store(database_url: str) -> AsyncIterator[PostgresEventStore]:
+    opened = await PostgresEventStore.open(database_url)
+    yield opened
+    await opened.close()
+
+
+@pytest.fixture
+async def gateway(database_url: str, redis_url: str) -> AsyncIterator[RunningGateway]:
+    running = await start_gateway("127.0.0.1", 0, redis_url, secret, database_url)
+    yield running
+    await running.close()
+
+
+@pytest.fixture
+async def publisher(database_url: str, redis_url: str) -> AsyncIterator[live.KpiPublisher]:
+    opened = live.KpiPublisher(database_url, redis_url)
+    yield opened
+    await opened.close()
+
+
+Project = Callable[[str], Awaitable[None]]
+
+
+@pytest.fixture
+def project(store: PostgresEventStore, publisher: live.KpiPublisher) -> Project:
+    """What the worker does after a batch: apply it, then let the publisher publish the KPIs."""
+
+    async def run(tenant: str) -> None:
+        async with store.connection() as conn:
+            position = await catch_up(store, conn, all_projectors(), tenant=tenant)
+        await publisher.changed({tenant: position}, [])
+        await publisher.wait_idle()
+
+    return run
+
+
+async def append(store: PostgresEventStore, tenant: str, *events: dict[str, Any]) -> None:
+    report = await LedgerService(store).append(with_tenant(tenant, list(events)))
+    assert not report.rejected, report.rejected
+
+
+def url(running: RunningGateway, query: str = "") -> str:
+    return f"ws://127.0.0.1:{running.port}/v1/stream{query}"
+
+
+def bearer(tenant: str, ttl_s: int = 600) -> dict[str, str]:
+    return {"Authorization": f"Bearer {issue_token(secret, tenant, ttl_s)}"}
+
+
+async def next_frame(client: ClientConnection) -> dict[str, Any]:
+    frame: dict[str, Any] = orjson.loads(await asyncio.wait_for(client.recv(), frame_timeout_s))
+    return frame
+
+
+async def no_frame(client: ClientConnection) -> None:
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(client.recv(), silence_s)
+
+
+async def subscribed(
+    running: RunningGateway, token_tenant: str, **extra: Any
+) -> tuple[ClientConnection, dict[str, Any]]:
+    client = await connect(url(running), additional_headers=bearer(token_tenant))
+    await client.send(
+        orjson.dumps({"type": "subscribe", "channel": "kpi:update", **extra}).decode()
+    )
+    return client, await next_frame(client)
+
+
+@pytest.mark.parametrize(
+    "headers_or_query",
+    [
+        {},
+        {"Authorization": "Bearer not-a-jwt"},
+        {"Authorization": f"Bearer {jwt.encode({'tenant': 'acme'}, 'another-secret' * 3)}"},
+        {"Authorization": f"Bearer {issue_token(secret, 'acme', ttl_s=-120)}"},
+        "?token=garbage",
+    ],
+    ids=["missing", "malformed", "badly-signed", "expired", "bad-query-token"],
+)
+async def test_a_missing_bad_or_expired_token_is_refused_with_4401(
+    gateway: RunningGateway, headers_or_query: dict[str, str] | str
+) -> None:
+    if isinstance(headers_or_query, str):
+        client = await connect(url(gateway, headers_or_query))
+    else:
+        client = await connect(url(gateway), additional_headers=headers_or_query)
+    with pytest.raises(ConnectionClosed) as closed:
+        await asyncio.wait_for(client.recv(), frame_timeout_s)
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == 4401
+    assert closed.value.rcvd.reason
+
+
+async def test_snapshot_from_the_read_models_then_an_update_per_change(
+    gateway: RunningGateway, store: PostgresEventStore, project: Project
+) -> None:
+    tenant = new_tenant()
+    await append(store, tenant, b.customer("C1"), b.invoice("INV-1", amount="100.00"))
+    async with store.connection() as conn:
+        await catch_up(store, conn, all_projectors(), tenant=tenant)
+    # Redis has no state for this tenant yet: the gateway computes it from the read models.
+    token = issue_token(secret, tenant)
+    client = await connect(url(gateway, f"?token={token}"))  # the browser's way
+    await client.send(orjson.dumps({"type": "subscribe", "channel": "kpi:update"}).decode())
+    snapshot = await next_frame(client)
+    head = await store.head()
+    assert snapshot["type"] == "snapshot" and snapshot["tenant"] == tenant
+    assert snapshot["seq"] == 1 and snapshot["position"] == head
+    assert snapshot["as_of"] == date.today().isoformat() or snapshot["as_of"] > "2026-01-15"
+    assert snapshot["kpis"]["ar"] == "100.00" and snapshot["currency"] == "USD"
+    assert snapshot["updated_at"].endswith("Z")
+
+    await append(store, tenant, b.payment("40.00", "PAY-1", "C1", "2026-01-20"))
+    await project(tenant)
+    update = await next_frame(client)
+    assert (update["type"], update["seq"]) == ("kpi:update", 2)
+    assert update["position"] == await store.head() > head
+    assert update["kpis"]["ar"] == "60.00" and update["kpis"]["cash"] == "40.00"
+    await client.close()
+
+
+async def test_another_tenant_s_figures_never_reach_a_client(
+    gateway: RunningGateway, store: PostgresEventStore, project: Project
+) -> None:
+    mine, theirs = new_tenant(), new_tenant()
+    for tenant in (mine, theirs):
+        await append(store, tenant, b.customer("C1"), b.invoice("INV-1", amount="100.00"))
+        await project(tenant)
+    client, snapshot = await subscribed(gateway, mine)
+    assert snapshot["tenant"] == mine
+    await client.send(
+        orjson.dumps({"type": "subscribe", "channel": "kpi:update", "tenant": theirs}).decode()
+    )
+    error = await next_frame(client)
+    assert (error["type"], error["code"], error["field"]) == ("error", "tenant_forbidden", "tenant")
+    await append(store, theirs, b.invoice("INV-2", amount="7.00"))
+    await project(theirs)
+    await no_frame(client)
+    # The system token may watch both.
+    watcher, first = await subscribed(gateway, "*", tenant=theirs)
+    assert first["tenant"] == theirs and first["kpis"]["ar"] == "107.00"
+    await client.close()
+    await watcher.close()
+
+
+async def test_two_gateway_processes_send_the_same_seq(
+    gateway: RunningGateway,
+    database_url: str,
+    redis_url: str,
+    store: PostgresEventStore,
+    project: Project,
+) -> None:
+    other = await start_gateway("127.0.0.1", 0, redis_url, secret, database_url)
+    try:
+        tenant = new_tenant()
+        await append(store, tenant, b.customer("C1"), b.invoice("INV-1", amount="100.00"))
+        await project(tenant)
+        first, first_snapshot = await subscribed(gateway, tenant)
+        second, second_snapshot = await subscribed(other, tenant)
+        assert first_snapshot["seq"] == second_snapshot["seq"] == 1
+        await append(store, tenant, b.invoice("INV-2", amount="5.00"))
+        await project(tenant)
+        updates = [await next_frame(first), await next_frame(second)]
+        assert [(u["seq"], u["kpis"]["ar"]) for u in updates] == [(2, "105.00"), (2, "105.00")]
+        await first.close()
+        await second.close()
+    finally:
+        await other.close()
+
+
+async def test_resume_with_since(
+    gateway: RunningGateway, store: PostgresEventStore, project: Project
+) -> None:
+    tenant = new_tenant()
+    await append(store, tenant, b.customer("C1"), b.invoice("INV-1", amount="100.00"))
+    await project(tenant)
+    client, snapshot = await subscribed(gateway, tenant)
+    await client.close()
+    # Nothing changed: resuming with the seq it has brings no snapshot, only later updates.
+    client = await connect(url(gateway), additional_headers=bearer(tenant))
+    await client.send(
+        orjson.dumps(
+            {"type": "subscribe", "channel": "kpi:update", "since": snapshot["seq"]}
+        ).decode()
+    )
+    await no_frame(client)
+    await client.close()
+    # It missed an update: a fresh snapshot.
+    await append(store, tenant, b.invoice("INV-2", amount="5.00"))
+    await project(tenant)
+    client, resumed = await subscribed(gateway, tenant, since=snapshot["seq"])
+    assert (resumed["type"], resumed["seq"], resumed["kpis"]["ar"]) == ("snapshot", 2, "105.00")
+    await client.close()
+
+
+def _stalled_client(port: int, token: str) -> socket.socket:
+    """A client that completes the handshake, subscribes, and never reads again, with a small
+    receive buffer so the gateway's socket buffer for it fills quickly."""
+    raw = socket.socket()
+    raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    raw.connect(("127.0.0.1", port))
+    raw.sendall(
+        (
+            f"GET /v1/stream?token={token} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+            "Upgrade: websocket\r\nConnection: Upgrade\r\n"
+            "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        ).encode()
+    )
+    answer = b""
+    while b"\r\n\r\n" not in answer:
+        answer += raw.recv(1)
+    assert answer.startswith(b"HTTP/1.1 101"), answer
+    payload = b'{"type":"subscribe","channel":"kpi:update"}'
+    mask = b"\x00\x00\x00\x00"
+    raw.sendall(bytes([0x81, 0x80 | len(payload)]) + mask + payload)
+    return raw
+
+
+async def test_a_client_that_stops_reading_does_not_slow_the_others(
+    gateway: RunningGateway, redis_url: str, store: PostgresEventStore, project: Project
+) -> None:
+    tenant = new_tenant()
+    await append(store, tenant, b.customer("C1"))
+    await project(tenant)
+    # A thread: its blocking handshake needs this event loop, where the gateway runs, to answer.
+    stalled = await asyncio.to_thread(_stalled_client, gateway.port, issue_token(secret, tenant))
+    client, snapshot = await subscribed(gateway, tenant)
+    states = live.KpiStates(redis.asyncio.Redis.from_url(redis_url))
+    # Big states fill the stalled client's buffers sooner: the kernel's socket buffers on loopback
+    # take a few MiB before the gateway's own buffer grows past write_buffer_bytes_max.
+    padding = "x" * 20_000
+    count = (8 * 1024 * 1024 + write_buffer_bytes_max) // len(padding)
+    started = time.monotonic()
+    try:
+        for number in range(1, count + 1):
+            position = snapshot["position"] + number
+            body = {"tenant": tenant, "position": position, "kpis": {"note": padding}}
+            await states.publish({"type": "kpi:update", **body})
+            frame = await next_frame(client)
+            assert frame["position"] == position  # every state, in order, without waiting
+        elapsed_s = time.monotonic() - started
+    finally:
+        stalled.close()
+        await client.close()
+        await states.client.aclose()
+    stats = gateway.gateway.stats
+    # The stalled client fell to the slow path, where its states coalesce: of the `count` states
+    # it was sent at most the one its writer task is stuck on.
+    assert stats.slow_clients == 1 and stats.frames_sent_by_writer <= 1, stats
+    # The reader was never held back by it (the loop above is Redis round trips on loopback:
+    # about a millisecond each when nothing waits).
+    assert elapsed_s < count * 0.05, elapsed_s
