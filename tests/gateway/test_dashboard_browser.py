@@ -17,7 +17,6 @@ Skipped only when there is no chromium: `.ci/run` installs it when it can.
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import os
 import signal
 import subprocess
@@ -28,6 +27,7 @@ import urllib.request
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -223,11 +223,6 @@ async def wait_for_position(gateway_url: str, token: str, tenant: str, position:
                 return
 
 
-# Temporary, until the gateway (issue 5 item 1) is committed: `ledger up --gateway-port` needs it.
-@pytest.mark.skipif(
-    importlib.util.find_spec("gateway.server") is None,
-    reason="the websocket gateway (gateway.server, `ledger up --gateway-port`) is not built yet",
-)
 async def test_the_dashboard_shows_live_figures_from_the_real_stack(
     ledger_up: RunningUp, browser: Browser
 ) -> None:
@@ -292,7 +287,7 @@ async def test_the_dashboard_shows_live_figures_from_the_real_stack(
         ".map((bar) => [bar.dataset.key, bar.dataset.amount]))"
     )
     assert set(bars) == {"current", "1-30", "31-60", "61-90", "91-120", "over-120"}
-    assert sum(float(amount) for amount in bars.values()) == pytest.approx(1000.00)
+    assert sum(Decimal(amount) for amount in bars.values()) == Decimal("1000.00")
     ending_mrr = await page.evaluate(
         "document.querySelector('#mrr-movements-chart [data-key=\"ending_mrr\"]').dataset.amount"
     )
