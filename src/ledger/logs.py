@@ -28,5 +28,8 @@ def configure(level: str) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    # pgserver logs every initdb and pg_ctl line at INFO; ours are the lines worth reading.
-    logging.getLogger("pgserver").setLevel(logging.WARNING)
+    # These log every step at INFO (pgserver each initdb and pg_ctl line, alembic each plugin and
+    # migration, aiokafka each group rebalance, websockets each server start); ours are the lines
+    # worth reading, and theirs still show from WARNING up.
+    for chatty in ("pgserver", "alembic", "aiokafka", "websockets.server"):
+        logging.getLogger(chatty).setLevel(logging.WARNING)
