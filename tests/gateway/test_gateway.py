@@ -290,3 +290,95 @@ async def test_a_client_that_stops_reading_does_not_slow_the_others(
     # The reader was never held back by it (the loop above is Redis round trips on loopback:
     # about a millisecond each when nothing waits).
     assert elapsed_s < count * 0.05, elapsed_s
+
+
+async def test_the_gateway_s_limits(
+    gateway: RunningGateway, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A frame over message_bytes_max closes with 1009; a connection that subscribes to nothing
+    is closed when idle; a full gateway refuses with 1013 (try again later, elsewhere)."""
+    from gateway import server
+
+    client = await connect(url(gateway), additional_headers=bearer("acme"))
+    await client.send("x" * (server.message_bytes_max + 1))
+    with pytest.raises(ConnectionClosed) as closed:
+        await asyncio.wait_for(client.recv(), frame_timeout_s)
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == 1009
+
+    monkeypatch.setattr(server, "unsubscribed_idle_timeout_s", 0.2)
+    idle = await connect(url(gateway), additional_headers=bearer("acme"))
+    with pytest.raises(ConnectionClosed) as closed:
+        await asyncio.wait_for(idle.recv(), frame_timeout_s)
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == server.close_idle
+
+    monkeypatch.setattr(server, "unsubscribed_idle_timeout_s", 30.0)
+    monkeypatch.setattr(server, "clients_per_process_max", 1)
+    first = await connect(url(gateway), additional_headers=bearer("acme"))
+    await asyncio.sleep(0.1)  # the gateway counts it once its handler runs
+    second = await connect(url(gateway), additional_headers=bearer("acme"))
+    with pytest.raises(ConnectionClosed) as closed:
+        await asyncio.wait_for(second.recv(), frame_timeout_s)
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == 1013
+    await first.close()
+
+
+async def test_publishing_numbers_states_and_drops_stale_or_identical_ones(redis_url: str) -> None:
+    """The Lua script is the only place seq is assigned: a state from an older read-model position
+    (a worker that lost its partition) or identical to the stored one is not published."""
+    client = redis.asyncio.Redis.from_url(redis_url)
+    states = live.KpiStates(client)
+    tenant = new_tenant()
+    listener = client.pubsub()
+    await listener.subscribe(live.channel(tenant))
+
+    def body(position: int, as_of: str = "2026-11-23") -> dict[str, Any]:
+        return {"type": "kpi:update", "tenant": tenant, "position": position, "as_of": as_of}
+
+    try:
+        assert (await states.publish(body(10)))[0] is True
+        assert (await states.publish(body(9)))[0] is False  # stale
+        assert (await states.publish(body(10)))[0] is False  # identical
+        published, message = await states.publish(body(10, as_of="2026-11-24"))  # a new day
+        assert published and orjson.loads(message)["seq"] == 2
+        assert await states.current(tenant) == message
+        received = []
+        while len(received) < 2:
+            got = await listener.get_message(ignore_subscribe_messages=True, timeout=5)
+            if got is not None:
+                received.append(orjson.loads(got["data"]))
+        assert [(m["seq"], m["position"], m["as_of"]) for m in received] == [
+            (1, 10, "2026-11-23"),
+            (2, 10, "2026-11-24"),
+        ]
+    finally:
+        await listener.aclose()
+        await client.aclose()
+
+
+async def test_a_new_day_republishes_every_tenant_the_publisher_knows(
+    store: PostgresEventStore, database_url: str, redis_url: str
+) -> None:
+    """Aging moves at midnight without an event: the first batch of a new day republishes every
+    tenant already published, as of the new date."""
+    days = iter([date(2030, 1, 1), date(2030, 1, 2)])
+    today = [next(days)]
+    publisher = live.KpiPublisher(database_url, redis_url, today=lambda: today[0])
+    first, second = new_tenant(), new_tenant()
+    try:
+        for tenant in (first, second):
+            await append(store, tenant, b.customer("C1"), b.invoice("INV-1", amount="100.00"))
+            async with store.connection() as conn:
+                await catch_up(store, conn, all_projectors(), tenant=tenant)
+        await publisher.changed({first: 1}, [])
+        await publisher.wait_idle()
+        today[0] = next(days)
+        await publisher.changed({second: 1}, [])
+        await publisher.wait_idle()
+        states = publisher.states
+        first_state = orjson.loads(await states.current(first) or b"{}")
+        second_state = orjson.loads(await states.current(second) or b"{}")
+        assert (first_state["seq"], first_state["as_of"]) == (2, "2030-01-02")
+        assert (second_state["seq"], second_state["as_of"]) == (1, "2030-01-02")
+        assert first_state["kpis"]["ar_overdue"] == "100.00"
+    finally:
+        await publisher.close()
