@@ -362,15 +362,13 @@ async def reference_server(port: int, redis_url: str) -> None:
 async def main(args: argparse.Namespace) -> None:
     redis_url = args.redis_url or os.environ.get("LEDGER_REDIS_URL") or "redis://127.0.0.1:6379/0"
     rows = []
-    for kind, stall in (("ledger", False), ("ledger", True), ("reference", False)):
-        print(
-            f"fanout: {kind}{' + stalled' if stall else ''}, {args.clients} clients",
-            file=sys.stderr,
-        )
-        rows.append(
-            await run_scenario(kind, args.clients, args.updates, args.rate, redis_url, stall)
-        )
-        print(table(rows[-1:]), file=sys.stderr)
+    for rate in args.rates:
+        for kind, stall in (("ledger", False), ("ledger", True), ("reference", False)):
+            name = f"{kind}{' + stalled' if stall else ''}, {args.clients} clients, {rate}/s"
+            print(f"fanout: {name}", file=sys.stderr)
+            row = await run_scenario(kind, args.clients, args.updates, rate, redis_url, stall)
+            rows.append({"states/s": rate, **row})
+            print(table(rows[-1:]), file=sys.stderr)
     print(table(rows))
 
 
