@@ -196,22 +196,38 @@ class Gateway:
     # Fan-out.
 
     def _flush(self, clients: Any, state: KpiState | None = None) -> None:
-        """Send what each client has pending (after offering it `state`): directly when its socket
-        keeps up, else by a writer task (the slow path, where states coalesce)."""
+        """Send what each client has (after offering it `state`): directly when its socket keeps
+        up, else by a writer task (the slow path, where states coalesce)."""
         groups: dict[bytes, list[ServerConnection]] = {}
         for client in clients:
             session = client.session
-            if state is not None:
-                session.published(state)
-            if client.writer is not None or not session.has_pending():
-                continue
             transport = client.connection.transport
-            if transport is None or transport.get_write_buffer_size() > write_buffer_bytes_max:
-                client.writer = asyncio.create_task(self._write(client))
-                self.stats.slow_clients += 1
+            keeps_up = (
+                client.writer is None
+                and transport is not None
+                and transport.get_write_buffer_size() <= write_buffer_bytes_max
+            )
+            if state is not None:
+                if not keeps_up:
+                    session.published(state)
+                else:
+                    frame = session.send_now(state)
+                    if frame is not None:
+                        groups.setdefault(frame, []).append(client.connection)
+                        continue
+            if not session.has_pending():
                 continue
-            for frame in session.take():
-                groups.setdefault(frame, []).append(client.connection)
+            if not keeps_up:
+                if client.writer is None:
+                    client.writer = asyncio.create_task(self._write(client))
+                    self.stats.slow_clients += 1
+                continue
+            frames = session.take()
+            if len(frames) == 1:
+                groups.setdefault(frames[0], []).append(client.connection)
+            else:  # an error and a state, say: in their order, not grouped with others
+                for frame in frames:
+                    self.stats.frames_sent_direct += _write_direct([client.connection], frame)
         for frame, connections in groups.items():
             self.stats.frames_sent_direct += _write_direct(connections, frame)
 

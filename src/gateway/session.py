@@ -234,6 +234,20 @@ class Session:
         kind = "snapshot" if restarted or pending_kind == "snapshot" else "update"
         self._pending[state.tenant] = (kind, state)
 
+    def send_now(self, state: KpiState) -> bytes | None:
+        """The fan-out's fast path, for a client whose socket keeps up: the frame to write at once
+        for a published state, or None (nothing to send, or it went to the queue: anything
+        already waiting goes first, through `take`). Same decisions as `published`."""
+        subscription = self._subscriptions.get(state.tenant)
+        if subscription is None or not subscription.loaded or self._pending or self._errors:
+            self.published(state)
+            return None
+        sent = subscription.sent
+        if not state.newer_than(sent):
+            return None
+        subscription.sent = state
+        return state.snapshot if state.restarts_seq(sent) else state.update
+
     def take(self) -> list[bytes]:
         """Everything to send now, in order: errors first, then the newest state per tenant."""
         frames = self._errors

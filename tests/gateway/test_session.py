@@ -229,3 +229,17 @@ def test_a_published_message_must_be_a_kpi_state() -> None:
         KpiState.from_message(b'{"seq": "1", "tenant": "acme", "position": 1}')
     with pytest.raises(ValueError, match="object"):
         KpiState.from_message(b"[]")
+
+
+def test_the_fast_path_decides_as_the_queue_does() -> None:
+    """`send_now` (a client whose socket keeps up) gives the frame to write at once; anything
+    already waiting keeps its place: the state then goes to the queue."""
+    session = subscribed(loaded_seq=1)
+    assert session.send_now(state("acme", 2)) is None  # the snapshot still waits: queued
+    assert [(f["type"], f["seq"]) for f in frames(session)] == [("snapshot", 2)]
+    frame = session.send_now(state("acme", 3))
+    assert frame is not None and orjson.loads(frame)["seq"] == 3
+    assert session.send_now(state("acme", 3)) is None and session.send_now(state("acme", 1)) is None
+    restarted = session.send_now(state("acme", 1, position=999))
+    assert restarted is not None and orjson.loads(restarted)["type"] == "snapshot"
+    assert session.send_now(state("globex", 9)) is None and frames(session) == []
