@@ -388,9 +388,20 @@ def parse_args() -> argparse.Namespace:
     return parser.parse_args()
 
 
+def run(coroutine: Any) -> None:
+    """On uvloop when installed, as `ledger gateway` runs: the same loop for the reference server
+    and for the clients (whose reading would otherwise weigh on every figure)."""
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(coroutine)
+        return
+    uvloop.run(coroutine)
+
+
 if __name__ == "__main__":
     arguments = parse_args()
     if arguments.reference_server:
-        asyncio.run(reference_server(arguments.port, arguments.redis_url))
+        run(reference_server(arguments.port, arguments.redis_url))
     else:
-        asyncio.run(main(arguments))
+        run(main(arguments))

@@ -35,7 +35,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import IO, Any
 
@@ -627,6 +627,18 @@ _commands = {
 }
 
 
+def _loop_factory(command: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop for `ledger gateway`, whose fan-out is a socket write per client, where libuv's loop
+    is faster; asyncio's own loop everywhere else (and where uvloop is not installed)."""
+    if command != "gateway":
+        return None
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    return uvloop.new_event_loop
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logs.configure(args.log_level)
@@ -634,7 +646,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "worker":
         return _worker_command(settings)
     try:
-        return asyncio.run(_commands[args.command](settings, args))
+        with asyncio.Runner(loop_factory=_loop_factory(args.command)) as runner:
+            return runner.run(_commands[args.command](settings, args))
     except StoreUnavailableError as error:
         return _fail(str(error), exit_unavailable)
     except LedgerError as error:
