@@ -7,7 +7,11 @@ resumed client is answered by `since`; a client that stops reading does not slow
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import socket
+import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import date
@@ -22,6 +26,7 @@ from websockets.exceptions import ConnectionClosed
 
 from gateway.server import RunningGateway, start_gateway, write_buffer_bytes_max
 from ledger.auth import issue_token
+from ledger.embedded import free_loopback_port
 from ledger.service import LedgerService
 from ledger.store.postgres import PostgresEventStore
 from projections import live
@@ -29,6 +34,7 @@ from projections.registry import all_projectors
 from projections.replay import catch_up
 from tests.ledger import store_builders as b
 from tests.ledger.events import new_tenant
+from tests.ledger.test_cli import ledger, src_dir
 from tests.projections.scenario import with_tenant
 
 secret = "gateway-test-secret-of-at-least-32-bytes"
@@ -382,3 +388,46 @@ async def test_a_new_day_republishes_every_tenant_the_publisher_knows(
         assert first_state["kpis"]["ar_overdue"] == "100.00"
     finally:
         await publisher.close()
+
+
+async def test_ledger_gateway_as_a_process(database_url: str, redis_url: str) -> None:
+    """`ledger gateway` (on uvloop) serves the state Redis holds and stops on SIGTERM; without a
+    secret it refuses to start, saying which setting is missing."""
+    refused = ledger(database_url, "gateway")
+    assert refused.returncode == 2 and b"LEDGER_JWT_SECRET" in refused.stderr
+
+    tenant = new_tenant()
+    client = redis.asyncio.Redis.from_url(redis_url)
+    await live.KpiStates(client).publish(
+        {"type": "kpi:update", "tenant": tenant, "position": 5, "kpis": {"ar": "1.00"}}
+    )
+    await client.aclose()
+    port = free_loopback_port()
+    environment = dict(
+        os.environ, LEDGER_JWT_SECRET=secret, LEDGER_REDIS_URL=redis_url, PYTHONPATH=str(src_dir)
+    )
+    child = subprocess.Popen(
+        [sys.executable, "-m", "ledger.cli", "gateway", "--port", str(port)], env=environment
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                websocket = await connect(
+                    f"ws://127.0.0.1:{port}/v1/stream", additional_headers=bearer(tenant)
+                )
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "ledger gateway did not start"
+                await asyncio.sleep(0.2)
+        await websocket.send('{"type": "subscribe", "channel": "kpi:update"}')
+        snapshot = await next_frame(websocket)
+        assert (snapshot["type"], snapshot["seq"], snapshot["kpis"]) == (
+            "snapshot",
+            1,
+            {"ar": "1.00"},
+        )
+        await websocket.close()
+    finally:
+        child.send_signal(signal.SIGTERM)
+        assert child.wait(timeout=30) == 0
