@@ -30,7 +30,7 @@ def test_readme_starts_with_the_two_set_up_commands() -> None:
     first_block = re.search(r"```sh\n(.*?)```", readme, re.DOTALL)
     assert first_block and readme.index("```sh") < readme.index("\n## ")
     commands = [line.split("#")[0].strip() for line in first_block.group(1).strip().splitlines()]
-    assert commands == ["python3 dev.py up", "python3 dev.py test"]
+    assert commands == ["python3 dev.py up --demo", "python3 dev.py test"]
 
 
 async def test_readme_batch_answers_as_documented(database_url: str) -> None:
