@@ -87,6 +87,8 @@ async def test_up_serves_the_api_and_relays_to_kafka(
             "up",
             "--api-port",
             str(port),
+            "--gateway-port",
+            str(free_port()),
             "--data-dir",
             str(tmp_path),
         ],
