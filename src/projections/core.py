@@ -151,6 +151,11 @@ def run_in_memory(
     return states
 
 
+# The class half of the two-key advisory locks that order writers per tenant ("LP"); one-key
+# advisory locks (migrations, replay) live in another lock space.
+tenant_lock_class = 0x4C50
+
+
 class ProjectionWriter:
     """Applies batches in one transaction each: state documents to `projection_state`, table
     projectors' changes to their tables, and every (projection, tenant)'s position with them."""
@@ -174,7 +179,16 @@ class ProjectionWriter:
             await self.conn.execute(
                 "SELECT set_config('ledger.tenants', %s, true)", [",".join(tenants)]
             )
-            # The lock orders two workers that briefly share a tenant during a rebalance.
+            # Two writers may hold a tenant at once (workers during a rebalance, a report catching
+            # its tenant up while the worker applies). The state rows' locks below order them once
+            # the rows exist; for a tenant's first events there is nothing to lock yet and both
+            # would insert the same rows. A transaction advisory lock per tenant, taken in one
+            # order (by name) by every writer, orders them in every case without deadlock.
+            await self.conn.execute(
+                "SELECT pg_advisory_xact_lock(%s, hashtext(tenant))"
+                " FROM (SELECT unnest(%s::text[]) AS tenant ORDER BY 1) AS ordered",
+                [tenant_lock_class, tenants],
+            )
             cursor = await self.conn.execute(
                 "SELECT projection, tenant_id, position, state FROM projection_state"
                 " WHERE projection = ANY(%s) AND tenant_id = ANY(%s) FOR UPDATE",
