@@ -166,4 +166,7 @@ def run_worker(settings: Settings, database_url: str, projectors: Sequence[Proje
     metrics.serve(settings.metrics_port)
     app = make_app(settings, database_url, projectors)
     worker = faust.Worker(app, loglevel="WARNING", quiet=True)
+    # Faust's progress spinner writes terminal escape codes to stdout, a file or not: a worker
+    # logs JSON lines, and `ledger up` shares its stdout with the worker child.
+    worker.spinner = None
     worker.execute_from_commandline()
