@@ -62,6 +62,7 @@ child_stop_timeout_s = 20
 up_token_ttl_s = 12 * 3600
 # A secret made for the embedded default: 256 bits, as HS256 wants at least.
 jwt_secret_bytes = 32
+jwt_secret_file = "jwt-secret"
 
 
 def _print_json(value: Any, stream: IO[bytes] | None = None) -> None:
@@ -414,7 +415,7 @@ def _gateway_secret(settings: Settings) -> str:
     printed by `ledger up` keep working across restarts."""
     if settings.jwt_secret:
         return settings.jwt_secret
-    path = settings.data_dir / "jwt-secret"
+    path = settings.data_dir / jwt_secret_file
     if not path.exists():
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         path.touch(mode=0o600)
@@ -521,13 +522,18 @@ def _start_demo(service: LedgerService, stop: asyncio.Event) -> tuple[Any, list[
 async def _token_command(settings: Settings, args: argparse.Namespace) -> int:
     from ledger.auth import issue_token
 
-    if not settings.jwt_secret:
+    secret = settings.jwt_secret
+    kept = settings.data_dir / jwt_secret_file
+    if not secret and kept.exists():
+        secret = kept.read_text().strip()  # the one `ledger up` made for this data folder
+    if not secret:
         return _fail(
             "token: set LEDGER_JWT_SECRET, the secret the API and gateway check tokens with"
+            f" (or run `ledger up` once, which keeps one in {kept})"
         )
     if args.ttl_s <= 0:
         return _fail("token: --ttl-s must be a positive number of seconds")
-    sys.stdout.write(issue_token(settings.jwt_secret, args.tenant, args.ttl_s) + "\n")
+    sys.stdout.write(issue_token(secret, args.tenant, args.ttl_s) + "\n")
     return 0
 
 

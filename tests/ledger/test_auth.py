@@ -91,3 +91,25 @@ def test_ledger_token_prints_a_valid_token() -> None:
     )
     assert result.returncode == 0, result.stderr
     assert tenant_of(secret, f"Bearer {result.stdout.decode().strip()}") == "acme"
+
+
+def test_ledger_token_uses_the_secret_ledger_up_keeps(tmp_path: Path) -> None:
+    """Without LEDGER_JWT_SECRET, `ledger token` signs with the secret `ledger up` made for the
+    data folder (so more dashboard tokens can be had), and says what to set when there is none."""
+    environment = {k: v for k, v in os.environ.items() if k != "LEDGER_JWT_SECRET"}
+    environment["PYTHONPATH"] = os.pathsep.join([str(src_dir), environment.get("PYTHONPATH", "")])
+    environment["LEDGER_DATA_DIR"] = str(tmp_path)
+    command = [sys.executable, "-m", "ledger.cli", "token", "--tenant", "acme"]
+
+    def run() -> subprocess.CompletedProcess[bytes]:
+        return subprocess.run(
+            command, env=environment, capture_output=True, check=False, timeout=60
+        )
+
+    missing = run()
+    assert missing.returncode == 2 and b"LEDGER_JWT_SECRET" in missing.stderr
+    kept = "a-secret-ledger-up-made-of-at-least-32-bytes"
+    (tmp_path / "jwt-secret").write_text(kept + "\n")
+    made = run()
+    assert made.returncode == 0, made.stderr
+    assert tenant_of(kept, f"Bearer {made.stdout.decode().strip()}") == "acme"
