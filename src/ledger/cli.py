@@ -3,7 +3,7 @@
     ledger migrate                     apply the event store's migrations
     ledger append FILE|-  [--atomic]   append JSON lines; print what was appended, duplicated, rejected
     ledger events --tenant T [--from-position N] [--limit N]   stored events as JSON lines
-    ledger api [--host H] [--port P]   serve the HTTP API
+    ledger api [--host H] [--port P] [--gateway-url URL]   serve the HTTP API and dashboard
     ledger relay                       publish stored events to Kafka (LEDGER_KAFKA_BOOTSTRAP)
     ledger ingest                      append what other services publish to ledger.ingest
     ledger worker                      project ledger.events into the read models (faust)
@@ -204,7 +204,9 @@ async def _api_command(settings: Settings, args: argparse.Namespace) -> int:
     from ledger.runtime import open_service
 
     async with open_service(settings) as service:
-        runner = await _start_api(service, args.host, args.port, settings.jwt_secret)
+        runner = await _start_api(
+            service, args.host, args.port, settings.jwt_secret, args.gateway_url
+        )
         try:
             await _stop_on_signals().wait()
         finally:
@@ -571,6 +573,12 @@ def _parser() -> argparse.ArgumentParser:
     api = commands.add_parser("api", help="serve the HTTP API")
     api.add_argument("--host", default="127.0.0.1")
     api.add_argument("--port", type=int, default=8080)
+    api.add_argument(
+        "--gateway-url",
+        default=os.environ.get("LEDGER_GATEWAY_URL") or None,
+        help="the websocket URL the dashboard connects to, e.g. wss://host/v1/stream"
+        " (default LEDGER_GATEWAY_URL; without it the dashboard has no live figures)",
+    )
 
     commands.add_parser("relay", help="publish stored events to Kafka (LEDGER_KAFKA_BOOTSTRAP)")
     commands.add_parser("ingest", help="append events published to Kafka's ledger.ingest")

@@ -6,6 +6,12 @@ requires one."""
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
@@ -15,8 +21,10 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from ledger.api import dashboard_files, make_app
+from ledger.embedded import free_loopback_port
 from ledger.service import LedgerService
 from ledger.store.memory import MemoryEventStore
+from tests.ledger.test_cli import src_dir
 
 gateway_url = "ws://127.0.0.1:8765/v1/stream"
 Client = TestClient[Any, Any]
@@ -117,3 +125,34 @@ async def test_reports_still_need_the_token_the_page_sends(
     async with client_for(jwt_secret="a-secret", gateway_url=gateway_url) as client:
         response = await client.get("/v1/reports/kpi?tenant=acme&as_of=2026-01-31")
         assert response.status == 401
+
+
+def test_ledger_api_gives_the_dashboard_the_configured_gateway(database_url: str) -> None:
+    """`ledger api` run on its own (production: API and gateway are separate processes) tells the
+    dashboard where the gateway is, from --gateway-url or LEDGER_GATEWAY_URL."""
+
+    port = free_loopback_port()
+    gateway_url = "wss://gateway.example/v1/stream"
+    environment = dict(
+        os.environ,
+        LEDGER_DATABASE_URL=database_url,
+        LEDGER_GATEWAY_URL=gateway_url,
+        PYTHONPATH=str(src_dir),
+    )
+    child = subprocess.Popen(
+        [sys.executable, "-m", "ledger.cli", "api", "--port", str(port)], env=environment
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                url = f"http://127.0.0.1:{port}/v1/dashboard/config"
+                with urllib.request.urlopen(url, timeout=2) as response:
+                    assert orjson.loads(response.read()) == {"gateway_url": gateway_url}
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "ledger api did not start"
+                time.sleep(0.2)
+    finally:
+        child.send_signal(signal.SIGTERM)
+        assert child.wait(timeout=30) == 0
