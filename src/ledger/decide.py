@@ -73,6 +73,9 @@ class InvoiceState:
     credit_notes_total: Decimal = zero
     written_off: Decimal = zero
     voided: bool = False
+    # The latest date money moved on it (a payment applied, a refund that reopened it): a void
+    # dated earlier would leave it paid yet void in between, so AR would go negative there.
+    last_settled_date: date | None = None
 
     @property
     def open_amount(self) -> Decimal:
@@ -249,6 +252,10 @@ def _check_currency(overlay: _Overlay, event: ProposedEvent) -> Rejection | None
             "is not accepted (currency conversion is not supported yet)",
         )
     return None
+
+
+def _later(current: date | None, candidate: date) -> date:
+    return candidate if current is None or candidate > current else current
 
 
 def _not_before(value: date, reference: date, field_name: str, what: str) -> Rejection | None:
@@ -488,6 +495,15 @@ def _invoice_voided(overlay: _Overlay, payload: InvoiceVoided) -> Rejection | di
     )
     if rejection:
         return rejection
+    if invoice.last_settled_date is not None:
+        rejection = _not_before(
+            payload.date,
+            invoice.last_settled_date,
+            "data.date",
+            "the last payment or refund applied to the invoice, on",
+        )
+        if rejection:
+            return rejection
     overlay.for_update("invoice", payload.invoice_id).voided = True
     return {}
 
@@ -621,7 +637,9 @@ def _payment_received(overlay: _Overlay, payload: PaymentReceived) -> Rejection 
     else:
         allocations, mode = _auto_allocations(overlay, payload), "oldest_due_first"
     for invoice_id, amount in allocations:
-        overlay.for_update("invoice", invoice_id).paid += amount
+        invoice = overlay.for_update("invoice", invoice_id)
+        invoice.paid += amount
+        invoice.last_settled_date = _later(invoice.last_settled_date, payload.date)
     unapplied = payload.amount - sum((amount for _, amount in allocations), zero)
     overlay.put(
         "payment",
@@ -678,7 +696,9 @@ def _payment_refunded(overlay: _Overlay, payload: PaymentRefunded) -> Rejection 
         if taken <= 0:
             continue
         allocation[1] = allocated - taken
-        overlay.for_update("invoice", invoice_id).paid -= taken
+        invoice = overlay.for_update("invoice", invoice_id)
+        invoice.paid -= taken
+        invoice.last_settled_date = _later(invoice.last_settled_date, payload.date)
         reversed_allocations.append({"invoice_id": invoice_id, "amount": str(taken)})
         remaining -= taken
     return {"from_unapplied": str(from_unapplied), "reversed_allocations": reversed_allocations}
@@ -926,6 +946,8 @@ def decode_state(kind: str, encoded: Any) -> State:
     if kind == "invoice":
         for name in ("issue_date", "due_date"):
             values[name] = date.fromisoformat(values[name])
+        if values.get("last_settled_date"):
+            values["last_settled_date"] = date.fromisoformat(values["last_settled_date"])
         for name in ("total", "paid", "credited", "credit_notes_total", "written_off"):
             if name in values:  # states saved before a field existed take its default
                 values[name] = Decimal(values[name])

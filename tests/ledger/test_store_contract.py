@@ -638,6 +638,17 @@ rule_cases = [
         "data.invoice_id",
     ),
     Case(
+        # Paid on 01-20, reopened by the refund on 02-01: voided on 01-25 it would be paid and
+        # void at once in between, and AR for those dates negative.
+        "void dated before the refund that reopened the invoice",
+        [customer(), invoice(), paid_60, refund("60.00", date="2026-02-01")],
+        void(date="2026-01-25"),
+        code.date_before_reference,
+        "data.date",
+        "2026-02-01",
+        instead=void(date="2026-02-01"),
+    ),
+    Case(
         "void after a credit note whose payment was refunded",
         [customer(), invoice(), payment("100.00"), credit_note("30.00"), refund("100.00")],
         void(date="2026-03-02"),
