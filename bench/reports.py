@@ -2,6 +2,7 @@
 projecting a batch as the read models grow (DESIGN section 9).
 
     python3 dev.py bench reports [--database-url URL] [--invoices 100000] [--quick] [--profile]
+    python3 dev.py bench reports --keep-database bench_reports_kept [--rebuild] [--skip-apply]
 
 One fresh database (CREATE DATABASE bench_reports_<hex>, dropped after):
 1. small store: a tenant of ~10,000 realistic events appended through `LedgerService` and projected
@@ -21,6 +22,13 @@ One fresh database (CREATE DATABASE bench_reports_<hex>, dropped after):
    Python around it), under cProfile, and EXPLAIN (ANALYZE, BUFFERS) of its costliest statements.
 Invoices stay open (payments are partial), so the tenant has 100,000 open invoices on the as-of date.
 The table goes to stdout, progress to stderr.
+
+Loading takes most of a run (~10 minutes on 2 cores). `--keep-database NAME` loads steps 1-2 once
+into NAME and keeps it; every run then works on a copy of it (`CREATE DATABASE ... TEMPLATE NAME`,
+dropped after), so step 3's events never reach the kept data and every run measures the same
+dataset. Step 1's apply runs in a small fresh database of its own then. `--rebuild` first brings
+NAME to the current code: migrations, then `replay` of every projection (a new read model table, or
+a projector that now writes more, starts filled). `--skip-apply` leaves out steps 1 and 3.
 """
 
 from __future__ import annotations
@@ -56,7 +64,7 @@ from ledger.store.postgres import PostgresEventStore, configure_connection  # no
 from projections import reports  # noqa: E402
 from projections.core import ProjectedEvent, ProjectionWriter  # noqa: E402
 from projections.registry import all_projectors  # noqa: E402
-from projections.replay import catch_up  # noqa: E402
+from projections.replay import catch_up, replay  # noqa: E402
 
 default_url = (
     os.environ.get("LEDGER_DATABASE_URL") or "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -75,11 +83,20 @@ def progress(message: str) -> None:
 
 
 @contextmanager
-def fresh_database(server_url: str) -> Iterator[str]:
+def fresh_database(server_url: str, template: str | None = None) -> Iterator[str]:
+    """A new database, dropped after; with `template`, a copy of that one (file by file: seconds,
+    where loading it again takes minutes)."""
     name = f"bench_reports_{uuid.uuid4().hex[:10]}"
     admin = make_conninfo(server_url, dbname="postgres")
     with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+        if template is None:
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+        else:
+            conn.execute(
+                sql.SQL("CREATE DATABASE {} TEMPLATE {} STRATEGY FILE_COPY").format(
+                    sql.Identifier(name), sql.Identifier(template)
+                )
+            )
     try:
         yield make_conninfo(server_url, dbname=name)
     finally:
@@ -429,22 +446,34 @@ async def profile_report(store: PostgresEventStore, name: str, runs: int) -> str
 # --- main ---------------------------------------------------------------------------------------
 
 
-async def run(args: argparse.Namespace, url: str) -> None:
-    small = 2_000 if args.quick else 8_000  # invoices of the small tenant (~10,000 events)
+def small_invoices(args: argparse.Namespace) -> int:
+    return 2_000 if args.quick else 8_000  # invoices of a small tenant (~10,000 events)
+
+
+async def small_store_apply(url: str, args: argparse.Namespace) -> tuple[int, dict[str, Any]]:
+    """Step 1: a tenant projected by catch-up, then another one applied batch by batch."""
     store = await PostgresEventStore.open(url)
     conn = await project_conn(store)
     service = LedgerService(store)
     try:
-        # 1. small store
-        await append_all(service, mix("small", small, seed=2))
+        await append_all(service, mix("small", small_invoices(args), seed=2))
         await catch_up(store, conn, all_projectors())
         head = await store.head()
-        await append_all(service, mix("small2", small, seed=3))
-        small_apply = await timed_apply(store, conn, head + 1)
-        small_head = head
-        progress(f"apply at {head:,} events: {small_apply}")
+        await append_all(service, mix("small2", small_invoices(args), seed=3))
+        figures = await timed_apply(store, conn, head + 1)
+        progress(f"apply at {head:,} events: {figures}")
+        return head, figures
+    finally:
+        await conn.close()
+        await store.close()
 
-        # 2. the report tenant and the filler
+
+async def load_report_tenant(url: str, args: argparse.Namespace) -> float:
+    """Step 2: the report tenant and the filler, projected by catch-up; returns its events/s."""
+    store = await PostgresEventStore.open(url)
+    conn = await project_conn(store)
+    service = LedgerService(store)
+    try:
         events = tenant_events(
             report_tenant, args.invoices // 20, args.invoices // 50, args.invoices, seed=1
         )
@@ -460,10 +489,41 @@ async def run(args: argparse.Namespace, url: str) -> None:
         head = await catch_up(store, conn, all_projectors())
         catch_up_rate = head / (time.perf_counter() - started)
         progress(f"caught up {head:,} events at {catch_up_rate:,.0f} events/s")
-        await analyze(url)
+    finally:
+        await conn.close()
+        await store.close()
+    await analyze(url)
+    return catch_up_rate
 
-        # 4. reports (before the large-store apply adds to the report tenant)
+
+async def rebuild(url: str) -> None:
+    """Migrations, then every projection replayed: the kept data as the current code builds it."""
+    store = await PostgresEventStore.open(url)  # runs the migrations
+    conn = await project_conn(store)
+    try:
+        started = time.perf_counter()
+        head = await replay(store, conn, all_projectors())
+        progress(f"replayed {head:,} events in {time.perf_counter() - started:.1f} s")
+    finally:
+        await conn.close()
+        await store.close()
+    await analyze(url)
+
+
+async def measure(
+    url: str, args: argparse.Namespace
+) -> tuple[
+    dict[str, tuple[float, float, int]], str, list[tuple[str, int, dict[str, Any]]], dict[str, int]
+]:
+    """Steps 4 and 3: the reports (before step 3 adds to the report tenant), then apply."""
+    store = await PostgresEventStore.open(url)
+    conn = await project_conn(store)
+    service = LedgerService(store)
+    applies: list[tuple[str, int, dict[str, Any]]] = []
+    try:
+        progress(f"load average before the reports: {os.getloadavg()}")
         results = await time_reports(store, args.runs, args.warmup)
+        progress(f"load average after the reports: {os.getloadavg()}")
         profile = ""
         if args.profile:
             slowest = max(
@@ -472,33 +532,48 @@ async def run(args: argparse.Namespace, url: str) -> None:
             profile = await profile_report(store, slowest, 20)
             if slowest != "kpi":
                 profile += "\n" + await profile_report(store, "kpi", 20)
-
-        # 3. large store
         large_head = await store.head()
-        await append_all(service, mix("late", small, seed=4))
-        large_new = await timed_apply(store, conn, large_head + 1)
-        progress(f"apply at {large_head:,} events, new tenant: {large_new}")
-        head = await store.head()
-        more = tenant_events(
-            report_tenant,
-            args.invoices // 20,
-            0,
-            small,
-            prefix="X",
-            register=False,
-            seed=5,
-        )
-        await append_all(service, more)
-        large_big = await timed_apply(store, conn, head + 1)
-        progress(f"apply at {head:,} events, report tenant: {large_big}")
+        if not args.skip_apply:
+            await append_all(service, mix("late", small_invoices(args), seed=4))
+            large_new = await timed_apply(store, conn, large_head + 1)
+            progress(f"apply at {large_head:,} events, new tenant: {large_new}")
+            applies.append(("large store, new tenant", large_head, large_new))
+            head = await store.head()
+            more = tenant_events(
+                report_tenant,
+                args.invoices // 20,
+                0,
+                small_invoices(args),
+                prefix="X",
+                register=False,
+                seed=5,
+            )
+            await append_all(service, more)
+            large_big = await timed_apply(store, conn, head + 1)
+            progress(f"apply at {head:,} events, report tenant: {large_big}")
+            applies.append(("large store, the 100k-invoice tenant", head, large_big))
         rows = await read_model_rows(url)
+        rows["store head at report time"] = large_head
     finally:
         await conn.close()
         await store.close()
+    return results, profile, applies, rows
 
+
+def print_results(
+    args: argparse.Namespace,
+    results: dict[str, tuple[float, float, int]],
+    applies: list[tuple[str, int, dict[str, Any]]],
+    rows: dict[str, int],
+    catch_up_rate: float | None,
+    profile: str,
+) -> None:
     print(f"\n- {platform.node()}, {os.cpu_count()} cores, Python {platform.python_version()}")
-    print(f"- as of {as_of}; store at report time: {large_head:,} events; rows: {rows}")
-    print(f"- catch-up of the whole store: {catch_up_rate:,.0f} events/s\n")
+    print(f"- as of {as_of}; rows: {rows}")
+    if catch_up_rate is not None:
+        print(f"- catch-up of the whole store: {catch_up_rate:,.0f} events/s\n")
+    else:
+        print(f"- a copy of the kept database {args.keep_database} (catch-up not measured)\n")
     print(
         f"| report ({args.runs} runs after {args.warmup} warm-up) | median ms | p95 ms | target |"
     )
@@ -508,22 +583,65 @@ async def run(args: argparse.Namespace, url: str) -> None:
             f"p95 <= 20 ms: {'yes' if p95 <= target_ms else '**no**'}" if name in targeted else "-"
         )
         print(f"| {name} | {median:.1f} | {p95:.1f} | {target} |")
-    print(
-        "\n| ProjectionWriter.apply, batches of 1,000, all projectors | store holds | events"
-        " applied | events/s overall | median batch | slowest batch |"
-    )
-    print("|---|---|---|---|---|---|")
-    for label, at, figures in (
-        ("small store, new tenant", small_head, small_apply),
-        ("large store, new tenant", large_head, large_new),
-        ("large store, the 100k-invoice tenant", head, large_big),
-    ):
+    if applies:
+        print(
+            "\n| ProjectionWriter.apply, batches of 1,000, all projectors | store holds | events"
+            " applied | events/s overall | median batch | slowest batch |"
+        )
+        print("|---|---|---|---|---|---|")
+    for label, at, figures in applies:
         print(
             f"| {label} | {at:,} | {figures['events']:,} | {figures['overall']:,.0f} |"
             f" {figures['median_batch']:,.0f} | {figures['min_batch']:,.0f} |"
         )
     if profile:
         print("\n```\n" + profile + "```")
+
+
+async def run(args: argparse.Namespace, url: str) -> None:
+    """Everything in one fresh database."""
+    applies = []
+    if not args.skip_apply:
+        small_head, small_apply = await small_store_apply(url, args)
+        applies.append(("small store, new tenant", small_head, small_apply))
+    catch_up_rate = await load_report_tenant(url, args)
+    results, profile, more, rows = await measure(url, args)
+    print_results(args, results, applies + more, rows, catch_up_rate, profile)
+
+
+def kept_database_exists(server_url: str, name: str) -> bool:
+    admin = make_conninfo(server_url, dbname="postgres")
+    with psycopg.connect(admin, autocommit=True) as conn:
+        found = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name]).fetchone()
+    return found is not None
+
+
+def run_on_kept_database(args: argparse.Namespace) -> None:
+    """Steps 1-2 once into the kept database; each run measures a copy of it."""
+    name = args.keep_database
+    kept_url = make_conninfo(args.database_url, dbname=name)
+    catch_up_rate = None
+    if not kept_database_exists(args.database_url, name):
+        admin = make_conninfo(args.database_url, dbname="postgres")
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+        try:
+            asyncio.run(small_store_apply(kept_url, args))
+            catch_up_rate = asyncio.run(load_report_tenant(kept_url, args))
+        except BaseException:
+            with psycopg.connect(admin, autocommit=True) as conn:
+                conn.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
+            raise
+    elif args.rebuild:
+        asyncio.run(rebuild(kept_url))
+    applies = []
+    if not args.skip_apply:
+        with fresh_database(args.database_url) as small_url:
+            small_head, small_apply = asyncio.run(small_store_apply(small_url, args))
+        applies.append(("small store, new tenant", small_head, small_apply))
+    with fresh_database(args.database_url, template=name) as url:
+        results, profile, more, rows = asyncio.run(measure(url, args))
+    print_results(args, results, applies + more, rows, catch_up_rate, profile)
 
 
 def main() -> None:
@@ -535,9 +653,15 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--profile", action="store_true")
     parser.add_argument("--quick", action="store_true", help="5,000 invoices, a small store")
+    parser.add_argument("--keep-database", metavar="NAME", help="load once into NAME, reuse it")
+    parser.add_argument("--rebuild", action="store_true", help="replay the kept database first")
+    parser.add_argument("--skip-apply", action="store_true", help="reports only (no steps 1, 3)")
     args = parser.parse_args()
     if args.quick:
         args.invoices, args.large, args.runs = 5_000, 20_000, 10
+    if args.keep_database:
+        run_on_kept_database(args)
+        return
     with fresh_database(args.database_url) as url:
         asyncio.run(run(args, url))
 
