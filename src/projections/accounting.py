@@ -15,6 +15,7 @@ Choices where DESIGN is silent (what accountants and the revenue tools do):
 
 from __future__ import annotations
 
+import calendar
 from datetime import date, timedelta
 from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Any
@@ -99,6 +100,10 @@ def split_credit(remaining: dict[str, Decimal], amount: Decimal, digits: int) ->
 
 
 # --- recognition by day ------------------------------------------------------------------------
+
+
+def month_end(day: date) -> date:
+    return day.replace(day=calendar.monthrange(day.year, day.month)[1])
 
 
 def whole_months(start: date, end: date) -> int:

@@ -5,11 +5,16 @@ Tables:
 - `ar_changes`: every change to an invoice's open amount, dated by its business date (payments
   applied, credit notes, write-offs, voids; refunds that reopen are negative), append-only;
 - `ar_credits`: per customer and day, the change in unapplied cash and customer credit;
-- `ar_payments`: the customer of each payment, which a refund names only by payment id.
+- `ar_payments`: the customer of each payment, which a refund names only by payment id;
+- `ar_open_by_due_date`, `ar_open_by_customer`, `ar_open_by_customer_and_due_date`: the current
+  open amount and the number of open invoices (open amount not zero), kept by increments as each
+  invoice's open amount changes (O(1) per change, no read), so a report sums a few hundred due
+  dates or a row per customer instead of every open invoice.
 
 As of a date D the open amount of an invoice issued by D is its total minus the changes dated by D,
-which is its current open amount plus the changes dated after D: a report for today reads only the
-open invoices, and one for an earlier date also reads what changed since. Buckets by days past the
+which is its current open amount plus the changes dated after D: a report sums the aggregates (the
+current state) and corrects them by the few invoices whose open amount on D differs from today's,
+those issued after D or changed after D. Buckets by days past the
 due date: current (not yet due), 1-30, 31-60, 61-90, 91-120, over 120. Payments are applied as the
 ledger decided when it accepted them (explicitly, or oldest due date first: `metadata.ledger`).
 """
@@ -38,12 +43,16 @@ ar_invoices = tenant_table(
     Column("voided_on", Date),
     Column("position", BigInteger, nullable=False),
 )
+# The listing's order (oldest due date first), so a page of it is the head of an index scan.
 Index(
     "ar_invoices_open_by_due_date",
     ar_invoices.c.tenant_id,
     ar_invoices.c.due_date,
+    ar_invoices.c.position,
     postgresql_where=text("open <> 0"),
 )
+# Invoices issued after an as-of date: not yet receivable on it.
+Index("ar_invoices_by_issue_date", ar_invoices.c.tenant_id, ar_invoices.c.issue_date)
 ar_changes = tenant_table(
     "ar_changes",
     Column("position", BigInteger, primary_key=True),
@@ -66,6 +75,26 @@ ar_payments = tenant_table(
     Column("customer_id", Text, nullable=False),
 )
 
+ar_open_by_due_date = tenant_table(
+    "ar_open_by_due_date",
+    Column("due_date", Date, primary_key=True),
+    Column("open", Numeric, nullable=False),
+    Column("invoices", Integer, nullable=False),
+)
+ar_open_by_customer = tenant_table(
+    "ar_open_by_customer",
+    Column("customer_id", Text, primary_key=True),
+    Column("open", Numeric, nullable=False),
+    Column("invoices", Integer, nullable=False),
+)
+ar_open_by_customer_and_due_date = tenant_table(
+    "ar_open_by_customer_and_due_date",
+    Column("customer_id", Text, primary_key=True),
+    Column("due_date", Date, primary_key=True),
+    Column("open", Numeric, nullable=False),
+    Column("invoices", Integer, nullable=False),
+)
+
 BUCKETS = ("current", "1-30", "31-60", "61-90", "91-120", "over-120")
 
 
@@ -85,7 +114,15 @@ def bucket_of(days_past_due: int) -> str:
 
 class ArAging:
     name = "ar_aging"
-    tables = (ar_invoices, ar_changes, ar_credits, ar_payments)
+    tables = (
+        ar_invoices,
+        ar_changes,
+        ar_credits,
+        ar_payments,
+        ar_open_by_due_date,
+        ar_open_by_customer,
+        ar_open_by_customer_and_due_date,
+    )
 
     def needs(self, event: ProjectedEvent) -> Iterable[tuple[Table, Key]]:
         invoice_id = event.data.get("invoice_id")
@@ -109,20 +146,19 @@ class ArAging:
                     ),
                     acc.zero,
                 )
-                rows.put(
-                    ar_invoices,
-                    {
-                        "invoice_id": data["invoice_id"],
-                        "customer_id": data["customer_id"],
-                        "contract_id": data.get("contract_id"),
-                        "issue_date": acc.day(data["issue_date"]),
-                        "due_date": acc.day(data["due_date"]),
-                        "total": total,
-                        "open": total,
-                        "voided_on": None,
-                        "position": event.position,
-                    },
-                )
+                issued = {
+                    "invoice_id": data["invoice_id"],
+                    "customer_id": data["customer_id"],
+                    "contract_id": data.get("contract_id"),
+                    "issue_date": acc.day(data["issue_date"]),
+                    "due_date": acc.day(data["due_date"]),
+                    "total": total,
+                    "open": total,
+                    "voided_on": None,
+                    "position": event.position,
+                }
+                rows.put(ar_invoices, issued)
+                add_open(rows, issued, total, 1 if total else 0)
             case "payment.received":
                 when = acc.day(data["date"])
                 for allocation in ledger.get("allocations", []):
@@ -202,7 +238,9 @@ class _Changes:
         invoice = self.rows.get(ar_invoices, invoice_id)
         if invoice is None:  # unreachable for an event the store accepted
             return None
+        was_open = 1 if invoice["open"] else 0
         invoice["open"] = invoice["open"] - amount
+        add_open(self.rows, invoice, -amount, (1 if invoice["open"] else 0) - was_open)
         if voided_on is not None:
             invoice["voided_on"] = voided_on
         self.rows.put(ar_invoices, invoice)
@@ -219,3 +257,16 @@ class _Changes:
             },
         )
         return invoice
+
+
+def add_open(rows: Rows, invoice: Row, amount: Decimal, invoices: int) -> None:
+    """Add a change of an invoice's open amount, and of the count of open invoices, to the
+    aggregates of its due date, its customer, and both."""
+    customer_id, due_date = invoice["customer_id"], invoice["due_date"]
+    change = {"open": amount, "invoices": invoices}
+    rows.add(ar_open_by_due_date, {"due_date": due_date, **change})
+    rows.add(ar_open_by_customer, {"customer_id": customer_id, **change})
+    rows.add(
+        ar_open_by_customer_and_due_date,
+        {"customer_id": customer_id, "due_date": due_date, **change},
+    )

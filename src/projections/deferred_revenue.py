@@ -7,7 +7,18 @@ Tables:
 - `dr_billing`: per contract and day, what invoices booked to deferred revenue, net of credit notes
   and voids (increments);
 - `dr_invoices`: what is still booked of each contract invoice, so credit notes reverse it as the
-  general ledger does (the same `split_credit`).
+  general ledger does (the same `split_credit`);
+- `dr_segments`: every segment of every line as a row, with the start of the line's next segment
+  (none for its latest), so a report finds the segment that applies on a date in SQL;
+- `dr_schedule_months`: per month, what the lines whose latest segment is ratable recognise in it
+  by that segment, rounded per line, keyed by the day that segment starts: the waterfall as of a
+  date is a sum over the months after it (see `projections.reports`). Kept by increments: a change
+  to a line adds its new schedule and takes off its old one (O(months of the term));
+- `dr_recognised_months`: per month, what every line recognised in it, rounded per line as of each
+  month's end (the segment that applied then, point-in-time lines on their date), so the
+  recognition to the end of any month is a sum of a few rows. Kept by increments the same way.
+
+Both derived tables are rewritten from `dr_contracts.lines`, which stays the projector's own state.
 
 Recognition follows DESIGN section 6: by day, A x days elapsed / days in term, in full precision,
 rounded per line to the minor unit when reported, so a schedule sums exactly to its amount. An
@@ -31,7 +42,7 @@ from sqlalchemy.dialects.postgresql import JSONB
 from projections import accounting as acc
 from projections.core import ProjectedEvent
 from projections.general_ledger import source_of
-from projections.tables import Key, Rows, tenant_table
+from projections.tables import Key, Row, Rows, tenant_table
 
 dr_contracts = tenant_table(
     "dr_contracts",
@@ -42,6 +53,7 @@ dr_contracts = tenant_table(
     Column("cancelled_on", Date),
     Column("lines", JSONB, nullable=False),
     Column("position", BigInteger, nullable=False),
+    Column("currency", Text),  # the schedules are rounded to its minor unit
 )
 dr_billing = tenant_table(
     "dr_billing",
@@ -56,6 +68,34 @@ dr_invoices = tenant_table(
     Column("revenue", Numeric, nullable=False),
     Column("deferred", Numeric, nullable=False),
     Column("tax", Numeric, nullable=False),
+)
+
+
+dr_segments = tenant_table(
+    "dr_segments",
+    Column("contract_id", Text, primary_key=True),
+    Column("line_id", Text, primary_key=True),
+    Column("seg_start", Date, primary_key=True),
+    Column("seg_end", Date, nullable=False),
+    Column("recognition", Text, nullable=False),
+    Column("base", Numeric, nullable=False),
+    Column("amount", Numeric, nullable=False),
+    # base + amount as `accounting.recognised_in_segment` adds them (28 digits): by the last day
+    # of a ratable segment, or once a point-in-time one is satisfied.
+    Column("recognised_when_complete", Numeric, nullable=False),
+    Column("satisfied_on", Date),
+    Column("next_start", Date),
+)
+dr_schedule_months = tenant_table(
+    "dr_schedule_months",
+    Column("seg_start", Date, primary_key=True),
+    Column("month", Date, primary_key=True),  # its first day
+    Column("amount", Numeric, nullable=False),
+)
+dr_recognised_months = tenant_table(
+    "dr_recognised_months",
+    Column("month", Date, primary_key=True),  # its first day
+    Column("amount", Numeric, nullable=False),
 )
 
 
@@ -87,7 +127,14 @@ def segments_with_recognition(line: dict[str, Any]) -> list[dict[str, Any]]:
 
 class DeferredRevenue:
     name = "deferred_revenue"
-    tables = (dr_contracts, dr_billing, dr_invoices)
+    tables = (
+        dr_contracts,
+        dr_billing,
+        dr_invoices,
+        dr_segments,
+        dr_schedule_months,
+        dr_recognised_months,
+    )
 
     def needs(self, event: ProjectedEvent) -> Iterable[tuple[Table, Key]]:
         contract_id = event.data.get("contract_id")
@@ -102,42 +149,47 @@ class DeferredRevenue:
         match source_of(event.type):
             case "contract.signed":
                 start, end = acc.day(data["start_date"]), acc.day(data["end_date"])
-                rows.put(
-                    dr_contracts,
-                    {
-                        "contract_id": data["contract_id"],
-                        "customer_id": data["customer_id"],
-                        "start_date": start,
-                        "end_date": end,
-                        "cancelled_on": None,
-                        "lines": {
-                            line["line_id"]: _new_line(
-                                line, [_segment(start, end, 0, line["amount"], None)]
-                            )
-                            for line in data["lines"]
-                        },
-                        "position": event.position,
+                signed = {
+                    "contract_id": data["contract_id"],
+                    "customer_id": data["customer_id"],
+                    "start_date": start,
+                    "end_date": end,
+                    "cancelled_on": None,
+                    "lines": {
+                        line["line_id"]: _new_line(
+                            line, [_segment(start, end, 0, line["amount"], None)]
+                        )
+                        for line in data["lines"]
                     },
-                )
+                    "position": event.position,
+                    "currency": data["currency"],
+                }
+                rows.put(dr_contracts, signed)
+                write_schedules(rows, signed, {})
             case "contract.amended" | "contract.cancelled":
                 contract = rows.get(dr_contracts, data["contract_id"])
                 if contract is None:  # unreachable for an event the store accepted
                     return
+                before = dict(contract["lines"])
                 effective = acc.day(data["effective_date"])
                 new_lines = {line["line_id"]: line for line in data.get("lines", [])}
                 contract["lines"] = _amend(contract, effective, new_lines)
                 if source_of(event.type) == "contract.cancelled":
                     contract["cancelled_on"] = effective
                 rows.put(dr_contracts, contract)
+                write_schedules(rows, contract, before)
             case "obligation.satisfied":
                 contract = rows.get(dr_contracts, data["contract_id"])
                 if contract is None:
                     return
-                line = contract["lines"][data["line_id"]]
+                before = dict(contract["lines"])
+                line = dict(contract["lines"][data["line_id"]])
                 line["segments"] = [
                     {**segment, "satisfied_on": data["date"]} for segment in line["segments"]
                 ]
+                contract["lines"] = {**contract["lines"], data["line_id"]: line}
                 rows.put(dr_contracts, contract)
+                write_schedules(rows, contract, before)
             case "invoice.issued":
                 booking = acc.invoice_booking(data)
                 rows.put(
@@ -224,3 +276,127 @@ def _amend(
         if line_id not in lines:
             lines[line_id] = _new_line(new, [_segment(effective, end, 0, new["amount"], None)])
     return lines
+
+
+# --- the derived tables ------------------------------------------------------------------------
+
+
+def write_schedules(rows: Rows, contract: Row, before: dict[str, Any]) -> None:
+    """Rewrite a contract's `dr_segments` rows and move its lines' `dr_schedule_months` and
+    `dr_recognised_months` from their `before` state (the lines as they were; empty for a new
+    contract) to the current one."""
+    contract_id, lines = contract["contract_id"], contract["lines"]
+    digits = acc.digits_of(contract["currency"])
+    stale = {
+        (line_id, acc.day(segment["seg_start"]))
+        for line_id, line in before.items()
+        for segment in line["segments"]
+    }
+    scheduled: dict[tuple[date, date], Any] = {}
+    recognised: dict[date, Any] = {}
+    for line_id, line in lines.items():
+        if before.get(line_id) == line:
+            stale -= {(line_id, acc.day(segment["seg_start"])) for segment in line["segments"]}
+            continue
+        for row in segment_rows(contract_id, line_id, line):
+            rows.put(dr_segments, row)
+            stale.discard((line_id, row["seg_start"]))
+        old = before.get(line_id)
+        _move(scheduled, schedule_months(line, digits), schedule_months(old, digits))
+        _move(recognised, recognised_months(line, digits), recognised_months(old, digits))
+    for line_id, seg_start in stale:
+        rows.delete(dr_segments, contract_id, line_id, seg_start)
+    for (seg_start, month), amount in scheduled.items():
+        if amount:
+            rows.add(dr_schedule_months, {"seg_start": seg_start, "month": month, "amount": amount})
+    for month, amount in recognised.items():
+        if amount:
+            rows.add(dr_recognised_months, {"month": month, "amount": amount})
+
+
+def _move(totals: dict[Any, Any], new: dict[Any, Any], old: dict[Any, Any]) -> None:
+    """Add `new` to `totals` and take `old` off."""
+    for key, amount in new.items():
+        totals[key] = totals.get(key, acc.zero) + amount
+    for key, amount in old.items():
+        totals[key] = totals.get(key, acc.zero) - amount
+
+
+def segment_rows(contract_id: str, line_id: str, line: dict[str, Any]) -> list[Row]:
+    """A line's segments as `dr_segments` rows, oldest first."""
+    segments = sorted(segments_with_recognition(line), key=lambda segment: segment["seg_start"])
+    found = []
+    for index, segment in enumerate(segments):
+        base, amount = acc.money(segment["base"]), acc.money(segment["amount"])
+        following = segments[index + 1]["seg_start"] if index + 1 < len(segments) else None
+        satisfied_on = segment.get("satisfied_on")
+        found.append(
+            {
+                "contract_id": contract_id,
+                "line_id": line_id,
+                "seg_start": acc.day(segment["seg_start"]),
+                "seg_end": acc.day(segment["seg_end"]),
+                "recognition": segment["recognition"],
+                "base": base,
+                "amount": amount,
+                "recognised_when_complete": base + amount,
+                "satisfied_on": None if satisfied_on is None else acc.day(satisfied_on),
+                "next_start": None if following is None else acc.day(following),
+            }
+        )
+    return found
+
+
+def schedule_months(line: dict[str, Any] | None, digits: int) -> dict[tuple[date, date], Any]:
+    """(start of the line's latest segment, first day of a month) -> what that segment recognises
+    in the month, rounded per line as a report rounds it (the first month: all it has recognised
+    by that month's end, from zero). Nothing unless the latest segment is ratable: the waterfall
+    leaves point-in-time lines out.
+
+    Summed over the months up to M it is the line's rounded recognition at the end of M (or at
+    its last day): `projections.reports` takes what a line had recognised on the as-of date off
+    the as-of month, and what is left is the waterfall the lines' schedules give."""
+    segments = [] if line is None else segments_with_recognition(line)
+    if not segments:
+        return {}
+    latest = max(segments, key=lambda segment: segment["seg_start"])
+    if latest["recognition"] != "ratable":
+        return {}
+    start = acc.day(latest["seg_start"])
+    last_day = max(acc.day(segment["seg_end"]) for segment in segments) - acc.one_day
+    found: dict[tuple[date, date], Any] = {}
+    previous = acc.zero
+    month_end = acc.month_end(start)
+    while last_day >= start:
+        boundary = min(month_end, last_day)
+        recognised = acc.round_money(acc.recognised_by_line(segments, boundary), digits)
+        found[(start, boundary.replace(day=1))] = recognised - previous
+        previous = recognised
+        if month_end >= last_day:
+            break
+        month_end = acc.month_end(month_end + acc.one_day)
+    return found
+
+
+def recognised_months(line: dict[str, Any] | None, digits: int) -> dict[date, Any]:
+    """First day of a month -> what the line recognised in it: its recognition by the month's end,
+    rounded, less that of the month before. From the month its first segment starts to the one
+    after which nothing changes any more (its last day, last change or satisfaction)."""
+    segments = [] if line is None else segments_with_recognition(line)
+    if not segments:
+        return {}
+    dates = [acc.day(segment["seg_start"]) for segment in segments]
+    dates += [acc.day(segment["seg_end"]) - acc.one_day for segment in segments]
+    dates += [acc.day(s["satisfied_on"]) for s in segments if s.get("satisfied_on") is not None]
+    first, settled = min(acc.day(segment["seg_start"]) for segment in segments), max(dates)
+    found: dict[date, Any] = {}
+    previous = acc.zero
+    month_end = acc.month_end(first)
+    while True:
+        recognised = acc.round_money(acc.recognised_by_line(segments, month_end), digits)
+        if recognised != previous:
+            found[month_end.replace(day=1)] = recognised - previous
+        previous = recognised
+        if month_end >= settled:
+            return found
+        month_end = acc.month_end(month_end + acc.one_day)

@@ -441,6 +441,7 @@ async def test_json_rows_arrive_as_they_were(
             "cancelled_on": None,
             "lines": {"L1": {"say": text, "amount": "1.10", "segments": [{"base": "0"}]}},
             "position": index + 1,
+            "currency": "USD",
         }
         for index, text in enumerate(tricky)
     ]
