@@ -1,7 +1,8 @@
 """Properties of the reports over random valid event streams: the trial balance balances, the AR
 aging and the deferred revenue report agree with the general ledger's accounts, MRR movements add
 up, recognition schedules sum to their amounts, catch-up builds the same tables as the in-memory
-test runner, and a report for an earlier date ignores what happened after it.
+test runner, a report for an earlier date ignores what happened after it, and every report is, to
+the character, what the straightforward version of the reports (`reference_reports`) says.
 
 How: a Hypothesis strategy walks through 2026 and, on the way, registers customers, signs
 contracts (ratable and point-in-time lines, recurring or not, over random terms), amends and
@@ -52,9 +53,10 @@ from ledger.store.postgres import PostgresEventStore
 from projections.core import ProjectedEvent, is_table_projector, read_states
 from projections.registry import all_projectors
 from projections.replay import catch_up
-from projections.reports import KINDS, fresh_report
+from projections.reports import KINDS, catch_up_tenant, fresh_report, report
 from projections.tables import MemoryTables, read_rows
 from tests.ledger.events import new_tenant
+from tests.projections.reference_reports import reference_report
 from tests.servers import create_database, drop_database
 
 Event = dict[str, Any]
@@ -78,6 +80,7 @@ examples_schedules = 100
 examples_replay = 50
 examples_rerun = 80
 examples_retype = 10
+examples_reference = 120
 
 
 def property_settings(examples: int) -> settings:
@@ -945,3 +948,36 @@ async def test_a_report_for_an_earlier_date_ignores_later_changes_of_recognition
     store: PostgresEventStore, stream: Stream
 ) -> None:
     await check_rerun(store, stream)
+
+
+# --- 8: the reports are the straightforward ones, read from aggregates ---------------------------
+
+
+@property_settings(examples_reference)
+@example(stream=_retyped_line(), limit=None)
+@example(
+    stream=Stream(
+        _retyped_line().events,
+        [date(2026, 1, 31), date(2026, 3, 31), date(2026, 4, 1), date(2026, 12, 31)],
+    ),
+    limit=1,
+)
+@given(
+    stream=st.one_of(streams(late=True), streams(retype=True, late=True), streams()),
+    limit=st.sampled_from([None, 0, 1, 3]),
+)
+async def test_every_report_equals_the_straightforward_one(
+    store: PostgresEventStore, stream: Stream, limit: int | None
+) -> None:
+    """The fast reports read aggregates and round in SQL (`projections.reports`); the reference
+    reads every invoice and contract line into Python. Every field of every report, for every
+    as-of date, must be the same string."""
+    tenant = new_tenant()
+    await append(store, tenant, stream.events)
+    async with store.connection() as conn:
+        await catch_up_tenant(store, conn, tenant)
+        for as_of in stream.as_of:
+            for kind in KINDS:
+                fast = await report(conn, kind, tenant, as_of, limit=limit)
+                straightforward = await reference_report(conn, kind, tenant, as_of, limit=limit)
+                assert fast == straightforward, (kind, as_of)
