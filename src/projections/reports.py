@@ -363,6 +363,9 @@ FROM per_customer
 """
 
 
+Query = tuple[str, dict[str, Any]]
+
+
 @dataclass(frozen=True)
 class _Recognition:
     """What the contracts had recognised by the end of a day, the part of it billed by then
@@ -410,6 +413,18 @@ class _Reader:
         cursor = await self.conn.execute(query, params)
         return await cursor.fetchall()
 
+    async def many(self, *queries: Query) -> list[list[tuple[Any, ...]]]:
+        """Each query's rows, the queries sent together (pipeline mode) and answered in one round
+        trip: on a busy machine every round trip also waits to be scheduled again (the KPIs' five
+        queries took 45-50 ms one by one and 29-35 ms together at a load of 2.5 on 2 cores)."""
+        async with self.conn.pipeline():
+            cursors = []
+            for query, params in queries:
+                cursor = self.conn.cursor()
+                await cursor.execute(query, params)
+                cursors.append(cursor)
+        return [await cursor.fetchall() for cursor in cursors]
+
     def parameters(self, **more: Any) -> dict[str, Any]:
         return {"tenant": self.tenant, "as_of": self.as_of, "digits": self.digits, **more}
 
@@ -431,19 +446,20 @@ class _Reader:
 
     # --- general ledger --------------------------------------------------------------------
 
-    async def balances(
-        self, recognition: _Recognition | None = None
-    ) -> dict[str, tuple[Decimal, Decimal]]:
-        """account -> (debits, credits) by the end of as_of, recognition included (`recognition`:
-        this reader's, when the caller has it already)."""
-        rows = await self._all(
+    def ledger_query(self) -> Query:
+        """account -> (debits, credits) posted by the end of as_of."""
+        return (
             "SELECT account, sum(debit), sum(credit) FROM gl_daily"
-            " WHERE tenant_id = %s AND day <= %s GROUP BY account",
-            [self.tenant, self.as_of],
+            " WHERE tenant_id = %(tenant)s AND day <= %(as_of)s GROUP BY account",
+            self.parameters(),
         )
-        totals = {row[0]: (row[1], row[2]) for row in rows}
-        if recognition is None:
-            recognition, _, _ = await self.recognition()
+
+    def balances(
+        self, ledger: list[tuple[Any, ...]], recognition: _Recognition
+    ) -> dict[str, tuple[Decimal, Decimal]]:
+        """account -> (debits, credits) by the end of as_of: `ledger_query`'s rows with the
+        recognition to date, which is derived, not posted."""
+        totals = {row[0]: (row[1], row[2]) for row in ledger}
 
         def move(account: str, debit: Decimal, credit: Decimal) -> None:
             old = totals.get(account, (zero, zero))
@@ -460,7 +476,8 @@ class _Reader:
         return debit - credit if acc.is_debit_normal(account) else credit - debit
 
     async def trial_balance(self) -> dict[str, Any]:
-        totals = await self.balances()
+        ledger, recognition = await self.many(self.ledger_query(), self.recognition_query())
+        totals = self.balances(ledger, self.recognition(recognition)[0])
         accounts = []
         total_debit = total_credit = zero
         for account in sorted(totals):
@@ -485,7 +502,7 @@ class _Reader:
             "balanced": self.round(total_debit) == self.round(total_credit),
         }
 
-    async def flows(self, *flows: _Flow) -> dict[str, Decimal]:
+    def flows_query(self, *flows: _Flow) -> Query:
         """Each flow's credits - debits, in one pass over the days from the earliest start."""
         columns, params = [], self.parameters(earliest=min(flow.start for flow in flows))
         for index, flow in enumerate(flows):
@@ -501,24 +518,24 @@ class _Reader:
                 condition += f" AND source = ANY(%(sources{index})s)"
                 params[f"sources{index}"] = list(flow.sources)
             columns.append(f"coalesce(sum(credit - debit) FILTER (WHERE {condition}), 0)")
-        [row] = await self._all(
+        return (
             f"SELECT {', '.join(columns)} FROM gl_daily WHERE tenant_id = %(tenant)s"
             " AND day BETWEEN %(earliest)s AND %(as_of)s",
             params,
         )
-        return {flow.name: Decimal(value) for flow, value in zip(flows, row, strict=True)}
 
     # --- deferred revenue ------------------------------------------------------------------
 
-    async def recognition(self) -> tuple[_Recognition, Decimal, Decimal]:
-        """Over all contracts: by the end of as_of, recognised (rounded per line) and how much of
-        it was billed before and how much not (per contract); and recognised by the end of the
-        month and of the year before as_of's."""
-        params = self.parameters(
-            month=self.as_of.replace(day=1), year=self.as_of.replace(month=1, day=1)
-        )
+    def recognition_query(self) -> Query:
+        month_start = self.as_of.replace(day=1)
+        return _recognition, self.parameters(month=month_start, year=month_start.replace(month=1))
+
+    def recognition(self, rows: list[tuple[Any, ...]]) -> tuple[_Recognition, Decimal, Decimal]:
+        """From `recognition_query`'s rows, over all contracts: by the end of as_of, recognised
+        (rounded per line) and how much of it was billed before and how much not (per contract);
+        and recognised by the end of the month and of the year before as_of's."""
         recognised = unbilled = before_month = before_year = zero
-        for kind, first, second, pending in await self._all(_recognition, params):
+        for kind, first, second, pending in rows:
             if kind == "whole":  # the contracts SQL has whole: recognised, unbilled
                 recognised, unbilled = recognised + (first or zero), unbilled + (second or zero)
             elif kind == "pending":  # a contract with segments left to Python: billed second
@@ -546,53 +563,61 @@ class _Reader:
 
     async def deferred_revenue(self) -> dict[str, Any]:
         params = self.parameters(month=self.as_of.replace(day=1))
+        contracts, schedules, changed_later = await self.many(
+            (_contract_figures, params), (_waterfall_months, params), (_lines_changed_later, params)
+        )
         scheduled: list[Decimal] = []  # what the lines in `dr_schedule_months` had recognised
-        listed = []
-        totals = {"billed": zero, "recognized": zero, "deferred": zero, "unbilled": zero}
-        for row in await self._all(_contract_figures, params):
+        listed, figures = [], []
+        for row in contracts:
             contract_id, customer_id, start_date, *amounts, in_schedules, pending = row
             scheduled.append(in_schedules)
             if pending is None:
-                texts = map(self.minor_units, amounts)
+                texts = [self.minor_units(amount) for amount in amounts]
             else:
                 billed = amounts[0]
                 recognised = amounts[1] + self.pending_recognised(pending, scheduled)
                 if start_date > self.as_of and not billed and not recognised:
                     continue
-                amounts = [
-                    billed,
-                    recognised,
-                    max(billed - recognised, zero),
-                    max(recognised - billed, zero),
-                ]
-                texts = map(self.money, amounts)
-            for name, amount in zip(totals, amounts, strict=True):
-                totals[name] += amount
+                deferred, unbilled = max(billed - recognised, zero), max(recognised - billed, zero)
+                amounts = [billed, recognised, deferred, unbilled]
+                texts = [self.money(amount) for amount in amounts]
+            figures.append(amounts)
             listed.append(
                 {
                     "contract_id": contract_id,
                     "customer_id": customer_id,
-                    **dict(zip(totals, texts, strict=True)),
+                    "billed": texts[0],
+                    "recognized": texts[1],
+                    "deferred": texts[2],
+                    "unbilled": texts[3],
                 }
             )
+        names = ("billed", "recognized", "deferred", "unbilled")
+        totals = [sum(column, zero) for column in zip(*figures, strict=True)] or [zero] * 4
         return {
             **self.head(as_of=self.as_of.isoformat(), position=self.position),
-            **{name: self.money(amount) for name, amount in totals.items()},
+            **{name: self.money(amount) for name, amount in zip(names, totals, strict=True)},
             "contracts": listed,
-            "waterfall": await self.waterfall(params, sum(scheduled, zero)),
+            "waterfall": self.waterfall(schedules, changed_later, sum(scheduled, zero)),
         }
 
-    async def waterfall(self, params: dict[str, Any], scheduled: Decimal) -> list[dict[str, str]]:
-        """What the schedules known on as_of still recognise, per month after as_of (`scheduled`:
-        what the lines whose schedules `dr_schedule_months` holds had recognised by as_of)."""
+    def waterfall(
+        self,
+        schedules: list[tuple[Any, ...]],
+        changed_later: list[tuple[Any, ...]],
+        scheduled: Decimal,
+    ) -> list[dict[str, str]]:
+        """What the schedules known on as_of still recognise, per month after as_of: from the
+        rows of `_waterfall_months`, less `scheduled` (what those lines had recognised by as_of),
+        and from those of `_lines_changed_later`."""
         months: dict[str, Decimal] = {}
-        for month, amount in await self._all(_waterfall_months, params):
+        for month, amount in schedules:
             months[month.strftime("%Y-%m")] = amount
         if scheduled:
             key = self.as_of.strftime("%Y-%m")
             months[key] = months.get(key, zero) - scheduled
         lines: dict[tuple[str, str], list[dict[str, Any]]] = {}
-        for contract_id, line_id, *segment in await self._all(_lines_changed_later, params):
+        for contract_id, line_id, *segment in changed_later:
             seg_start, seg_end, recognition, base, amount, satisfied_on = segment
             lines.setdefault((contract_id, line_id), []).append(
                 {
@@ -633,20 +658,17 @@ class _Reader:
 
     # --- AR aging --------------------------------------------------------------------------
 
-    async def unapplied(self, through: date) -> dict[str, Decimal]:
-        return {
-            row[0]: row[1]
-            for row in await self._all(
-                "SELECT customer_id, sum(amount) FROM ar_credits"
-                " WHERE tenant_id = %s AND day <= %s GROUP BY customer_id HAVING sum(amount) <> 0",
-                [self.tenant, through],
-            )
-        }
-
     async def ar_aging(self, limit: int | None = None) -> dict[str, Any]:
-        aging = await self._all(_aging_by_customer, self.parameters())
-        invoices = await self._all(_open_invoices, self.parameters(limit=limit))
-        unapplied = await self.unapplied(self.as_of)
+        aging, invoices, credits = await self.many(
+            (_aging_by_customer, self.parameters()),
+            (_open_invoices, self.parameters(limit=limit)),
+            (
+                "SELECT customer_id, sum(amount) FROM ar_credits WHERE tenant_id = %(tenant)s"
+                " AND day <= %(as_of)s GROUP BY customer_id HAVING sum(amount) <> 0",
+                self.parameters(),
+            ),
+        )
+        unapplied: dict[str, Decimal] = {row[0]: row[1] for row in credits}
         buckets = dict.fromkeys(BUCKETS, zero)
         invoices_total = 0
         if aging and aging[0][0] is None:  # the tenant's row (ROLLUP), first
@@ -761,24 +783,28 @@ class _Reader:
     # --- KPIs ------------------------------------------------------------------------------
 
     async def kpi(self) -> dict[str, Any]:
-        recognition, before_month, before_year = await self.recognition()
-        totals = await self.balances(recognition)
-        flows = await self.kpi_flows()
+        flows_asked = self.kpi_flows()
+        ledger, recognised, flow_rows, receivables, mrr = await self.many(
+            self.ledger_query(),
+            self.recognition_query(),
+            self.flows_query(*flows_asked),
+            (_receivables_and_customers, self.parameters()),
+            (_mrr_cohort, self.parameters(start=_months_before(self.as_of, 12))),
+        )
+        recognition, before_month, before_year = self.recognition(recognised)
+        totals = self.balances(ledger, recognition)
+        flows = {flow.name: value for flow, value in zip(flows_asked, flow_rows[0], strict=True)}
         revenue_mtd = flows["revenue_mtd"] + (recognition.recognised - before_month)
         revenue_ytd = flows["revenue_ytd"] + (recognition.recognised - before_year)
         billings_90_gross = flows["billings_90"]
         expenses_mtd = -flows["expenses_mtd"]
         expenses_90_gross = flows["expenses_90"]
-        [(ar, overdue, over_90, due_30, customers, active_contracts)] = await self._all(
-            _receivables_and_customers, self.parameters()
-        )
+        [(ar, overdue, over_90, due_30, customers, active_contracts)] = receivables
         cash = self.balance(totals, acc.CASH)
         ap = self.balance(totals, acc.PAYABLE)
         deferred = self.balance(totals, acc.DEFERRED)
         tax_payable = self.balance(totals, acc.TAX_PAYABLE)
-        [(mrr_now, cohort_start, cohort_now, cohort_kept)] = await self._all(
-            _mrr_cohort, self.parameters(start=_months_before(self.as_of, 12))
-        )
+        [(mrr_now, cohort_start, cohort_now, cohort_kept)] = mrr
         share_over_90 = over_90 / ar if ar else None
         liabilities = ap + deferred + tax_payable
         net_income = revenue_mtd - expenses_mtd
@@ -813,14 +839,14 @@ class _Reader:
             "alerts": self.alerts(share_over_90, cash, due_30, ap),
         }
 
-    async def kpi_flows(self) -> dict[str, Decimal]:
+    def kpi_flows(self) -> tuple[_Flow, ...]:
         """What the general ledger's accounts took in over the month, the year and the last 90
         days: direct revenue, billings (net of credit notes and voids), expenses, purchases."""
         month_start = self.as_of.replace(day=1)
         year_start, last_90 = month_start.replace(month=1), self.as_of - timedelta(days=89)
         billing_sources = ("invoice.issued", "credit_note.issued", "invoice.voided")
         billed = (acc.REVENUE, acc.DEFERRED)
-        return await self.flows(
+        return (
             _Flow("revenue_mtd", month_start, (acc.REVENUE,)),
             _Flow("revenue_ytd", year_start, (acc.REVENUE,)),
             _Flow("billings_mtd", month_start, billed, billing_sources),
