@@ -44,7 +44,9 @@ from projections import live  # noqa: E402
 
 secret = "bench-fanout-secret-of-at-least-32-bytes!"
 tenant = "bench"
-connect_concurrency = 50  # handshakes in flight: a SYN beyond the listen backlog (100) waits seconds
+connect_concurrency = (
+    50  # handshakes in flight: a SYN beyond the listen backlog (100) waits seconds
+)
 connect_timeout_s = 60.0
 server_start_timeout_s = 30.0
 drain_wait_s = 3.0  # after the last state, how long late frames may still arrive
@@ -182,6 +184,12 @@ def rss_kib(pid: int) -> int:
     raise RuntimeError(f"no VmRSS for pid {pid}")
 
 
+def cpu_s(pid: int) -> float:
+    """User + system CPU seconds the process has used (load-independent, unlike wall time)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def start_server(kind: str, port: int, redis_url: str) -> subprocess.Popen[bytes]:
     environment = dict(os.environ, LEDGER_JWT_SECRET=secret, LEDGER_REDIS_URL=redis_url)
     environment.pop("LEDGER_DATABASE_URL", None)  # states come from Redis only
@@ -234,6 +242,7 @@ async def run_scenario(
         await asyncio.sleep(2.0)  # snapshots delivered, server settled
         rss_connected = rss_kib(server.pid)
         sent: dict[int, float] = {}
+        cpu_before = cpu_s(server.pid)
         started = time.perf_counter()
         for number in range(updates):
             await asyncio.sleep(max(0.0, started + number / rate - time.perf_counter()))
@@ -242,6 +251,7 @@ async def run_scenario(
             _published, message = await states.publish(state_body(position))
             sent[int(message[7 : message.index(b",")])] = at
         await asyncio.sleep(drain_wait_s)
+        cpu_used_s = cpu_s(server.pid) - cpu_before
         rss_after = rss_kib(server.pid)
         return summarise(
             kind + (" + stalled client" if stall else ""),
@@ -250,6 +260,7 @@ async def run_scenario(
             connect_s,
             (rss_before, rss_connected, rss_after),
             stalled,
+            cpu_used_s,
         )
     finally:
         stop_server(server)
@@ -276,6 +287,7 @@ def summarise(
     connect_s: float,
     rss: tuple[int, int, int],
     stalled: RawClient | None,
+    cpu_used_s: float,
 ) -> dict[str, Any]:
     delays_ms: list[float] = []
     missing = 0
@@ -302,6 +314,7 @@ def summarise(
         "p99 ms": delays_ms[int(len(delays_ms) * 0.99)] if delays_ms else None,
         "max ms": delays_ms[-1] if delays_ms else None,
         "worst update's p99 ms": max(per_update_p99) if per_update_p99 else None,
+        "server CPU us per frame": cpu_used_s * 1e6 / max(1, len(clients) * len(sent) - missing),
         "connect s": connect_s,
         "RSS before MiB": rss[0] / 1024,
         "RSS connected MiB": rss[1] / 1024,
