@@ -184,10 +184,12 @@ def rss_kib(pid: int) -> int:
     raise RuntimeError(f"no VmRSS for pid {pid}")
 
 
-def cpu_s(pid: int) -> float:
-    """User + system CPU seconds the process has used (load-independent, unlike wall time)."""
+def cpu_s(pid: int) -> tuple[float, float]:
+    """User and system CPU seconds the process has used (load-independent, unlike wall time;
+    on loopback the system part includes the receiving side's TCP work)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    ticks = os.sysconf("SC_CLK_TCK")
+    return int(fields[11]) / ticks, int(fields[12]) / ticks
 
 
 def start_server(kind: str, port: int, redis_url: str) -> subprocess.Popen[bytes]:
@@ -251,7 +253,8 @@ async def run_scenario(
             _published, message = await states.publish(state_body(position))
             sent[int(message[7 : message.index(b",")])] = at
         await asyncio.sleep(drain_wait_s)
-        cpu_used_s = cpu_s(server.pid) - cpu_before
+        cpu_after = cpu_s(server.pid)
+        cpu_used_s = (cpu_after[0] - cpu_before[0], cpu_after[1] - cpu_before[1])
         rss_after = rss_kib(server.pid)
         return summarise(
             kind + (" + stalled client" if stall else ""),
@@ -287,8 +290,9 @@ def summarise(
     connect_s: float,
     rss: tuple[int, int, int],
     stalled: RawClient | None,
-    cpu_used_s: float,
+    cpu_used_s: tuple[float, float],
 ) -> dict[str, Any]:
+    delivered = max(1, len(clients) * len(sent))
     delays_ms: list[float] = []
     missing = 0
     for client in clients:
@@ -314,7 +318,8 @@ def summarise(
         "p99 ms": delays_ms[int(len(delays_ms) * 0.99)] if delays_ms else None,
         "max ms": delays_ms[-1] if delays_ms else None,
         "worst update's p99 ms": max(per_update_p99) if per_update_p99 else None,
-        "server CPU us per frame": cpu_used_s * 1e6 / max(1, len(clients) * len(sent) - missing),
+        "server CPU us per frame, user": cpu_used_s[0] * 1e6 / delivered,
+        "system": cpu_used_s[1] * 1e6 / delivered,
         "connect s": connect_s,
         "RSS before MiB": rss[0] / 1024,
         "RSS connected MiB": rss[1] / 1024,
