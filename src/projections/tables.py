@@ -411,7 +411,9 @@ async def _upsert(
     conn: AsyncConnection[TupleRow], table: Table, rows: list[Row], *, add: bool, name: str
 ) -> None:
     """INSERT ... ON CONFLICT into `name` (`table` or its fresh copy): replace, or add to, the
-    value columns."""
+    value columns. One statement per table, the rows as one JSON document (as `insert_json_rows`):
+    a statement per row cost ~0.3 ms each, most of a batch's write. The rows' keys are distinct
+    (they come from `Changes`), so no row is updated twice by the statement."""
     target = sql.Identifier(name)
     names = [column.name for column in table.columns]
     keys = ["tenant_id", *key_columns(table)]
@@ -433,20 +435,19 @@ async def _upsert(
         if assignments
         else sql.SQL("DO NOTHING")
     )
+    columns = sql.SQL(", ").join(sql.Identifier(column) for column in names)
     query = (
         sql.SQL(
-            "INSERT INTO {table} ({names}) VALUES ({placeholders}) ON CONFLICT ({keys}) "
+            "INSERT INTO {target} ({columns}) SELECT {columns}"
+            " FROM json_populate_recordset(NULL::{target}, %s::json) ON CONFLICT ({keys}) "
         ).format(
-            table=target,
-            names=sql.SQL(", ").join(sql.Identifier(column) for column in names),
-            placeholders=sql.SQL(", ").join(sql.Placeholder() for _ in names),
+            target=target,
+            columns=columns,
             keys=sql.SQL(", ").join(sql.Identifier(column) for column in keys),
         )
         + conflict
     )
-    await conn.cursor().executemany(
-        query, [[_param(row.get(column)) for column in names] for row in rows]
-    )
+    await conn.execute(query, [orjson.dumps(rows, default=_json_default).decode()])
 
 
 async def insert_json_rows(
