@@ -32,8 +32,9 @@ recognise, month by month (ratable lines; an unsatisfied point-in-time line has 
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from datetime import date
+from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Any
 
 from sqlalchemy import BigInteger, Column, Date, Numeric, Table, Text
@@ -165,7 +166,7 @@ class DeferredRevenue:
                     "currency": data["currency"],
                 }
                 rows.put(dr_contracts, signed)
-                write_schedules(rows, signed, {})
+                write_schedules(rows, signed, {}, start)
             case "contract.amended" | "contract.cancelled":
                 contract = rows.get(dr_contracts, data["contract_id"])
                 if contract is None:  # unreachable for an event the store accepted
@@ -177,7 +178,7 @@ class DeferredRevenue:
                 if source_of(event.type) == "contract.cancelled":
                     contract["cancelled_on"] = effective
                 rows.put(dr_contracts, contract)
-                write_schedules(rows, contract, before)
+                write_schedules(rows, contract, before, effective)
             case "obligation.satisfied":
                 contract = rows.get(dr_contracts, data["contract_id"])
                 if contract is None:
@@ -189,7 +190,7 @@ class DeferredRevenue:
                 ]
                 contract["lines"] = {**contract["lines"], data["line_id"]: line}
                 rows.put(dr_contracts, contract)
-                write_schedules(rows, contract, before)
+                write_schedules(rows, contract, before, acc.day(data["date"]))
             case "invoice.issued":
                 booking = acc.invoice_booking(data)
                 rows.put(
@@ -281,12 +282,14 @@ def _amend(
 # --- the derived tables ------------------------------------------------------------------------
 
 
-def write_schedules(rows: Rows, contract: Row, before: dict[str, Any]) -> None:
+def write_schedules(rows: Rows, contract: Row, before: dict[str, Any], changed_from: date) -> None:
     """Rewrite a contract's `dr_segments` rows and move its lines' `dr_schedule_months` and
     `dr_recognised_months` from their `before` state (the lines as they were; empty for a new
-    contract) to the current one."""
+    contract) to the current one. Before `changed_from` (the start, an amendment's or a
+    cancellation's effective date, a satisfaction's date) every line recognised the same, old or
+    new: changes are prospective."""
     contract_id, lines = contract["contract_id"], contract["lines"]
-    digits = acc.digits_of(contract["currency"])
+    quantum = Decimal(1).scaleb(-acc.digits_of(contract["currency"]))
     stale = {
         (line_id, acc.day(segment["seg_start"]))
         for line_id, line in before.items()
@@ -301,9 +304,11 @@ def write_schedules(rows: Rows, contract: Row, before: dict[str, Any]) -> None:
         for row in segment_rows(contract_id, line_id, line):
             rows.put(dr_segments, row)
             stale.discard((line_id, row["seg_start"]))
-        old = before.get(line_id)
-        _move(scheduled, schedule_months(line, digits), schedule_months(old, digits))
-        _move(recognised, recognised_months(line, digits), recognised_months(old, digits))
+        new = _RecognisedBy(_parsed(line), quantum)
+        old = _RecognisedBy(_parsed(before.get(line_id)), quantum)
+        if new.latest() != old.latest():
+            _move(scheduled, schedule_months(new), schedule_months(old))
+        _move(recognised, recognised_months(new, old, changed_from), {})
     for line_id, seg_start in stale:
         rows.delete(dr_segments, contract_id, line_id, seg_start)
     for (seg_start, month), amount in scheduled.items():
@@ -347,7 +352,38 @@ def segment_rows(contract_id: str, line_id: str, line: dict[str, Any]) -> list[R
     return found
 
 
-def schedule_months(line: dict[str, Any] | None, digits: int) -> dict[tuple[date, date], Any]:
+class _RecognisedBy:
+    """A line's recognition by the end of a day, rounded as a report rounds it; each day once
+    (the month loops below ask for many of the same days)."""
+
+    def __init__(self, segments: list[dict[str, Any]], quantum: Decimal) -> None:
+        self.segments = segments
+        self.quantum = quantum
+        self.found: dict[date, Decimal] = {}
+
+    def __call__(self, day: date) -> Decimal:
+        try:
+            return self.found[day]
+        except KeyError:
+            value = acc.recognised_by_line(self.segments, day)
+            rounded = value.quantize(self.quantum, rounding=ROUND_HALF_EVEN)
+            return self.found.setdefault(day, rounded)
+
+    def latest(self) -> dict[str, Any] | None:
+        if not self.segments:
+            return None
+        return max(self.segments, key=lambda segment: segment["seg_start"])
+
+    def settled(self) -> date | None:
+        """The day after which the line recognises nothing more: its last day, its latest
+        change or its satisfaction, whichever is last."""
+        dates = [segment["seg_start"] for segment in self.segments]
+        dates += [segment["seg_end"] - acc.one_day for segment in self.segments]
+        dates += [s["satisfied_on"] for s in self.segments if s["satisfied_on"] is not None]
+        return max(dates, default=None)
+
+
+def schedule_months(line: _RecognisedBy) -> dict[tuple[date, date], Any]:
     """(start of the line's latest segment, first day of a month) -> what that segment recognises
     in the month, rounded per line as a report rounds it (the first month: all it has recognised
     by that month's end, from zero). Nothing unless the latest segment is ratable: the waterfall
@@ -356,47 +392,63 @@ def schedule_months(line: dict[str, Any] | None, digits: int) -> dict[tuple[date
     Summed over the months up to M it is the line's rounded recognition at the end of M (or at
     its last day): `projections.reports` takes what a line had recognised on the as-of date off
     the as-of month, and what is left is the waterfall the lines' schedules give."""
-    segments = [] if line is None else segments_with_recognition(line)
-    if not segments:
+    latest = line.latest()
+    if latest is None or latest["recognition"] != "ratable":
         return {}
-    latest = max(segments, key=lambda segment: segment["seg_start"])
-    if latest["recognition"] != "ratable":
+    start = latest["seg_start"]
+    last_day = max(segment["seg_end"] for segment in line.segments) - acc.one_day
+    if last_day < start:
         return {}
-    start = acc.day(latest["seg_start"])
-    last_day = max(acc.day(segment["seg_end"]) for segment in segments) - acc.one_day
     found: dict[tuple[date, date], Any] = {}
     previous = acc.zero
-    month_end = acc.month_end(start)
-    while last_day >= start:
+    for month_end in _month_ends(start, last_day):
         boundary = min(month_end, last_day)
-        recognised = acc.round_money(acc.recognised_by_line(segments, boundary), digits)
-        found[(start, boundary.replace(day=1))] = recognised - previous
-        previous = recognised
-        if month_end >= last_day:
-            break
-        month_end = acc.month_end(month_end + acc.one_day)
+        current = line(boundary)
+        found[(start, boundary.replace(day=1))] = current - previous
+        previous = current
     return found
 
 
-def recognised_months(line: dict[str, Any] | None, digits: int) -> dict[date, Any]:
-    """First day of a month -> what the line recognised in it: its recognition by the month's end,
-    rounded, less that of the month before. From the month its first segment starts to the one
-    after which nothing changes any more (its last day, last change or satisfaction)."""
-    segments = [] if line is None else segments_with_recognition(line)
-    if not segments:
-        return {}
-    dates = [acc.day(segment["seg_start"]) for segment in segments]
-    dates += [acc.day(segment["seg_end"]) - acc.one_day for segment in segments]
-    dates += [acc.day(s["satisfied_on"]) for s in segments if s.get("satisfied_on") is not None]
-    first, settled = min(acc.day(segment["seg_start"]) for segment in segments), max(dates)
+def recognised_months(
+    new: _RecognisedBy, old: _RecognisedBy, changed_from: date
+) -> dict[date, Any]:
+    """First day of a month -> how much more (or less) the line recognises in it now than it did
+    `old`: by each month's end from `changed_from`'s (the same before) to the one after which
+    neither changes any more, the difference of the two, less that of the month before."""
+    settled = max(day for day in (new.settled(), old.settled(), changed_from) if day is not None)
     found: dict[date, Any] = {}
     previous = acc.zero
-    month_end = acc.month_end(first)
-    while True:
-        recognised = acc.round_money(acc.recognised_by_line(segments, month_end), digits)
-        if recognised != previous:
-            found[month_end.replace(day=1)] = recognised - previous
-        previous = recognised
-        if month_end >= settled:
-            return found
-        month_end = acc.month_end(month_end + acc.one_day)
+    for month_end in _month_ends(changed_from, settled):
+        difference = new(month_end) - old(month_end)
+        if difference != previous:
+            found[month_end.replace(day=1)] = difference - previous
+        previous = difference
+    return found
+
+
+def _month_ends(first: date, last: date) -> Iterator[date]:
+    """The last day of every month from `first`'s to `last`'s (none if `last` is earlier)."""
+    year, month = first.year, first.month
+    while (year, month) <= (last.year, last.month):
+        year, month = (year + 1, 1) if month == 12 else (year, month + 1)
+        yield date(year, month, 1) - acc.one_day
+
+
+def _parsed(line: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """A line's segments with dates and amounts parsed once: the month loops above evaluate them
+    at every month end of the term (`accounting` takes either form)."""
+    if line is None:
+        return []
+    return [
+        {
+            **segment,
+            "seg_start": acc.day(segment["seg_start"]),
+            "seg_end": acc.day(segment["seg_end"]),
+            "base": acc.money(segment["base"]),
+            "amount": acc.money(segment["amount"]),
+            "satisfied_on": None
+            if segment.get("satisfied_on") is None
+            else acc.day(segment["satisfied_on"]),
+        }
+        for segment in segments_with_recognition(line)
+    ]
