@@ -127,6 +127,9 @@ class Gateway:
         self._listener: asyncio.Task[None] | None = None
         self._loading: dict[str, asyncio.Future[KpiState | None]] = {}
         self._reloading: asyncio.Task[None] | None = None
+        # redis-py's PubSub opens its connection on the first command; two first subscriptions at
+        # once would each open one and keep the last, losing the other's channel. One at a time.
+        self._pubsub_lock = asyncio.Lock()
 
     # The websocket side.
 
@@ -255,7 +258,8 @@ class Gateway:
             subscribers = self._subscribers[tenant] = set()
             confirmed = asyncio.get_running_loop().create_future()
             self._confirmations.setdefault(live.channel(tenant), deque()).append(confirmed)
-            await self._pubsub.subscribe(live.channel(tenant))
+            async with self._pubsub_lock:
+                await self._pubsub.subscribe(live.channel(tenant))
             self._start_listener()
             subscribers.add(client)
             await confirmed
@@ -279,7 +283,8 @@ class Gateway:
             del self._subscribers[tenant]
             self._latest.pop(tenant, None)
             with contextlib.suppress(Exception):
-                await self._pubsub.unsubscribe(live.channel(tenant))
+                async with self._pubsub_lock:
+                    await self._pubsub.unsubscribe(live.channel(tenant))
 
     async def _load(self, tenant: str) -> KpiState | None:
         """The tenant's current state, one load at a time per tenant however many clients ask."""

@@ -431,3 +431,32 @@ async def test_ledger_gateway_as_a_process(database_url: str, redis_url: str) ->
     finally:
         child.send_signal(signal.SIGTERM)
         assert child.wait(timeout=30) == 0
+
+
+async def test_first_subscriptions_at_once_all_receive_updates(
+    database_url: str, redis_url: str
+) -> None:
+    """Dashboards reconnecting together to a fresh gateway: each tenant's first subscription comes
+    at the same moment, and every one of them gets its snapshot and then its updates."""
+    running = await start_gateway("127.0.0.1", 0, redis_url, secret, database_url)
+    client = redis.asyncio.Redis.from_url(redis_url)
+    states = live.KpiStates(client)
+    tenants = [new_tenant() for _ in range(5)]
+    try:
+        for tenant in tenants:
+            await states.publish({"type": "kpi:update", "tenant": tenant, "position": 1})
+        connected = await asyncio.gather(*(subscribed(running, tenant) for tenant in tenants))
+        assert [snapshot["tenant"] for _, snapshot in connected] == tenants
+        for tenant in tenants:
+            await states.publish({"type": "kpi:update", "tenant": tenant, "position": 2})
+        for (websocket, _), tenant in zip(connected, tenants, strict=True):
+            update = await next_frame(websocket)
+            assert (update["tenant"], update["type"], update["position"]) == (
+                tenant,
+                "kpi:update",
+                2,
+            )
+            await websocket.close()
+    finally:
+        await client.aclose()
+        await running.close()
