@@ -445,7 +445,9 @@ async def test_first_subscriptions_at_once_all_receive_updates(
     try:
         for tenant in tenants:
             await states.publish({"type": "kpi:update", "tenant": tenant, "position": 1})
-        connected = await asyncio.gather(*(subscribed(running, tenant) for tenant in tenants))
+        connected = await asyncio.wait_for(
+            asyncio.gather(*(subscribed(running, tenant) for tenant in tenants)), frame_timeout_s
+        )
         assert [snapshot["tenant"] for _, snapshot in connected] == tenants
         for tenant in tenants:
             await states.publish({"type": "kpi:update", "tenant": tenant, "position": 2})
