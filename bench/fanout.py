@@ -41,6 +41,7 @@ sys.path.insert(0, str(root))
 from ledger.auth import issue_token  # noqa: E402
 from ledger.embedded import free_loopback_port  # noqa: E402
 from projections import live  # noqa: E402
+from projections.reports import kpi_names  # noqa: E402
 
 secret = "bench-fanout-secret-of-at-least-32-bytes!"
 tenant = "bench"
@@ -50,34 +51,7 @@ connect_concurrency = (
 connect_timeout_s = 60.0
 server_start_timeout_s = 30.0
 drain_wait_s = 3.0  # after the last state, how long late frames may still arrive
-kpis = {
-    name: "1234567.89"
-    for name in [
-        "revenue_mtd",
-        "revenue_ytd",
-        "billings_mtd",
-        "expenses_mtd",
-        "net_income_mtd",
-        "margin_mtd",
-        "cash",
-        "ar",
-        "ar_overdue",
-        "ar_over_90_share",
-        "unapplied",
-        "ap",
-        "deferred_revenue",
-        "unbilled_revenue",
-        "dso",
-        "dpo",
-        "current_ratio",
-        "mrr",
-        "arr",
-        "nrr",
-        "grr",
-        "customers",
-        "active_contracts",
-    ]
-}
+kpis = dict.fromkeys(kpi_names, "1234567.89")
 
 
 class RawClient(asyncio.Protocol):

@@ -121,7 +121,6 @@ class Gateway:
         self.stats = GatewayStats()
         self._clients: set[_Client] = set()
         self._subscribers: dict[str, set[_Client]] = {}
-        self._latest: dict[str, KpiState] = {}
         self._pubsub: Any = redis_client.pubsub()
         self._confirmations: dict[str, deque[asyncio.Future[None]]] = {}
         self._listener: asyncio.Task[None] | None = None
@@ -246,8 +245,6 @@ class Gateway:
             client.writer = None
 
     def _deliver(self, state: KpiState) -> None:
-        if state.newer_than(self._latest.get(state.tenant)):
-            self._latest[state.tenant] = state
         self._flush(self._subscribers.get(state.tenant, ()), state)
 
     # The Redis side.
@@ -281,7 +278,6 @@ class Gateway:
         subscribers.discard(client)
         if not subscribers:
             del self._subscribers[tenant]
-            self._latest.pop(tenant, None)
             with contextlib.suppress(Exception):
                 async with self._pubsub_lock:
                     await self._pubsub.unsubscribe(live.channel(tenant))
@@ -305,12 +301,7 @@ class Gateway:
             return None
         if message is None:
             return None
-        state = KpiState.from_message(message)
-        latest = self._latest.get(tenant)
-        if latest is not None and not state.newer_than(latest):
-            return latest
-        self._latest[tenant] = state
-        return state
+        return KpiState.from_message(message)
 
     def _start_listener(self) -> None:
         if self._listener is None or self._listener.done():

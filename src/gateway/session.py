@@ -121,6 +121,17 @@ class _Subscription:
     loaded: bool = False
 
 
+def _next_kind(subscription: _Subscription, state: KpiState) -> str | None:
+    """How a published state goes to a loaded subscription, recording it as sent: None for a
+    duplicate or an older state (never sent); a snapshot when seq starts again (Redis lost its
+    states), so the client knows the numbering restarted; else an update."""
+    if not state.newer_than(subscription.sent):
+        return None
+    kind = "snapshot" if state.restarts_seq(subscription.sent) else "update"
+    subscription.sent = state
+    return kind
+
+
 @dataclass
 class Session:
     """A client's session. `token_tenant` is the verified `tenant` claim of its token."""
@@ -224,15 +235,12 @@ class Session:
             if state.newer_than(subscription.early):
                 subscription.early = state
             return
-        if not state.newer_than(subscription.sent):
-            return  # a duplicate or an older state: never sent
-        # A seq that starts again (Redis lost its states) goes out as a snapshot, so the client
-        # knows the numbering restarted; so does anything replacing a snapshot not yet sent.
-        restarted = state.restarts_seq(subscription.sent)
-        subscription.sent = state
+        kind = _next_kind(subscription, state)
+        if kind is None:
+            return
+        # Anything replacing a snapshot not yet sent goes out as the snapshot.
         pending_kind = self._pending[state.tenant][0] if state.tenant in self._pending else None
-        kind = "snapshot" if restarted or pending_kind == "snapshot" else "update"
-        self._pending[state.tenant] = (kind, state)
+        self._pending[state.tenant] = ("snapshot" if pending_kind == "snapshot" else kind, state)
 
     def send_now(self, state: KpiState) -> bytes | None:
         """The fan-out's fast path, for a client whose socket keeps up: the frame to write at once
@@ -242,11 +250,10 @@ class Session:
         if subscription is None or not subscription.loaded or self._pending or self._errors:
             self.published(state)
             return None
-        sent = subscription.sent
-        if not state.newer_than(sent):
+        kind = _next_kind(subscription, state)
+        if kind is None:
             return None
-        subscription.sent = state
-        return state.snapshot if state.restarts_seq(sent) else state.update
+        return state.snapshot if kind == "snapshot" else state.update
 
     def take(self) -> list[bytes]:
         """Everything to send now, in order: errors first, then the newest state per tenant."""
@@ -263,9 +270,3 @@ class Session:
         frame = {"type": "error", "code": code.value, "field": field_name, "message": message}
         self._errors.append(orjson.dumps(frame))
         return []
-
-
-def error_frame(code: ErrorCode, field_name: str, message: str) -> bytes:
-    return orjson.dumps(
-        {"type": "error", "code": code.value, "field": field_name, "message": message}
-    )

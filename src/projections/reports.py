@@ -66,6 +66,44 @@ REPORT_PROJECTIONS = ("general_ledger", "ar_aging", "deferred_revenue", "mrr")
 zero = Decimal(0)
 
 
+# The names other tools rely on (issue 4's contract): the `kpis` of the kpi report, in the order
+# DESIGN section 7 lists them, and the movements of the mrr-movements report, in bridge order.
+kpi_names = (
+    "revenue_mtd",
+    "revenue_ytd",
+    "billings_mtd",
+    "expenses_mtd",
+    "net_income_mtd",
+    "margin_mtd",
+    "cash",
+    "ar",
+    "ar_overdue",
+    "ar_over_90_share",
+    "unapplied",
+    "ap",
+    "deferred_revenue",
+    "unbilled_revenue",
+    "dso",
+    "dpo",
+    "current_ratio",
+    "mrr",
+    "arr",
+    "nrr",
+    "grr",
+    "customers",
+    "active_contracts",
+)
+mrr_movement_names = (
+    "starting_mrr",
+    "new",
+    "reactivation",
+    "expansion",
+    "contraction",
+    "churn",
+    "ending_mrr",
+)
+
+
 class ReportError(ValueError):
     """A report request that cannot be answered: names the field and the reason."""
 
@@ -930,16 +968,7 @@ def rows_of(kind: str, data: dict[str, Any]) -> tuple[list[str], list[list[Any]]
         rows.append(["TOTAL", data["total_debit"], data["total_credit"], ""])
         return header, rows
     header = ["movement", "amount"]
-    names = [
-        "starting_mrr",
-        "new",
-        "reactivation",
-        "expansion",
-        "contraction",
-        "churn",
-        "ending_mrr",
-    ]
-    return header, [[name, data[name]] for name in names]
+    return header, [[name, data[name]] for name in mrr_movement_names]
 
 
 def to_csv(kind: str, data: dict[str, Any]) -> str:

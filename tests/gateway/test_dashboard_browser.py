@@ -42,7 +42,7 @@ from ledger.auth import AuthError, issue_token, tenant_of
 from ledger.embedded import free_loopback_port
 from ledger.service import LedgerService
 from ledger.store.postgres import PostgresEventStore
-from projections.reports import fresh_report
+from projections.reports import fresh_report, kpi_names
 from tests.gateway.chromium import Browser, Page, chromium_executable
 from tests.ledger import store_builders
 from tests.ledger.events import customer, invoice, new_tenant, payment
@@ -57,31 +57,7 @@ frame_timeout_s = 30.0
 # How long the page is watched to make sure it does not reconnect after a 4401.
 no_reconnect_watch_s = 4.0
 
-kpi_keys = [
-    "revenue_mtd",
-    "revenue_ytd",
-    "billings_mtd",
-    "expenses_mtd",
-    "net_income_mtd",
-    "margin_mtd",
-    "cash",
-    "ar",
-    "ar_overdue",
-    "ar_over_90_share",
-    "unapplied",
-    "ap",
-    "deferred_revenue",
-    "unbilled_revenue",
-    "dso",
-    "dpo",
-    "current_ratio",
-    "mrr",
-    "arr",
-    "nrr",
-    "grr",
-    "customers",
-    "active_contracts",
-]
+kpi_keys = list(kpi_names)
 
 
 @pytest.fixture(scope="module")

@@ -53,7 +53,7 @@ from ledger.store.postgres import PostgresEventStore
 from projections.core import ProjectedEvent, is_table_projector, read_states
 from projections.registry import all_projectors
 from projections.replay import catch_up
-from projections.reports import KINDS, catch_up_tenant, fresh_report, report
+from projections.reports import KINDS, catch_up_tenant, fresh_report, mrr_movement_names, report
 from projections.tables import MemoryTables, read_rows
 from tests.ledger.events import new_tenant
 from tests.projections.reference_reports import reference_report
@@ -715,15 +715,7 @@ memory_projection_names = {p.name for p in all_projectors() if is_table_projecto
 # --- 1-4: the reports reconcile ------------------------------------------------------------------
 
 
-movement_names = (
-    "starting_mrr",
-    "new",
-    "reactivation",
-    "expansion",
-    "contraction",
-    "churn",
-    "ending_mrr",
-)
+movement_names = mrr_movement_names
 
 
 @property_settings(examples_reconcile)

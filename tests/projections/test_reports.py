@@ -16,7 +16,7 @@ from ledger.api import make_app
 from ledger.auth import issue_token
 from ledger.service import LedgerService
 from ledger.store.postgres import PostgresEventStore
-from projections.reports import fresh_report
+from projections.reports import fresh_report, kpi_names
 from tests.ledger import store_builders as b
 from tests.ledger.events import new_tenant
 from tests.ledger.test_cli import ledger
@@ -189,6 +189,7 @@ async def test_cancellation_mid_month_stops_recognition_and_keeps_billing_deferr
     assert (later["recognized"], later["deferred"], later["waterfall"]) == ("74.00", "291.00", [])
     kpis = (await get(store, "kpi", tenant, "2026-03-31"))["kpis"]
     assert kpis["active_contracts"] == 0 and kpis["mrr"] == "0.00"
+    assert tuple(kpis) == kpi_names  # the names other tools rely on, all of them, in order
 
 
 # --- AR aging ------------------------------------------------------------------------------------
