@@ -30,8 +30,8 @@ trace (`--no-trace` turns it off): a generated `sitecustomize` on the children's
 three worker functions from outside (`src/` is not changed) and appends a JSON line per call. The
 processes' Prometheus histograms (the API's /metrics; the worker's on LEDGER_METRICS_PORT), the CPU
 time of each process over the window, and the KPI report timed alone afterwards complete it.
-`--diagnose-fetch-wait-ms N` makes the worker's consumer fetch with fetch_max_wait_ms N instead of
-faust's hard-coded 1,500: a diagnosis of what that change would give, not the product.
+`--fetch-wait-ms N` sets LEDGER_KAFKA_FETCH_MAX_WAIT_MS for `ledger up` (default: its own, 10 ms on
+the embedded tansu).
 
 soak: `ledger up --demo` plus `--soak-rate` events/s of the load above on a tenant of its own,
 `--soak-clients` websocket clients (100) subscribed to the demo tenants; every 10 s the resident
@@ -279,7 +279,7 @@ async def start_up(
                 LEDGER_JWT_SECRET=secret,
                 # `ledger up` itself serves no metrics port; its worker child inherits this one.
                 LEDGER_METRICS_PORT=str(metrics_port),
-                LEDGER_BENCH_FETCH_WAIT_MS=str(fetch_wait_ms),
+                **({"LEDGER_KAFKA_FETCH_MAX_WAIT_MS": str(fetch_wait_ms)} if fetch_wait_ms else {}),
             ),
             stdout=output,
             stderr=subprocess.STDOUT,
@@ -382,31 +382,14 @@ import os, sys
 if sys.argv[-1:] == ["worker"] and os.environ.get("LEDGER_BENCH_TRACE"):
     sys.path.insert(0, {root!r})
     from bench.live import install_worker_trace
-    install_worker_trace(
-        os.environ["LEDGER_BENCH_TRACE"], int(os.environ.get("LEDGER_BENCH_FETCH_WAIT_MS") or 0)
-    )
+    install_worker_trace(os.environ["LEDGER_BENCH_TRACE"])
 """
 
 
-def install_worker_trace(path: str, fetch_wait_ms: int = 0) -> None:
+def install_worker_trace(path: str) -> None:
     """Append a JSON line per batch applied, per KPI state computed and per state published:
-    wall-clock start and end, and the positions. A few timestamps per batch: no measurable cost.
-    With `fetch_wait_ms`, the worker's consumer fetches with that fetch_max_wait_ms instead of
-    faust's hard-coded 1,500 (a diagnosis: what the fix would give, not the product)."""
+    wall-clock start and end, and the positions. A few timestamps per batch: no measurable cost."""
     from projections import live, worker
-
-    if fetch_wait_ms:
-        from faust.transport.drivers import aiokafka as faust_aiokafka
-
-        thread_class = faust_aiokafka.AIOKafkaConsumerThread
-        create = thread_class._create_worker_consumer
-
-        def create_with_fetch_wait(self: Any, *args: Any, **kwargs: Any) -> Any:
-            consumer = create(self, *args, **kwargs)
-            consumer._fetch_max_wait_ms = fetch_wait_ms  # read by aiokafka's start()
-            return consumer
-
-        thread_class._create_worker_consumer = create_with_fetch_wait  # type: ignore[method-assign]
 
     output = Path(path).open("a", buffering=1)  # noqa: SIM115 - open for the process's life
 
@@ -1106,7 +1089,7 @@ def run_latency(args: argparse.Namespace) -> list[dict[str, Any]]:
                     folder,
                     demo=False,
                     trace=args.trace,
-                    fetch_wait_ms=args.diagnose_fetch_wait_ms,
+                    fetch_wait_ms=args.fetch_wait_ms,
                 )
             )
             try:
@@ -1445,11 +1428,10 @@ def main() -> None:
         "--no-trace", dest="trace", action="store_false", help="no timestamps from the worker"
     )
     parser.add_argument(
-        "--diagnose-fetch-wait-ms",
+        "--fetch-wait-ms",
         type=int,
         default=0,
-        help="diagnosis, not the product: the worker's consumer fetches with this"
-        " fetch_max_wait_ms instead of faust's 1,500 (needs the trace)",
+        help="LEDGER_KAFKA_FETCH_MAX_WAIT_MS for ledger up (default: its own)",
     )
     parser.add_argument("--soak-minutes", type=float, default=30.0)
     parser.add_argument("--soak-warmup-minutes", type=float, default=None)

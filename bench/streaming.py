@@ -33,7 +33,11 @@ sys.path.insert(0, str(root))
 from bench.append import default_url, fresh_database  # noqa: E402
 from bench.events import stream  # noqa: E402
 
-from ledger.embedded import EmbeddedKafka, free_loopback_port  # noqa: E402
+from ledger.embedded import (  # noqa: E402
+    EmbeddedKafka,
+    free_loopback_port,
+    tansu_fetch_max_wait_ms,
+)
 from ledger.relay import KafkaPublisher, Relay  # noqa: E402
 from ledger.service import LedgerService  # noqa: E402
 from ledger.store.postgres import PostgresEventStore, configure_connection  # noqa: E402
@@ -81,6 +85,7 @@ async def latency(
         LEDGER_DATABASE_URL=url,
         LEDGER_KAFKA_BOOTSTRAP=bootstrap,
         LEDGER_KAFKA_IDEMPOTENT="false",
+        LEDGER_KAFKA_FETCH_MAX_WAIT_MS=str(tansu_fetch_max_wait_ms),
         LEDGER_EVENTS_TOPIC="bench.latency",
         LEDGER_WORKER_GROUP="bench-latency",
         PYTHONPATH=os.pathsep.join([str(root / "src"), str(root)]),

@@ -82,6 +82,21 @@ def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
+def kafka_environment(kafka_bootstrap: str) -> dict[str, str]:
+    """The LEDGER_KAFKA_* variables for a `ledger` child process on `kafka_bootstrap`: the
+    configured cluster's own settings, or what `ledger up` gives its children on tansu."""
+    if Settings.from_env().kafka_bootstrap:
+        return {"LEDGER_KAFKA_BOOTSTRAP": kafka_bootstrap}
+    from ledger.embedded import tansu_fetch_max_wait_ms
+
+    return {
+        "LEDGER_KAFKA_BOOTSTRAP": kafka_bootstrap,
+        "LEDGER_KAFKA_IDEMPOTENT": "false",
+        "LEDGER_KAFKA_FETCH_MAX_WAIT_MS": str(tansu_fetch_max_wait_ms),
+    }
+
+
+@pytest.fixture(scope="session")
 def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """LEDGER_REDIS_URL, or an embedded redis-server without persistence."""
     configured = Settings.from_env().redis_url

@@ -214,12 +214,11 @@ async def _api_command(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
-async def _run_relay(
-    settings: Settings, store: Any, bootstrap: str, idempotent: bool, stop: asyncio.Event
-) -> None:
+async def _run_relay(settings: Settings, store: Any, stop: asyncio.Event) -> None:
     from ledger.relay import KafkaPublisher, Relay
 
-    publisher = KafkaPublisher(bootstrap, idempotent=idempotent)
+    assert settings.kafka_bootstrap
+    publisher = KafkaPublisher(settings.kafka_bootstrap, idempotent=settings.kafka_idempotent)
     try:
         await Relay(
             store, publisher, topic=settings.events_topic, partitions=settings.kafka_partitions
@@ -236,15 +235,22 @@ async def _relay_command(settings: Settings, args: argparse.Namespace) -> int:
     metrics.serve(settings.metrics_port)
     async with open_store(settings) as store:
         stop = _stop_on_signals()
-        await _run_relay(settings, store, settings.kafka_bootstrap, settings.kafka_idempotent, stop)
+        await _run_relay(settings, store, stop)
     return 0
 
 
-def _ingest(settings: Settings, service: LedgerService, bootstrap: str) -> Any:
+def _ingest(settings: Settings, service: LedgerService) -> Any:
     from ledger.ingest import Ingest
 
+    assert settings.kafka_bootstrap
     topic = settings.ingest_topic
-    return Ingest(service, bootstrap, topic=topic, dead_letters=f"{topic}.dlq")
+    return Ingest(
+        service,
+        settings.kafka_bootstrap,
+        topic=topic,
+        dead_letters=f"{topic}.dlq",
+        fetch_max_wait_ms=settings.fetch_max_wait_ms,
+    )
 
 
 async def _ingest_command(settings: Settings, args: argparse.Namespace) -> int:
@@ -254,7 +260,7 @@ async def _ingest_command(settings: Settings, args: argparse.Namespace) -> int:
         return _fail("ingest: set LEDGER_KAFKA_BOOTSTRAP (or run everything with `ledger up`)")
     metrics.serve(settings.metrics_port)
     async with open_service(settings) as service:
-        await _ingest(settings, service, settings.kafka_bootstrap).run(_stop_on_signals())
+        await _ingest(settings, service).run(_stop_on_signals())
     return 0
 
 
@@ -388,13 +394,14 @@ async def _audit_command(settings: Settings, args: argparse.Namespace) -> int:
     return 0 if result["ok"] else exit_chain_broken
 
 
-def _spawn_worker(settings: Settings, database: str, bootstrap: str, idempotent: bool) -> Any:
+def _spawn_worker(settings: Settings) -> Any:
     """`ledger worker` as a child process: faust wants an event loop of its own."""
     environment = dict(os.environ)
     environment.update(
-        LEDGER_DATABASE_URL=database,
-        LEDGER_KAFKA_BOOTSTRAP=bootstrap,
-        LEDGER_KAFKA_IDEMPOTENT="true" if idempotent else "false",
+        LEDGER_DATABASE_URL=settings.database_url or "",
+        LEDGER_KAFKA_BOOTSTRAP=settings.kafka_bootstrap or "",
+        LEDGER_KAFKA_IDEMPOTENT="true" if settings.kafka_idempotent else "false",
+        LEDGER_KAFKA_FETCH_MAX_WAIT_MS=str(settings.fetch_max_wait_ms),
         LEDGER_REDIS_URL=settings.redis_url or "",
         LEDGER_EVENTS_TOPIC=settings.events_topic,
         LEDGER_WORKER_GROUP=settings.worker_group,
@@ -459,16 +466,17 @@ def _up_banner(args: argparse.Namespace, secret: str, tenants: list[str], **line
 
 async def _up_command(settings: Settings, args: argparse.Namespace) -> int:
     from gateway.server import start_gateway
-    from ledger.runtime import database_url, kafka_bootstrap, open_store, redis_url
+    from ledger.runtime import database_url, kafka_cluster, open_store, redis_url
 
     settings = dataclasses.replace(settings, data_dir=Path(args.data_dir))
     secret = _gateway_secret(settings)
     with (
         redis_url(settings) as redis,
-        kafka_bootstrap(settings) as (bootstrap, idempotent),
+        kafka_cluster(settings) as settings,
         database_url(settings) as database,
     ):
         settings = dataclasses.replace(settings, redis_url=redis, database_url=database)
+        bootstrap = settings.kafka_bootstrap
         async with open_store(settings) as store:
             gateway = await start_gateway(args.host, args.gateway_port, redis, secret, database)
             gateway_url = f"ws://{args.host}:{gateway.port}/v1/stream"
@@ -476,11 +484,9 @@ async def _up_command(settings: Settings, args: argparse.Namespace) -> int:
                 LedgerService(store), args.host, args.api_port, settings.jwt_secret, gateway_url
             )
             stop = _stop_on_signals()
-            relay = asyncio.create_task(_run_relay(settings, store, bootstrap, idempotent, stop))
-            ingest = asyncio.create_task(
-                _ingest(settings, LedgerService(store), bootstrap).run(stop)
-            )
-            worker = _spawn_worker(settings, database, bootstrap, idempotent)
+            relay = asyncio.create_task(_run_relay(settings, store, stop))
+            ingest = asyncio.create_task(_ingest(settings, LedgerService(store)).run(stop))
+            worker = _spawn_worker(settings)
             demo, tenants = _start_demo(LedgerService(store), stop) if args.demo else (None, ["*"])
             sys.stdout.write(
                 _up_banner(
@@ -656,7 +662,10 @@ def _loop_factory(command: str) -> Callable[[], asyncio.AbstractEventLoop] | Non
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logs.configure(args.log_level)
-    settings = Settings.from_env()
+    try:
+        settings = Settings.from_env()
+    except ValueError as error:
+        return _fail(f"configuration: {error}")
     if args.command == "worker":
         return _worker_command(settings)
     try:

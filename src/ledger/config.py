@@ -10,11 +10,28 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import overload
+
+# Apache Kafka's own fetch.max.wait.ms, for a configured cluster.
+kafka_fetch_max_wait_ms_default = 500
 
 
 def _env(name: str) -> str | None:
     value = os.environ.get(name, "").strip()
     return value or None
+
+
+@overload
+def _positive_int(name: str, default: int) -> int: ...
+@overload
+def _positive_int(name: str, default: None = None) -> int | None: ...
+def _positive_int(name: str, default: int | None = None) -> int | None:
+    value = _env(name)
+    if value is None:
+        return default
+    if not value.isdigit() or int(value) == 0:
+        raise ValueError(f"{name}: {value!r} is not a positive whole number")
+    return int(value)
 
 
 @dataclass(frozen=True)
@@ -28,6 +45,12 @@ class Settings:
     # The idempotent producer needs InitProducerId, which Apache Kafka has and the embedded tansu
     # broker does not; correctness never depends on it (consumers skip applied positions).
     kafka_idempotent: bool = True
+    # How long a consumer's fetch may wait for data (the worker's and `ledger ingest`'s); None: the
+    # broker's default. Apache Kafka answers a waiting fetch as soon as data arrives, so the wait
+    # only bounds idle polling (`kafka_fetch_max_wait_ms_default`, Kafka's own default); the
+    # embedded tansu broker holds a fetch for about half its wait even when data arrives
+    # meanwhile, so it gets a short one (`ledger.embedded.tansu_fetch_max_wait_ms`).
+    kafka_fetch_max_wait_ms: int | None = None
     # Topic names and the projection workers' consumer group (tests run several side by side).
     events_topic: str = "ledger.events"
     worker_group: str = "ledger-projections"
@@ -36,16 +59,23 @@ class Settings:
     # Where `ledger relay`, `ledger ingest` and `ledger worker` serve /metrics (none when unset).
     metrics_port: int | None = None
 
+    @property
+    def fetch_max_wait_ms(self) -> int:
+        """The consumers' fetch wait: the configured one or Kafka's default."""
+        return self.kafka_fetch_max_wait_ms or kafka_fetch_max_wait_ms_default
+
     @classmethod
     def from_env(cls) -> Settings:
+        """Settings from the environment; ValueError naming the variable when one is malformed."""
         return cls(
             database_url=_env("LEDGER_DATABASE_URL"),
             kafka_bootstrap=_env("LEDGER_KAFKA_BOOTSTRAP"),
             redis_url=_env("LEDGER_REDIS_URL"),
             data_dir=Path(_env("LEDGER_DATA_DIR") or ".ledger"),
             jwt_secret=_env("LEDGER_JWT_SECRET"),
-            kafka_partitions=int(_env("LEDGER_KAFKA_PARTITIONS") or 6),
+            kafka_partitions=_positive_int("LEDGER_KAFKA_PARTITIONS", 6),
             kafka_idempotent=(_env("LEDGER_KAFKA_IDEMPOTENT") or "true").lower() != "false",
+            kafka_fetch_max_wait_ms=_positive_int("LEDGER_KAFKA_FETCH_MAX_WAIT_MS"),
             events_topic=_env("LEDGER_EVENTS_TOPIC") or "ledger.events",
             worker_group=_env("LEDGER_WORKER_GROUP") or "ledger-projections",
             ingest_topic=_env("LEDGER_INGEST_TOPIC") or "ledger.ingest",

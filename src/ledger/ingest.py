@@ -24,6 +24,7 @@ from typing import Any
 import orjson
 
 from ledger import metrics
+from ledger.config import kafka_fetch_max_wait_ms_default
 from ledger.service import AppendReport, LedgerService
 
 logger = logging.getLogger(__name__)
@@ -117,12 +118,14 @@ class Ingest:
         topic: str = ingest_topic,
         dead_letters: str = dead_letter_topic,
         group: str = ingest_group,
+        fetch_max_wait_ms: int = kafka_fetch_max_wait_ms_default,
     ) -> None:
         self.service = service
         self.bootstrap = bootstrap
         self.topic = topic
         self.dead_letters = dead_letters
         self.group = group
+        self.fetch_max_wait_ms = fetch_max_wait_ms
         self.appended = 0
         self.rejected = 0
 
@@ -147,6 +150,7 @@ class Ingest:
             group_id=self.group,
             enable_auto_commit=False,
             auto_offset_reset="earliest",
+            fetch_max_wait_ms=self.fetch_max_wait_ms,
         )
         producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, acks="all")
         await consumer.start()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
@@ -45,16 +46,24 @@ async def open_service(settings: Settings) -> AsyncIterator[LedgerService]:
 
 
 @contextmanager
-def kafka_bootstrap(settings: Settings) -> Iterator[tuple[str, bool]]:
-    """The configured Kafka cluster, or the embedded tansu broker; and whether to be idempotent."""
+def kafka_cluster(settings: Settings) -> Iterator[Settings]:
+    """`settings` as they are when they name a Kafka cluster; else with the embedded tansu broker
+    started and its Kafka settings: no idempotent producer (tansu has no InitProducerId) and,
+    unless one is configured, a short fetch wait (tansu holds a waiting fetch, see
+    `tansu_fetch_max_wait_ms`)."""
     if settings.kafka_bootstrap:
-        yield settings.kafka_bootstrap, settings.kafka_idempotent
+        yield settings
         return
-    from ledger.embedded import EmbeddedKafka
+    from ledger.embedded import EmbeddedKafka, tansu_fetch_max_wait_ms
 
     broker = EmbeddedKafka.start(settings.data_dir / "tansu")
     try:
-        yield broker.bootstrap, False
+        yield dataclasses.replace(
+            settings,
+            kafka_bootstrap=broker.bootstrap,
+            kafka_idempotent=False,
+            kafka_fetch_max_wait_ms=settings.kafka_fetch_max_wait_ms or tansu_fetch_max_wait_ms,
+        )
     finally:
         broker.stop()
 

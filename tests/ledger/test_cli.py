@@ -132,3 +132,20 @@ def test_usage_errors_and_unreachable_database_are_one_line(
     assert down.returncode == 3
     assert b"Traceback" not in down.stderr
     assert b"cannot reach the event store" in down.stderr
+
+
+def test_a_malformed_setting_is_named_in_one_line(database_url: str) -> None:
+    for name, value in [
+        ("LEDGER_KAFKA_FETCH_MAX_WAIT_MS", "fast"),
+        ("LEDGER_KAFKA_FETCH_MAX_WAIT_MS", "0"),
+        ("LEDGER_KAFKA_PARTITIONS", "-3"),
+    ]:
+        os.environ[name] = value
+        try:
+            result = ledger(database_url, "events", "--tenant", "acme")
+        finally:
+            del os.environ[name]
+        assert result.returncode == 2, (name, value)
+        assert result.stderr.decode() == (
+            f"ledger: configuration: {name}: {value!r} is not a positive whole number\n"
+        )

@@ -41,7 +41,7 @@ async def store(new_database: Callable[[], str]) -> AsyncIterator[PostgresEventS
 def _spawn(
     role: str,
     store: PostgresEventStore,
-    kafka: str,
+    kafka: dict[str, str],
     redis_url: str,
     topic: str,
     group: str,
@@ -51,13 +51,12 @@ def _spawn(
     environment = dict(os.environ)
     environment.update(
         LEDGER_DATABASE_URL=store.conninfo,
-        LEDGER_KAFKA_BOOTSTRAP=kafka,
-        LEDGER_KAFKA_IDEMPOTENT="false",
         LEDGER_REDIS_URL=redis_url,
         LEDGER_EVENTS_TOPIC=topic,
         LEDGER_WORKER_GROUP=group,
         PYTHONPATH=os.pathsep.join([str(src_dir), environment.get("PYTHONPATH", "")]),
     )
+    environment.update(kafka)
     environment.update(extra or {})
     return subprocess.Popen(
         [sys.executable, "-m", "ledger.cli", role],
@@ -68,7 +67,7 @@ def _spawn(
 
 
 async def test_kill_9_of_relay_and_worker_loses_nothing_and_applies_nothing_twice(
-    store: PostgresEventStore, kafka_bootstrap: str, redis_url: str, tmp_path: Path
+    store: PostgresEventStore, kafka_environment: dict[str, str], redis_url: str, tmp_path: Path
 ) -> None:
     seed = random.randrange(1_000_000)
     chance = random.Random(seed)
@@ -76,7 +75,7 @@ async def test_kill_9_of_relay_and_worker_loses_nothing_and_applies_nothing_twic
     topic, group = f"ledger.events.{suffix}", f"faults-{suffix}"
     logs = {role: tmp_path / f"{role}.log" for role in ("relay", "worker")}
     processes = {
-        role: _spawn(role, store, kafka_bootstrap, redis_url, topic, group, logs[role])
+        role: _spawn(role, store, kafka_environment, redis_url, topic, group, logs[role])
         for role in logs
     }
     service = LedgerService(store)
@@ -98,7 +97,7 @@ async def test_kill_9_of_relay_and_worker_loses_nothing_and_applies_nothing_twic
             processes[role].wait()
             await asyncio.sleep(chance.uniform(0.0, 0.5))
             processes[role] = _spawn(
-                role, store, kafka_bootstrap, redis_url, topic, group, logs[role]
+                role, store, kafka_environment, redis_url, topic, group, logs[role]
             )
 
     conn = await _connection(store)
@@ -129,7 +128,7 @@ async def test_kill_9_of_relay_and_worker_loses_nothing_and_applies_nothing_twic
 
 
 async def test_kill_9_of_ingest_appends_every_message_once(
-    store: PostgresEventStore, kafka_bootstrap: str, redis_url: str, tmp_path: Path
+    store: PostgresEventStore, kafka_environment: dict[str, str], redis_url: str, tmp_path: Path
 ) -> None:
     from aiokafka import AIOKafkaProducer
 
@@ -145,12 +144,21 @@ async def test_kill_9_of_ingest_appends_every_message_once(
 
     def spawn() -> subprocess.Popen[bytes]:
         process = _spawn(
-            "ingest", store, kafka_bootstrap, redis_url, "unused", "unused", log, environment_topic
+            "ingest",
+            store,
+            kafka_environment,
+            redis_url,
+            "unused",
+            "unused",
+            log,
+            environment_topic,
         )
         return process
 
     process = spawn()
-    producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap, acks="all")
+    producer = AIOKafkaProducer(
+        bootstrap_servers=kafka_environment["LEDGER_KAFKA_BOOTSTRAP"], acks="all"
+    )
     await producer.start()
     try:
         for number, message in enumerate(messages):
@@ -180,16 +188,20 @@ async def test_kill_9_of_ingest_appends_every_message_once(
 async def test_broker_restart_losing_everything_ends_identical(
     store: PostgresEventStore, redis_url: str, tmp_path: Path
 ) -> None:
-    from ledger.embedded import EmbeddedKafka
+    from ledger.embedded import EmbeddedKafka, tansu_fetch_max_wait_ms
 
     broker = EmbeddedKafka.start(tmp_path / "broker1")
     port = broker.port
+    kafka = {
+        "LEDGER_KAFKA_BOOTSTRAP": broker.bootstrap,
+        "LEDGER_KAFKA_IDEMPOTENT": "false",
+        "LEDGER_KAFKA_FETCH_MAX_WAIT_MS": str(tansu_fetch_max_wait_ms),
+    }
     suffix = uuid.uuid4().hex[:8]
     topic, group = f"ledger.events.{suffix}", f"restart-{suffix}"
     logs = {role: tmp_path / f"{role}.log" for role in ("relay", "worker")}
     processes = {
-        role: _spawn(role, store, broker.bootstrap, redis_url, topic, group, logs[role])
-        for role in logs
+        role: _spawn(role, store, kafka, redis_url, topic, group, logs[role]) for role in logs
     }
     service = LedgerService(store)
     tenants = [new_tenant() for _ in range(2)]
@@ -229,7 +241,7 @@ async def test_broker_restart_losing_everything_ends_identical(
 
 
 async def test_database_restart_with_relay_and_worker_running(
-    kafka_bootstrap: str, redis_url: str, tmp_path: Path
+    kafka_environment: dict[str, str], redis_url: str, tmp_path: Path
 ) -> None:
     import shutil
     import tempfile
@@ -243,7 +255,7 @@ async def test_database_restart_with_relay_and_worker_running(
     topic, group = f"ledger.events.{suffix}", f"outage-{suffix}"
     logs = {role: tmp_path / f"{role}.log" for role in ("relay", "worker")}
     processes = {
-        role: _spawn(role, private, kafka_bootstrap, redis_url, topic, group, logs[role])
+        role: _spawn(role, private, kafka_environment, redis_url, topic, group, logs[role])
         for role in logs
     }
     tenant = new_tenant()

@@ -89,17 +89,22 @@ async def test_catch_up_and_replay_equal_the_test_runner(store: PostgresEventSto
 
 
 def _start_worker(
-    store: PostgresEventStore, kafka: str, redis_url: str, topic: str, group: str, log: Path
+    store: PostgresEventStore,
+    kafka: dict[str, str],
+    redis_url: str,
+    topic: str,
+    group: str,
+    log: Path,
 ) -> subprocess.Popen[bytes]:
     environment = dict(os.environ)
     environment.update(
         LEDGER_DATABASE_URL=store.conninfo,
-        LEDGER_KAFKA_BOOTSTRAP=kafka,
         LEDGER_REDIS_URL=redis_url,
         LEDGER_EVENTS_TOPIC=topic,
         LEDGER_WORKER_GROUP=group,
         PYTHONPATH=os.pathsep.join([str(src_dir), environment.get("PYTHONPATH", "")]),
     )
+    environment.update(kafka)
     return subprocess.Popen(
         [sys.executable, "-m", "ledger.cli", "worker"],
         env=environment,
@@ -131,7 +136,11 @@ def _stop(worker: subprocess.Popen[bytes]) -> None:
 
 
 async def test_live_worker_equals_replay_and_counts_each_event_once(
-    store: PostgresEventStore, kafka_bootstrap: str, redis_url: str, tmp_path: Path
+    store: PostgresEventStore,
+    kafka_bootstrap: str,
+    kafka_environment: dict[str, str],
+    redis_url: str,
+    tmp_path: Path,
 ) -> None:
     tenants = [new_tenant(), new_tenant(), new_tenant()]
     await _append(store, tenants, invoices=10)
@@ -146,7 +155,7 @@ async def test_live_worker_equals_replay_and_counts_each_event_once(
     subscription = notices.pubsub()
     await subscription.subscribe(channel(tenants[0]))
     first_log, second_log = tmp_path / "worker1.log", tmp_path / "worker2.log"
-    worker = _start_worker(store, kafka_bootstrap, redis_url, topic, f"group-{suffix}", first_log)
+    worker = _start_worker(store, kafka_environment, redis_url, topic, f"group-{suffix}", first_log)
     try:
         await _wait_for(conn, await _expected(store), worker, first_log)
         notice = None
@@ -161,7 +170,7 @@ async def test_live_worker_equals_replay_and_counts_each_event_once(
 
         # A fresh group re-reads the topic from the start: every old event is redelivered.
         worker = _start_worker(
-            store, kafka_bootstrap, redis_url, topic, f"group2-{suffix}", second_log
+            store, kafka_environment, redis_url, topic, f"group2-{suffix}", second_log
         )
         await _append(store, tenants, invoices=2, tag="b")
         expected = await _expected(store)
