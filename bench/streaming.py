@@ -37,6 +37,7 @@ from ledger.embedded import (  # noqa: E402
     EmbeddedKafka,
     free_loopback_port,
     tansu_fetch_max_wait_ms,
+    tansu_session_timeout_ms,
 )
 from ledger.relay import KafkaPublisher, Relay  # noqa: E402
 from ledger.service import LedgerService  # noqa: E402
@@ -86,6 +87,7 @@ async def latency(
         LEDGER_KAFKA_BOOTSTRAP=bootstrap,
         LEDGER_KAFKA_IDEMPOTENT="false",
         LEDGER_KAFKA_FETCH_MAX_WAIT_MS=str(tansu_fetch_max_wait_ms),
+        LEDGER_KAFKA_SESSION_TIMEOUT_MS=str(tansu_session_timeout_ms),
         LEDGER_EVENTS_TOPIC="bench.latency",
         LEDGER_WORKER_GROUP="bench-latency",
         PYTHONPATH=os.pathsep.join([str(root / "src"), str(root)]),

@@ -87,12 +87,13 @@ def kafka_environment(kafka_bootstrap: str) -> dict[str, str]:
     configured cluster's own settings, or what `ledger up` gives its children on tansu."""
     if Settings.from_env().kafka_bootstrap:
         return {"LEDGER_KAFKA_BOOTSTRAP": kafka_bootstrap}
-    from ledger.embedded import tansu_fetch_max_wait_ms
+    from ledger.embedded import tansu_fetch_max_wait_ms, tansu_session_timeout_ms
 
     return {
         "LEDGER_KAFKA_BOOTSTRAP": kafka_bootstrap,
         "LEDGER_KAFKA_IDEMPOTENT": "false",
         "LEDGER_KAFKA_FETCH_MAX_WAIT_MS": str(tansu_fetch_max_wait_ms),
+        "LEDGER_KAFKA_SESSION_TIMEOUT_MS": str(tansu_session_timeout_ms),
     }
 
 

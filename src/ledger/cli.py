@@ -250,6 +250,7 @@ def _ingest(settings: Settings, service: LedgerService) -> Any:
         topic=topic,
         dead_letters=f"{topic}.dlq",
         fetch_max_wait_ms=settings.fetch_max_wait_ms,
+        session_timeout_ms=settings.kafka_session_timeout_ms,
     )
 
 
@@ -402,6 +403,7 @@ def _spawn_worker(settings: Settings) -> Any:
         LEDGER_KAFKA_BOOTSTRAP=settings.kafka_bootstrap or "",
         LEDGER_KAFKA_IDEMPOTENT="true" if settings.kafka_idempotent else "false",
         LEDGER_KAFKA_FETCH_MAX_WAIT_MS=str(settings.fetch_max_wait_ms),
+        LEDGER_KAFKA_SESSION_TIMEOUT_MS=str(settings.kafka_session_timeout_ms or ""),
         LEDGER_REDIS_URL=settings.redis_url or "",
         LEDGER_EVENTS_TOPIC=settings.events_topic,
         LEDGER_WORKER_GROUP=settings.worker_group,

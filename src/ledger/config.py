@@ -15,6 +15,19 @@ from typing import overload
 # Apache Kafka's own fetch.max.wait.ms, for a configured cluster.
 kafka_fetch_max_wait_ms_default = 500
 
+# A group member heartbeats this many times per session timeout (Kafka asks for at least 3).
+heartbeats_per_session = 6
+
+
+def group_timeouts(session_timeout_ms: int | None) -> dict[str, int]:
+    """aiokafka consumer arguments for a session timeout (none: the client's defaults)."""
+    if session_timeout_ms is None:
+        return {}
+    return {
+        "session_timeout_ms": session_timeout_ms,
+        "heartbeat_interval_ms": max(1, session_timeout_ms // heartbeats_per_session),
+    }
+
 
 def _env(name: str) -> str | None:
     value = os.environ.get(name, "").strip()
@@ -51,6 +64,11 @@ class Settings:
     # embedded tansu broker holds a fetch for about half its wait even when data arrives
     # meanwhile, so it gets a short one (`ledger.embedded.tansu_fetch_max_wait_ms`).
     kafka_fetch_max_wait_ms: int | None = None
+    # How long a consumer group member may go without a heartbeat before it is dropped (the worker's
+    # and `ledger ingest`'s); None: the client's default (faust 60 s, aiokafka 10 s). tansu holds a
+    # JoinGroup for about half of it, so the embedded broker gets a short one
+    # (`ledger.embedded.tansu_session_timeout_ms`). Heartbeats go every sixth of it.
+    kafka_session_timeout_ms: int | None = None
     # Topic names and the projection workers' consumer group (tests run several side by side).
     events_topic: str = "ledger.events"
     worker_group: str = "ledger-projections"
@@ -76,6 +94,7 @@ class Settings:
             kafka_partitions=_positive_int("LEDGER_KAFKA_PARTITIONS", 6),
             kafka_idempotent=(_env("LEDGER_KAFKA_IDEMPOTENT") or "true").lower() != "false",
             kafka_fetch_max_wait_ms=_positive_int("LEDGER_KAFKA_FETCH_MAX_WAIT_MS"),
+            kafka_session_timeout_ms=_positive_int("LEDGER_KAFKA_SESSION_TIMEOUT_MS"),
             events_topic=_env("LEDGER_EVENTS_TOPIC") or "ledger.events",
             worker_group=_env("LEDGER_WORKER_GROUP") or "ledger-projections",
             ingest_topic=_env("LEDGER_INGEST_TOPIC") or "ledger.ingest",

@@ -82,6 +82,10 @@ _pr_set_pdeathsig = 1
 # machine: wait 500 ms -> p50 124 ms, max 251; 20 -> 7.8 / 12; 10 -> 1.3 / 2.8. Idle polling at
 # 10 ms costs ~0.04 core in the client and ~0.03 in tansu (0.003 each at 500).
 tansu_fetch_max_wait_ms = 10
+# A consumer group member's session timeout on tansu, which answers a JoinGroup only after about
+# half of it (faust's default 60 s: the worker started projecting 30 s after it joined; aiokafka's
+# 10 s: 5 s). 6 s: ~3 s to join, heartbeats every second.
+tansu_session_timeout_ms = 6000
 # Settings tansu reads from the environment that must not leak from the parent's: a schema
 # registry would make the broker validate (and reject) the ledger's messages.
 _tansu_environment_denied = ("SCHEMA_REGISTRY",)

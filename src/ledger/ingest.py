@@ -24,7 +24,7 @@ from typing import Any
 import orjson
 
 from ledger import metrics
-from ledger.config import kafka_fetch_max_wait_ms_default
+from ledger.config import group_timeouts, kafka_fetch_max_wait_ms_default
 from ledger.service import AppendReport, LedgerService
 
 logger = logging.getLogger(__name__)
@@ -119,6 +119,7 @@ class Ingest:
         dead_letters: str = dead_letter_topic,
         group: str = ingest_group,
         fetch_max_wait_ms: int = kafka_fetch_max_wait_ms_default,
+        session_timeout_ms: int | None = None,
     ) -> None:
         self.service = service
         self.bootstrap = bootstrap
@@ -126,6 +127,7 @@ class Ingest:
         self.dead_letters = dead_letters
         self.group = group
         self.fetch_max_wait_ms = fetch_max_wait_ms
+        self.session_timeout_ms = session_timeout_ms
         self.appended = 0
         self.rejected = 0
 
@@ -151,6 +153,7 @@ class Ingest:
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             fetch_max_wait_ms=self.fetch_max_wait_ms,
+            **group_timeouts(self.session_timeout_ms),
         )
         producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, acks="all")
         await consumer.start()

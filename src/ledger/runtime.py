@@ -49,12 +49,12 @@ async def open_service(settings: Settings) -> AsyncIterator[LedgerService]:
 def kafka_cluster(settings: Settings) -> Iterator[Settings]:
     """`settings` as they are when they name a Kafka cluster; else with the embedded tansu broker
     started and its Kafka settings: no idempotent producer (tansu has no InitProducerId) and,
-    unless one is configured, a short fetch wait (tansu holds a waiting fetch, see
-    `tansu_fetch_max_wait_ms`)."""
+    unless configured, a short fetch wait and session timeout (tansu holds a waiting fetch and a
+    JoinGroup, see `tansu_fetch_max_wait_ms`, `tansu_session_timeout_ms`)."""
     if settings.kafka_bootstrap:
         yield settings
         return
-    from ledger.embedded import EmbeddedKafka, tansu_fetch_max_wait_ms
+    from ledger.embedded import EmbeddedKafka, tansu_fetch_max_wait_ms, tansu_session_timeout_ms
 
     broker = EmbeddedKafka.start(settings.data_dir / "tansu")
     try:
@@ -63,6 +63,7 @@ def kafka_cluster(settings: Settings) -> Iterator[Settings]:
             kafka_bootstrap=broker.bootstrap,
             kafka_idempotent=False,
             kafka_fetch_max_wait_ms=settings.kafka_fetch_max_wait_ms or tansu_fetch_max_wait_ms,
+            kafka_session_timeout_ms=settings.kafka_session_timeout_ms or tansu_session_timeout_ms,
         )
     finally:
         broker.stop()

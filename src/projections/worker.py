@@ -27,7 +27,7 @@ from psycopg import AsyncConnection
 from psycopg.rows import TupleRow
 
 from ledger import metrics
-from ledger.config import Settings
+from ledger.config import Settings, group_timeouts
 from ledger.store.postgres import configure_connection, migrate
 from projections.core import ProjectedEvent, ProjectionWriter, Projector
 from projections.live import KpiPublisher
@@ -157,9 +157,18 @@ def _app_class(fetch_max_wait_ms: int) -> type[faust.App]:
     return App
 
 
+def _group_settings(session_timeout_ms: int | None) -> tuple[float | None, float | None]:
+    """faust's session timeout and heartbeat interval in seconds (None: faust's defaults)."""
+    timeouts = group_timeouts(session_timeout_ms)
+    if not timeouts:
+        return None, None
+    return timeouts["session_timeout_ms"] / 1000, timeouts["heartbeat_interval_ms"] / 1000
+
+
 def make_app(settings: Settings, database_url: str, projectors: Sequence[Projector]) -> Any:
     if not settings.kafka_bootstrap:
         raise ValueError("the worker needs LEDGER_KAFKA_BOOTSTRAP")
+    session_timeout_s, heartbeat_interval_s = _group_settings(settings.kafka_session_timeout_ms)
     app = _app_class(settings.fetch_max_wait_ms)(
         settings.worker_group,
         broker=f"kafka://{settings.kafka_bootstrap}",
@@ -169,6 +178,8 @@ def make_app(settings: Settings, database_url: str, projectors: Sequence[Project
         web_enabled=False,
         producer_acks=-1,
         broker_commit_every=projection_batch_max,
+        broker_session_timeout=session_timeout_s,
+        broker_heartbeat_interval=heartbeat_interval_s,
     )
     topic = app.topic(settings.events_topic, value_type=bytes, key_type=bytes)
     notifier: Notifier | None = None

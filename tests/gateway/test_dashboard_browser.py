@@ -121,7 +121,10 @@ class RunningUp:
 
 @pytest.fixture
 async def ledger_up(
-    new_database: Callable[[], str], kafka_bootstrap: str, redis_url: str, tmp_path: Path
+    new_database: Callable[[], str],
+    kafka_environment: dict[str, str],
+    redis_url: str,
+    tmp_path: Path,
 ) -> AsyncIterator[RunningUp]:
     """`ledger up` on a fresh database, with the session's broker and Redis; SIGTERM at the end,
     and it must then exit cleanly."""
@@ -143,9 +146,9 @@ async def ledger_up(
             ],
             env=_environment(
                 LEDGER_DATABASE_URL=new_database(),
-                LEDGER_KAFKA_BOOTSTRAP=kafka_bootstrap,
                 LEDGER_REDIS_URL=redis_url,
                 LEDGER_JWT_SECRET=secret,
+                **kafka_environment,
             ),
             stdout=log,
             stderr=subprocess.STDOUT,

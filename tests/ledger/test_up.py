@@ -75,7 +75,10 @@ async def _find_on_topic(bootstrap: str, topic: str, event_id: str) -> dict[str,
 
 
 async def test_up_serves_the_api_and_relays_to_kafka(
-    new_database: Callable[[], str], kafka_bootstrap: str, tmp_path: Path
+    new_database: Callable[[], str],
+    kafka_bootstrap: str,
+    kafka_environment: dict[str, str],
+    tmp_path: Path,
 ) -> None:
     port = free_port()
     database = new_database()
@@ -92,7 +95,7 @@ async def test_up_serves_the_api_and_relays_to_kafka(
             "--data-dir",
             str(tmp_path),
         ],
-        env=_environment(LEDGER_DATABASE_URL=database, LEDGER_KAFKA_BOOTSTRAP=kafka_bootstrap),
+        env=_environment(LEDGER_DATABASE_URL=database, **kafka_environment),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
     )

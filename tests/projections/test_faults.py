@@ -188,7 +188,7 @@ async def test_kill_9_of_ingest_appends_every_message_once(
 async def test_broker_restart_losing_everything_ends_identical(
     store: PostgresEventStore, redis_url: str, tmp_path: Path
 ) -> None:
-    from ledger.embedded import EmbeddedKafka, tansu_fetch_max_wait_ms
+    from ledger.embedded import EmbeddedKafka, tansu_fetch_max_wait_ms, tansu_session_timeout_ms
 
     broker = EmbeddedKafka.start(tmp_path / "broker1")
     port = broker.port
@@ -196,6 +196,7 @@ async def test_broker_restart_losing_everything_ends_identical(
         "LEDGER_KAFKA_BOOTSTRAP": broker.bootstrap,
         "LEDGER_KAFKA_IDEMPOTENT": "false",
         "LEDGER_KAFKA_FETCH_MAX_WAIT_MS": str(tansu_fetch_max_wait_ms),
+        "LEDGER_KAFKA_SESSION_TIMEOUT_MS": str(tansu_session_timeout_ms),
     }
     suffix = uuid.uuid4().hex[:8]
     topic, group = f"ledger.events.{suffix}", f"restart-{suffix}"
