@@ -6,11 +6,9 @@ runner over the store. The random points come from a seeded generator, printed o
 from __future__ import annotations
 
 import asyncio
-import os
 import random
 import signal
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -23,7 +21,7 @@ from ledger.service import LedgerService
 from ledger.store.postgres import PostgresEventStore
 from projections.core import read_states
 from tests.ledger.events import customer, invoice, new_tenant
-from tests.projections.test_runners import _connection, _expected
+from tests.projections.test_runners import _connection, _expected, spawn_ledger
 
 src_dir = Path(__file__).resolve().parents[2] / "src"
 # The worker rejoins its consumer group on tansu in 5-10 s after each restart.
@@ -38,34 +36,6 @@ async def store(new_database: Callable[[], str]) -> AsyncIterator[PostgresEventS
     await opened.close()
 
 
-def _spawn(
-    role: str,
-    store: PostgresEventStore,
-    kafka: dict[str, str],
-    redis_url: str,
-    topic: str,
-    group: str,
-    log: Path,
-    extra: dict[str, str] | None = None,
-) -> subprocess.Popen[bytes]:
-    environment = dict(os.environ)
-    environment.update(
-        LEDGER_DATABASE_URL=store.conninfo,
-        LEDGER_REDIS_URL=redis_url,
-        LEDGER_EVENTS_TOPIC=topic,
-        LEDGER_WORKER_GROUP=group,
-        PYTHONPATH=os.pathsep.join([str(src_dir), environment.get("PYTHONPATH", "")]),
-    )
-    environment.update(kafka)
-    environment.update(extra or {})
-    return subprocess.Popen(
-        [sys.executable, "-m", "ledger.cli", role],
-        env=environment,
-        stdout=log.open("ab"),
-        stderr=subprocess.STDOUT,
-    )
-
-
 async def test_kill_9_of_relay_and_worker_loses_nothing_and_applies_nothing_twice(
     store: PostgresEventStore, kafka_environment: dict[str, str], redis_url: str, tmp_path: Path
 ) -> None:
@@ -75,7 +45,7 @@ async def test_kill_9_of_relay_and_worker_loses_nothing_and_applies_nothing_twic
     topic, group = f"ledger.events.{suffix}", f"faults-{suffix}"
     logs = {role: tmp_path / f"{role}.log" for role in ("relay", "worker")}
     processes = {
-        role: _spawn(role, store, kafka_environment, redis_url, topic, group, logs[role])
+        role: spawn_ledger(role, store, kafka_environment, redis_url, topic, group, logs[role])
         for role in logs
     }
     service = LedgerService(store)
@@ -96,7 +66,7 @@ async def test_kill_9_of_relay_and_worker_loses_nothing_and_applies_nothing_twic
             processes[role].send_signal(signal.SIGKILL)
             processes[role].wait()
             await asyncio.sleep(chance.uniform(0.0, 0.5))
-            processes[role] = _spawn(
+            processes[role] = spawn_ledger(
                 role, store, kafka_environment, redis_url, topic, group, logs[role]
             )
 
@@ -143,7 +113,7 @@ async def test_kill_9_of_ingest_appends_every_message_once(
     log = tmp_path / "ingest.log"
 
     def spawn() -> subprocess.Popen[bytes]:
-        process = _spawn(
+        process = spawn_ledger(
             "ingest",
             store,
             kafka_environment,
@@ -202,7 +172,7 @@ async def test_broker_restart_losing_everything_ends_identical(
     topic, group = f"ledger.events.{suffix}", f"restart-{suffix}"
     logs = {role: tmp_path / f"{role}.log" for role in ("relay", "worker")}
     processes = {
-        role: _spawn(role, store, kafka, redis_url, topic, group, logs[role]) for role in logs
+        role: spawn_ledger(role, store, kafka, redis_url, topic, group, logs[role]) for role in logs
     }
     service = LedgerService(store)
     tenants = [new_tenant() for _ in range(2)]
@@ -256,7 +226,7 @@ async def test_database_restart_with_relay_and_worker_running(
     topic, group = f"ledger.events.{suffix}", f"outage-{suffix}"
     logs = {role: tmp_path / f"{role}.log" for role in ("relay", "worker")}
     processes = {
-        role: _spawn(role, private, kafka_environment, redis_url, topic, group, logs[role])
+        role: spawn_ledger(role, private, kafka_environment, redis_url, topic, group, logs[role])
         for role in logs
     }
     tenant = new_tenant()

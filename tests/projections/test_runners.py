@@ -88,14 +88,18 @@ async def test_catch_up_and_replay_equal_the_test_runner(store: PostgresEventSto
         await conn.close()
 
 
-def _start_worker(
+def spawn_ledger(
+    role: str,
     store: PostgresEventStore,
     kafka: dict[str, str],
     redis_url: str,
     topic: str,
     group: str,
     log: Path,
+    extra: dict[str, str] | None = None,
 ) -> subprocess.Popen[bytes]:
+    """`ledger ROLE` as a process on `store`'s database, `kafka`'s LEDGER_KAFKA_* settings, its
+    output appended to `log`."""
     environment = dict(os.environ)
     environment.update(
         LEDGER_DATABASE_URL=store.conninfo,
@@ -105,10 +109,11 @@ def _start_worker(
         PYTHONPATH=os.pathsep.join([str(src_dir), environment.get("PYTHONPATH", "")]),
     )
     environment.update(kafka)
+    environment.update(extra or {})
     return subprocess.Popen(
-        [sys.executable, "-m", "ledger.cli", "worker"],
+        [sys.executable, "-m", "ledger.cli", role],
         env=environment,
-        stdout=log.open("wb"),
+        stdout=log.open("ab"),
         stderr=subprocess.STDOUT,
     )
 
@@ -155,7 +160,9 @@ async def test_live_worker_equals_replay_and_counts_each_event_once(
     subscription = notices.pubsub()
     await subscription.subscribe(channel(tenants[0]))
     first_log, second_log = tmp_path / "worker1.log", tmp_path / "worker2.log"
-    worker = _start_worker(store, kafka_environment, redis_url, topic, f"group-{suffix}", first_log)
+    worker = spawn_ledger(
+        "worker", store, kafka_environment, redis_url, topic, f"group-{suffix}", first_log
+    )
     try:
         await _wait_for(conn, await _expected(store), worker, first_log)
         notice = None
@@ -169,8 +176,8 @@ async def test_live_worker_equals_replay_and_counts_each_event_once(
         _stop(worker)
 
         # A fresh group re-reads the topic from the start: every old event is redelivered.
-        worker = _start_worker(
-            store, kafka_environment, redis_url, topic, f"group2-{suffix}", second_log
+        worker = spawn_ledger(
+            "worker", store, kafka_environment, redis_url, topic, f"group2-{suffix}", second_log
         )
         await _append(store, tenants, invoices=2, tag="b")
         expected = await _expected(store)
