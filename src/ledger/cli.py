@@ -303,6 +303,32 @@ def _progress_printer(command: str, stream: IO[str] | None = None) -> Any:
     return show
 
 
+async def _audit_chain_guard(store: Any, conn: Any, rebuild_broken: bool) -> int | None:
+    """Before the audit chain is rebuilt from the store as it is: verify every tenant's chain.
+    A broken one is the evidence of a change behind the ledger's back, which a rebuild would
+    erase: refuse (exit 2, the broken chains on stdout) unless `rebuild_broken`."""
+    from projections.audit_verify import broken_chains
+
+    sys.stderr.write("replay: verifying every audit chain before rebuilding it\n")
+    broken = await broken_chains(store, conn)
+    if not broken:
+        return None
+    named = ", ".join(
+        f"{answer['tenant']} at position {answer['broken_at_position']} ({answer['code']})"
+        for answer in broken
+    )
+    if rebuild_broken:
+        logger.warning("rebuilding broken audit chains as told, erasing their evidence: %s", named)
+        return None
+    _print_json({"command": "replay", "refused": True, "broken_audit_chains": broken})
+    return _fail(
+        f"replay: the audit chain is broken for {named}; rebuilding it would erase that evidence."
+        " Look with `ledger audit verify --tenant T`; rebuild anyway with"
+        " --rebuild-broken-audit-chain",
+        exit_chain_broken,
+    )
+
+
 async def _projections_command(settings: Settings, args: argparse.Namespace) -> int:
     from psycopg import AsyncConnection
 
@@ -319,6 +345,10 @@ async def _projections_command(settings: Settings, args: argparse.Namespace) -> 
         conn = await AsyncConnection.connect(store.conninfo, autocommit=True)
         try:
             await configure_connection(conn)
+            if args.command == "replay" and any(p.name == "audit_chain" for p in projectors):
+                refused = await _audit_chain_guard(store, conn, args.rebuild_broken_audit_chain)
+                if refused is not None:
+                    return refused
             run = replay if args.command == "replay" else catch_up
             started = time.monotonic()
             position = await run(store, conn, projectors, _progress_printer(args.command))
@@ -602,6 +632,11 @@ def _parser() -> argparse.ArgumentParser:
         runner.add_argument(
             "--projection", action="append", help="only this projection (repeatable)"
         )
+    commands.choices["replay"].add_argument(
+        "--rebuild-broken-audit-chain",
+        action="store_true",
+        help="rebuild audit chains that do not verify (erasing the evidence they hold)",
+    )
 
     report = commands.add_parser("report", help="a report as of a date (reads the read models)")
     report.add_argument(

@@ -39,8 +39,9 @@ What verification does make sure of:
 What it cannot do: prove who wrote a row, or notice a chain rewritten whole (links and head) by
 someone with the same access as the forger. For that the head must be kept elsewhere: `head.hash` in
 the answer is what an auditor notes down and compares next time (DESIGN section 5: signed
-checkpoints, later). For the same reason `ledger replay --projection audit_chain` rebuilds the chain
-from the store as it is and would erase the evidence: verify first.
+checkpoints, later). For the same reason a rebuild of the chain from the store as it is would erase
+the evidence: `ledger replay` verifies every chained tenant first (`broken_chains`) and refuses to
+rebuild a broken chain unless told to (`--rebuild-broken-audit-chain`).
 
 Reads are paged (`verify_page_events`), so memory stays flat however long the chain; the time is
 one pass over the tenant's events and links.
@@ -122,6 +123,32 @@ async def verify(
     verified, broken = await _walk(store, conn, tenant, verified, ledger_head)
     broken = broken or check_head(now.head, now.newest)
     return _answer(tenant, verified, now.head, broken, caught_up)
+
+
+async def chained_tenants(conn: AsyncConnection[TupleRow]) -> list[str]:
+    """Every tenant with a chain: a stored head or a stored link (a head deleted by a forger
+    leaves its links)."""
+    async with conn.transaction():
+        await conn.execute("SELECT set_config('ledger.tenants', '*', true)")
+        cursor = await conn.execute(
+            "SELECT tenant_id FROM audit_heads UNION SELECT DISTINCT tenant_id FROM audit_links"
+            " ORDER BY 1"
+        )
+        return [row[0] for row in await cursor.fetchall()]
+
+
+async def broken_chains(
+    store: PostgresEventStore, conn: AsyncConnection[TupleRow]
+) -> list[dict[str, Any]]:
+    """`verify` of every chained tenant; the answers of the broken ones. A rebuild of the chain
+    (`ledger replay`) checks this first: it would chain the store as it is now and so erase the
+    only evidence of a change behind the ledger's back."""
+    broken = []
+    for tenant in await chained_tenants(conn):
+        answer = await verify(store, conn, tenant)
+        if not answer["ok"]:
+            broken.append(answer)
+    return broken
 
 
 def _answer(

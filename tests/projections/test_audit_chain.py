@@ -396,6 +396,44 @@ async def test_tampering_behind_the_ledgers_back_is_named_by_position(
     assert orjson.loads(result.stdout) == answer
 
 
+async def test_replay_refuses_to_rebuild_a_broken_chain_unless_told(
+    store: PostgresEventStore, conn: AsyncConnection[Any]
+) -> None:
+    tenant, other = await seed(store)
+    await project_live(store, conn)
+    assert ledger_cli(store.conninfo, "replay").returncode == 0  # intact chains: rebuilt
+    position = change_row(store, await positions_of(store, tenant))
+    chain_before = {table.name: await read_rows(conn, table) for table in AuditChain.tables}
+
+    refused = ledger_cli(store.conninfo, "replay")
+    assert refused.returncode == 2, refused.stderr
+    answer = orjson.loads(refused.stdout)
+    assert answer["refused"] and [
+        (broken["tenant"], broken["broken_at_position"], broken["code"])
+        for broken in answer["broken_audit_chains"]
+    ] == [(tenant, position, "row_changed")]  # the other tenant's chain is intact
+    message = refused.stderr.decode().splitlines()[-1]
+    assert f"{tenant} at position {position} (row_changed)" in message
+    assert "--rebuild-broken-audit-chain" in message and b"Traceback" not in refused.stderr
+    # Nothing was rebuilt: the evidence stands, and verification still finds it.
+    assert {table.name: await read_rows(conn, table) for table in AuditChain.tables} == chain_before
+    assert (await verify(store, conn, tenant))["broken_at_position"] == position
+
+    # Projections other than the chain are rebuilt as asked; catch-up only extends the chain.
+    assert ledger_cli(store.conninfo, "replay", "--projection", "event_counts").returncode == 0
+    assert ledger_cli(store.conninfo, "catch-up").returncode == 0
+    assert (await verify(store, conn, tenant))["broken_at_position"] == position
+
+    forced = ledger_cli(store.conninfo, "replay", "--rebuild-broken-audit-chain")
+    assert forced.returncode == 0, forced.stderr
+    assert b"erasing their evidence" in forced.stderr
+    # The chain is now the store's as it is: the changed row is chained, and only the row's own
+    # fingerprint (which this careless edit left stale) still gives it away.
+    after = await verify(store, conn, tenant)
+    assert (after["broken_at_position"], after["code"]) == (position, "fingerprint_mismatch")
+    assert (await verify(store, conn, other))["ok"]
+
+
 async def test_a_row_forged_above_the_ledgers_head_is_refused_not_chained(
     store: PostgresEventStore, conn: AsyncConnection[Any]
 ) -> None:
