@@ -43,11 +43,11 @@ from typing import Any
 import orjson
 import psycopg
 from psycopg import sql
-from psycopg.conninfo import make_conninfo
 
 root = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(root))
 
+from bench import databases  # noqa: E402
 from bench import eventsourcing_append as reference  # noqa: E402
 from bench.events import stream, tenants_stream, write_lines  # noqa: E402
 
@@ -99,21 +99,9 @@ database_settings: list[tuple[str, str]] = []
 
 @contextmanager
 def fresh_database(server_url: str) -> Iterator[str]:
-    name = f"bench_{uuid.uuid4().hex[:10]}"
-    admin = make_conninfo(server_url, dbname="postgres")
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-        for setting, value in database_settings:
-            conn.execute(
-                sql.SQL("ALTER DATABASE {} SET {} = {}").format(
-                    sql.Identifier(name), sql.Identifier(setting), sql.Literal(value)
-                )
-            )
-    try:
-        yield make_conninfo(server_url, dbname=name)
-    finally:
-        with psycopg.connect(admin, autocommit=True) as conn:
-            conn.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
+    """`bench.databases.fresh_database` with the `--database-setting` pairs."""
+    with databases.fresh_database(server_url, settings=database_settings) as url:
+        yield url
 
 
 def count_rows(url: str, table: str) -> int:

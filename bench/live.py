@@ -73,6 +73,8 @@ import orjson
 
 root = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(root))
+from bench.databases import fresh_database  # noqa: E402
+
 # The `src/` the system runs from: a commit's, exported by `export_source` (the working tree is
 # shared, and half-edited files in it are not the code under test), or the working tree's.
 # `ledger`, `projections` and `gateway` are imported only after main() has put it first on the path.
@@ -331,24 +333,6 @@ def stop_up(up: RunningUp, keep_logs: Path | None = None) -> str:
     if "Traceback" in output:
         problems.append("a traceback in its log")
     return "; ".join(problems)
-
-
-@contextlib.contextmanager
-def fresh_database(server_url: str) -> Iterator[str]:
-    """`bench.append.fresh_database`, without importing that module (it needs the `bench` extra)."""
-    import psycopg
-    from psycopg import sql
-    from psycopg.conninfo import make_conninfo
-
-    name = f"bench_{secrets.token_hex(5)}"
-    admin = make_conninfo(server_url, dbname="postgres")
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    try:
-        yield make_conninfo(server_url, dbname=name)
-    finally:
-        with psycopg.connect(admin, autocommit=True) as conn:
-            conn.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
 
 
 def clear_redis_states(redis_url: str, tenants: list[str]) -> None:

@@ -39,19 +39,15 @@ import resource
 import subprocess
 import sys
 import time
-import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import psycopg
-from psycopg import AsyncConnection, sql
-from psycopg.conninfo import make_conninfo
+from psycopg import AsyncConnection
 
 root = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(root))
 
+from bench.databases import fresh_database  # noqa: E402
 from tests.projections.scenario import everything  # noqa: E402
 
 from ledger.service import LedgerService  # noqa: E402
@@ -93,20 +89,6 @@ _date_fields = {
 
 def progress(message: str) -> None:
     print(f"replay bench: {message}", file=sys.stderr, flush=True)
-
-
-@contextmanager
-def fresh_database(server_url: str) -> Iterator[str]:
-    """As `bench/append.py` does, without importing it (it needs the `eventsourcing` extra)."""
-    name = f"bench_{uuid.uuid4().hex[:10]}"
-    admin = make_conninfo(server_url, dbname="postgres")
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    try:
-        yield make_conninfo(server_url, dbname=name)
-    finally:
-        with psycopg.connect(admin, autocommit=True) as conn:
-            conn.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
 
 
 def _rewrite(value: Any, suffix: str, shift: datetime.timedelta) -> Any:

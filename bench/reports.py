@@ -44,9 +44,6 @@ import random
 import statistics
 import sys
 import time
-import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import date, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -58,6 +55,8 @@ from psycopg.conninfo import make_conninfo
 
 root = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(root))
+
+from bench import databases  # noqa: E402
 
 from ledger.service import LedgerService  # noqa: E402
 from ledger.store.postgres import PostgresEventStore, configure_connection  # noqa: E402
@@ -80,28 +79,6 @@ targeted = ("kpi", "ar-aging", "ar-aging limit=100", "deferred-revenue")
 
 def progress(message: str) -> None:
     print(f"reports bench: {message}", file=sys.stderr, flush=True)
-
-
-@contextmanager
-def fresh_database(server_url: str, template: str | None = None) -> Iterator[str]:
-    """A new database, dropped after; with `template`, a copy of that one (file by file: seconds,
-    where loading it again takes minutes)."""
-    name = f"bench_reports_{uuid.uuid4().hex[:10]}"
-    admin = make_conninfo(server_url, dbname="postgres")
-    with psycopg.connect(admin, autocommit=True) as conn:
-        if template is None:
-            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-        else:
-            conn.execute(
-                sql.SQL("CREATE DATABASE {} TEMPLATE {} STRATEGY FILE_COPY").format(
-                    sql.Identifier(name), sql.Identifier(template)
-                )
-            )
-    try:
-        yield make_conninfo(server_url, dbname=name)
-    finally:
-        with psycopg.connect(admin, autocommit=True) as conn:
-            conn.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
 
 
 # --- events -------------------------------------------------------------------------------------
@@ -645,10 +622,10 @@ def run_on_kept_database(args: argparse.Namespace) -> None:
         asyncio.run(rebuild(kept_url))
     applies = []
     if not args.skip_apply:
-        with fresh_database(args.database_url) as small_url:
+        with databases.fresh_database(args.database_url, prefix="bench_reports") as small_url:
             small_head, small_apply = asyncio.run(small_store_apply(small_url, args))
         applies.append(("small store, new tenant", small_head, small_apply))
-    with fresh_database(args.database_url, template=name) as url:
+    with databases.fresh_database(args.database_url, template=name, prefix="bench_reports") as url:
         results, profile, more, rows = asyncio.run(measure(url, args))
     print_results(args, results, applies + more, rows, catch_up_rate, profile)
 
@@ -671,7 +648,7 @@ def main() -> None:
     if args.keep_database:
         run_on_kept_database(args)
         return
-    with fresh_database(args.database_url) as url:
+    with databases.fresh_database(args.database_url, prefix="bench_reports") as url:
         asyncio.run(run(args, url))
 
 

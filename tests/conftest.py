@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import shutil
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from ledger.config import Settings
+from ledger.store.postgres import PostgresEventStore
 from tests.servers import create_database, drop_database
 
 
@@ -48,6 +49,15 @@ def database_url(postgres_server_url: str) -> Iterator[str]:
         yield conninfo
     finally:
         drop_database(conninfo)
+
+
+@pytest.fixture
+async def store(database_url: str) -> AsyncIterator[PostgresEventStore]:
+    """A PostgreSQL event store on the session database (tests keep apart by tenant). Modules that
+    need a database of their own, or one store per module, define their own `store`."""
+    opened = await PostgresEventStore.open(database_url)
+    yield opened
+    await opened.close()
 
 
 @pytest.fixture

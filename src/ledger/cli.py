@@ -37,7 +37,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import orjson
 
@@ -46,6 +46,12 @@ from ledger.config import Settings
 from ledger.errors import LedgerError, StoreUnavailableError
 from ledger.service import AppendReport, LedgerService, parse_all
 from ledger.store import append_batch_events_max
+
+if TYPE_CHECKING:
+    from psycopg import AsyncConnection
+    from psycopg.rows import TupleRow
+
+    from ledger.store.postgres import PostgresEventStore
 
 logger = logging.getLogger("ledger")
 
@@ -303,7 +309,9 @@ def _progress_printer(command: str, stream: IO[str] | None = None) -> Any:
     return show
 
 
-async def _audit_chain_guard(store: Any, conn: Any, rebuild_broken: bool) -> int | None:
+async def _audit_chain_guard(
+    store: PostgresEventStore, conn: AsyncConnection[TupleRow], rebuild_broken: bool
+) -> int | None:
     """Before the audit chain is rebuilt from the store as it is: verify every tenant's chain.
     A broken one is the evidence of a change behind the ledger's back, which a rebuild would
     erase: refuse (exit 2, the broken chains on stdout) unless `rebuild_broken`."""

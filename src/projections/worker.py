@@ -3,11 +3,11 @@
 Workers share the consumer group `ledger-projections` and so split the partitions between them;
 a tenant's events are in one partition (the relay keys by tenant), so one worker at a time owns a
 tenant. Each batch (up to `projection_batch_max` events: what arrived during the previous batch's
-apply and within `projection_batch_window_s` after it) is applied in one transaction by `ProjectionWriter`, which skips what
-was applied before; then the tenants that moved are announced on Redis, and their KPI states are
-recomputed and published for the gateways beside the projecting (`projections.live`). Faust commits
-the offsets after the agent has processed the events, so a crash re-delivers the uncommitted tail,
-which the writer skips.
+apply and within `projection_batch_window_s` after it) is applied in one transaction by
+`ProjectionWriter`, which skips what was applied before; then the tenants that moved are announced
+on Redis, and their KPI states are recomputed and published for the gateways beside the projecting
+(`projections.live`). Faust commits the offsets after the agent has processed the events, so a crash
+re-delivers the uncommitted tail, which the writer skips.
 
 A database outage blocks the batch (retried with backoff) rather than skipping it; a message that is
 not a ledger event (no `ce_position`, bad JSON) is logged and skipped: nothing on the topic can stop
@@ -141,14 +141,12 @@ def _app_class(fetch_max_wait_ms: int) -> type[faust.App]:
             consumer._fetch_max_wait_ms = fetch_max_wait_ms
             return consumer
 
-    class Consumer(driver.Consumer):
+    class FetchWaitConsumer(driver.Consumer):
         def _new_consumer_thread(self) -> Any:
             return ConsumerThread(self, loop=self.loop, beacon=self.beacon)
 
     class Transport(driver.Transport):
-        pass
-
-    Transport.Consumer = Consumer
+        Consumer = FetchWaitConsumer
 
     class App(faust.App):
         def _new_transport(self) -> Any:

@@ -44,13 +44,6 @@ silence_s = 0.5
 
 
 @pytest.fixture
-async def store(database_url: str) -> AsyncIterator[PostgresEventStore]:
-    opened = await PostgresEventStore.open(database_url)
-    yield opened
-    await opened.close()
-
-
-@pytest.fixture
 async def gateway(database_url: str, redis_url: str) -> AsyncIterator[RunningGateway]:
     running = await start_gateway("127.0.0.1", 0, redis_url, secret, database_url)
     yield running

@@ -6,10 +6,7 @@ lock. Before it, one of them failed with a unique violation (an HTTP report answ
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from datetime import date
-
-import pytest
 
 from ledger.service import LedgerService
 from ledger.store.postgres import PostgresEventStore
@@ -21,13 +18,6 @@ from tests.ledger.events import new_tenant
 from tests.projections.scenario import with_tenant
 
 writers = 4
-
-
-@pytest.fixture
-async def store(database_url: str) -> AsyncIterator[PostgresEventStore]:
-    opened = await PostgresEventStore.open(database_url)
-    yield opened
-    await opened.close()
 
 
 async def test_concurrent_writers_of_a_new_tenant_apply_each_event_once(

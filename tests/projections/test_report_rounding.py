@@ -28,6 +28,10 @@ digits_choices = (0, 2, 3)
 # Terms up to 30 years: the exactness argument needs days < 10^7.
 days_max = 30 * 366
 amount_minor_max = 10**13
+# Each property runs this many random cases against the database (a connection per module).
+examples = settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 
 
 @pytest.fixture(scope="module")
@@ -67,9 +71,7 @@ def long_values() -> st.SearchStrategy[Decimal]:
     return st.one_of(near_tie, plain)
 
 
-@settings(
-    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
-)
+@examples
 @given(
     digits=st.sampled_from(digits_choices),
     data=st.data(),
@@ -109,9 +111,7 @@ def halfway_ties() -> st.SearchStrategy[tuple[int, int, int]]:
     )
 
 
-@settings(
-    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
-)
+@examples
 @given(
     digits=st.sampled_from(digits_choices),
     data=st.data(),
