@@ -260,7 +260,9 @@ def _query_error(status: int, code: str, message: str, field: str = "") -> web.R
 
 
 async def get_report(request: web.Request) -> web.Response:
-    """`GET /v1/reports/{kind}?tenant=&as_of=YYYY-MM-DD[&limit=N]`: the CLI's `ledger report`."""
+    """`GET /v1/reports/{kind}?tenant=&as_of=YYYY-MM-DD[&limit=N][&after=ID]`: the CLI's
+    `ledger report` (`limit` caps each list, `after` pages the report's list of customers or
+    contracts)."""
     from ledger.store.postgres import PostgresEventStore
     from projections import reports
 
@@ -279,11 +281,18 @@ async def get_report(request: web.Request) -> web.Response:
         if not text.isdigit():
             return _query_error(400, "invalid_value", "must be an integer >= 0", "limit")
         limit = int(text)
+    after = request.query.get("after")
+    try:
+        reports.check_page(kind, limit, after)
+    except reports.ReportError as error:
+        return _query_error(400, "invalid_value", error.reason, error.field)
     store = request.app[service_key].store
     if not isinstance(store, PostgresEventStore):
         return _query_error(501, "no_read_models", "reports need the PostgreSQL store", "")
     async with store.connection() as conn:
-        data = await reports.fresh_report(store, conn, kind, tenant, as_of, limit=limit)
+        data = await reports.fresh_report(
+            store, conn, kind, tenant, as_of, limit=limit, after=after
+        )
     return _json(data)
 
 

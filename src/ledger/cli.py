@@ -15,6 +15,7 @@
                                        run everything (API, relay, ingest, worker, gateway,
                                        dashboard) on embedded defaults; --demo streams demo events
     ledger report KIND --tenant T --as-of YYYY-MM-DD [--format json|table|csv] [--limit N]
+                [--after ID]
                                        kpi, ar-aging, deferred-revenue, trial-balance, mrr-movements
     ledger audit verify --tenant T     check the tenant's audit hash chain against the store
 
@@ -391,14 +392,16 @@ async def _report_command(settings: Settings, args: argparse.Namespace) -> int:
         return _fail(f"report: {error}")
     if not tenant_pattern.match(args.tenant):
         return _fail(f"report: --tenant {args.tenant!r} is not a valid tenant id")
-    if args.limit is not None and args.limit < 0:
-        return _fail("report: --limit must not be negative")
+    try:
+        reports.check_page(kind, args.limit, args.after)
+    except reports.ReportError as error:
+        return _fail(f"report: --{error.field}: {error.reason}")
     async with open_store(settings) as store:
         conn = await AsyncConnection.connect(store.conninfo, autocommit=True)
         try:
             await configure_connection(conn)
             data = await reports.fresh_report(
-                store, conn, kind, args.tenant, as_of, limit=args.limit
+                store, conn, kind, args.tenant, as_of, limit=args.limit, after=args.after
             )
         finally:
             await conn.close()
@@ -653,7 +656,19 @@ def _parser() -> argparse.ArgumentParser:
     report.add_argument("--tenant", required=True)
     report.add_argument("--as-of", required=True, help="YYYY-MM-DD (the end of that day)")
     report.add_argument("--format", choices=("json", "table", "csv"), default="json")
-    report.add_argument("--limit", type=int, default=None, help="ar-aging: invoices listed")
+    report.add_argument(
+        "--limit",
+        type=int,
+        default=None,
+        help="list at most N of each list (ar-aging: customers and invoices; deferred-revenue:"
+        " contracts; mrr-movements: customers); totals cover all",
+    )
+    report.add_argument(
+        "--after",
+        default=None,
+        help="start the paged list after this id (ar-aging and mrr-movements: customer_id;"
+        " deferred-revenue: contract_id), as the answer's customers_next or contracts_next gives",
+    )
 
     audit = commands.add_parser("audit", help="the tamper-evident audit chain")
     audit_commands = audit.add_subparsers(dest="audit_command", required=True)

@@ -16,7 +16,13 @@ Choices where DESIGN is silent, as the revenue tools do it:
 - MRR movements cover the month of `as_of` up to `as_of` (month to date when as_of is mid-month);
 - the "cash may go negative" alert projects cash + receivables due within 30 days - all payables
   (expenses carry no due date in the general ledger, so all of AP counts as due);
-- AR aging lists invoices oldest due date first; `limit` caps the list, not the totals.
+- AR aging lists invoices oldest due date first; `limit` caps each list of a report (AR aging's
+  customers and invoices, deferred revenue's contracts, MRR movements' customers), never the
+  totals, and `after` pages the customers or contracts by id in code point order (`PAGED`), the
+  answer's `<list>_next` being the next page's `after`. Paging is what lets a tenant with 100,000
+  open invoices get its aging in milliseconds: every customer's buckets move with the as-of date,
+  so no increment can keep them, and listing them all means summing every open (customer, due
+  date) cell; a page sums only its own customers' cells.
 
 How the figures stay exact while the queries read aggregates (DESIGN section 9: p95 <= 20 ms with
 100,000 open invoices), with `reference_reports` in the tests as the straightforward version they
@@ -130,6 +136,21 @@ def parse_as_of(text: str | None) -> date:
         raise ReportError("as_of", f"{text!r} is not a date (YYYY-MM-DD)") from None
 
 
+# The list each report pages (`limit` and `after`), by its key; `limit` also caps AR aging's
+# invoice list (oldest due date first, no cursor). Totals always cover everything.
+PAGED = {"ar-aging": "customers", "deferred-revenue": "contracts", "mrr-movements": "customers"}
+
+
+def check_page(kind: str, limit: int | None, after: str | None) -> None:
+    """A ReportError naming the field when `limit` or `after` cannot apply to the report."""
+    if limit is not None and limit < 0:
+        raise ReportError("limit", "must be a whole number >= 0")
+    if after is not None and kind not in PAGED:
+        raise ReportError("after", f"{kind} has no list to page (only {', '.join(PAGED)})")
+    if after == "":
+        raise ReportError("after", "must not be empty")
+
+
 async def report(
     conn: AsyncConnection[TupleRow],
     kind: str,
@@ -137,9 +158,12 @@ async def report(
     as_of: date,
     *,
     limit: int | None = None,
+    after: str | None = None,
 ) -> dict[str, Any]:
-    """One report as JSON-ready data (money as decimal strings)."""
+    """One report as JSON-ready data (money as decimal strings). `limit` caps each list of the
+    report and `after` starts its paged list (`PAGED`) after that key; totals cover everything."""
     parse_kind(kind)
+    check_page(kind, limit, after)
     async with conn.transaction():
         # One snapshot for every query of the report, so its figures agree with each other.
         await conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
@@ -150,17 +174,18 @@ async def report(
             case "kpi":
                 return await reader.kpi()
             case "ar-aging":
-                return await reader.ar_aging(limit)
+                return await reader.ar_aging(limit, after)
             case "deferred-revenue":
-                return await reader.deferred_revenue()
+                return await reader.deferred_revenue(limit, after)
             case "trial-balance":
                 return await reader.trial_balance()
             case _:
-                return await reader.mrr_movements()
+                return await reader.mrr_movements(limit, after)
 
 
 # --- the SQL ----------------------------------------------------------------------------------
 # Parameters by name: tenant, as_of, digits (the currency's minor digits), and a few more.
+
 
 # The segment of each contract line that applies at the end of as_of (the latest started by then)
 # and what the line has recognised by then, rounded to the minor unit; `pending` where only
@@ -168,7 +193,10 @@ async def report(
 # `scheduled`: the line's latest segment, ratable and not empty, so one `dr_schedule_months` has.
 # OFFSET 0 keeps `unrounded` a column of its own: rounding a column is inlined SQL, rounding the
 # CASE itself would call the function once per row (~15x slower).
-_segments_on_as_of = """
+def _segments_on_as_of(restrict: str = "") -> str:
+    """The CTEs `segments`, `pending` and `figures`, of the contracts `restrict` (an SQL
+    condition on `contract_id`, starting with AND) lets through: all by default."""
+    return f"""
 segments AS MATERIALIZED (
     SELECT contract_id, seg_start, seg_end, recognition, base, amount, satisfied_on, scheduled,
         unrounded IS NULL AS pending, ledger_round_half_even(unrounded, %(digits)s) AS recognised
@@ -185,7 +213,7 @@ segments AS MATERIALIZED (
             END AS unrounded
         FROM dr_segments
         WHERE tenant_id = %(tenant)s AND seg_start <= %(as_of)s
-            AND (next_start IS NULL OR next_start > %(as_of)s)
+            AND (next_start IS NULL OR next_start > %(as_of)s){restrict}
         OFFSET 0
     ) applying
 ),
@@ -206,48 +234,70 @@ figures AS (
         SELECT contract_id, recognised, NULL::numeric AS billed, scheduled FROM segments
         UNION ALL
         SELECT contract_id, NULL, amount, false FROM dr_billing
-        WHERE tenant_id = %(tenant)s AND day <= %(as_of)s
+        WHERE tenant_id = %(tenant)s AND day <= %(as_of)s{restrict}
     ) amounts
     GROUP BY contract_id
 )
 """
 
-# Recognised by the end of as_of and the part not billed by then (unbilled revenue, per
-# contract), over the contracts SQL has whole; the others with their pending segments; and
-# recognised by the end of the month, and of the year, before as_of's. Billing of a contract
-# without segments yet only lowers its difference, as before (max(recognised - billed, 0)).
+
+# Over all contracts, by the end of as_of: recognised, the part not billed by then (unbilled
+# revenue, per contract), billed, and what the lines in `dr_schedule_months` recognised, over the
+# contracts SQL has whole; the others with their pending segments; and recognised by the end of
+# the month, and of the year, before as_of's. Billing of a contract without segments yet only
+# lowers its difference, as before (max(recognised - billed, 0)).
 _recognition = f"""
-WITH {_segments_on_as_of}
-SELECT 'whole', sum(f.recognised), sum(greatest(f.recognised - f.billed, 0)), NULL
+WITH {_segments_on_as_of()}
+SELECT 'whole', sum(f.recognised), sum(greatest(f.recognised - f.billed, 0)), sum(f.billed),
+    sum(f.scheduled), NULL
 FROM figures f WHERE f.contract_id NOT IN (SELECT contract_id FROM pending)
 UNION ALL
-SELECT 'pending', f.recognised, f.billed, p.segments
+SELECT 'pending', f.recognised, NULL, f.billed, f.scheduled, p.segments
 FROM figures f JOIN pending p ON p.contract_id = f.contract_id
 UNION ALL
 SELECT 'months', coalesce(sum(amount) FILTER (WHERE month < %(month)s), 0),
-    coalesce(sum(amount) FILTER (WHERE month < %(year)s), 0), NULL
+    coalesce(sum(amount) FILTER (WHERE month < %(year)s), 0), NULL, NULL, NULL
 FROM dr_recognised_months WHERE tenant_id = %(tenant)s
 """
 
-# The deferred revenue report's contracts, as before: those started by as_of, or with billing or
-# recognition by then (decided in Python for those with pending segments). Billing and rounded
-# recognition are whole minor units: round() only gives them the currency's digits.
+# The deferred revenue report lists the contracts started by as_of or billed by then (a contract
+# recognises nothing before its start: no segment starts before it), in code point order.
+_listed_contracts = """
+listed AS (
+    SELECT c.contract_id, c.customer_id FROM dr_contracts c
+    WHERE c.tenant_id = %(tenant)s AND (c.start_date <= %(as_of)s OR (
+        SELECT sum(b.amount) FROM dr_billing b WHERE b.tenant_id = %(tenant)s
+            AND b.contract_id = c.contract_id AND b.day <= %(as_of)s
+    ) <> 0)
+)"""
+
+# A page of them (`after` a contract id, at most `limit`; all when both are null) with their
+# figures, read from their own segments and billing only. Billing and rounded recognition are
+# whole minor units: round() only gives them the currency's digits.
 _contract_figures = f"""
-WITH {_segments_on_as_of}
-SELECT contract_id, customer_id, start_date, round(billed, %(digits)s),
-    round(recognised, %(digits)s), round(greatest(billed - recognised, 0), %(digits)s),
-    round(greatest(recognised - billed, 0), %(digits)s), scheduled, pending
-FROM (
-    SELECT c.contract_id, c.customer_id, c.start_date, coalesce(f.billed, 0) AS billed,
-        coalesce(f.recognised, 0) AS recognised, coalesce(f.scheduled, 0) AS scheduled,
-        p.segments AS pending
-    FROM dr_contracts c
-    LEFT JOIN figures f ON f.contract_id = c.contract_id
-    LEFT JOIN pending p ON p.contract_id = c.contract_id
-    WHERE c.tenant_id = %(tenant)s
-) contracts
-WHERE start_date <= %(as_of)s OR billed <> 0 OR recognised <> 0 OR pending IS NOT NULL
-ORDER BY contract_id
+WITH {_listed_contracts},
+page AS MATERIALIZED (
+    SELECT contract_id, customer_id FROM listed
+    WHERE %(after)s::text IS NULL OR contract_id COLLATE "C" > %(after)s::text
+    ORDER BY contract_id COLLATE "C" LIMIT %(limit)s
+),
+{_segments_on_as_of(" AND contract_id IN (SELECT contract_id FROM page)")}
+SELECT c.contract_id, c.customer_id, round(coalesce(f.billed, 0), %(digits)s),
+    round(coalesce(f.recognised, 0), %(digits)s),
+    round(greatest(coalesce(f.billed, 0) - coalesce(f.recognised, 0), 0), %(digits)s),
+    round(greatest(coalesce(f.recognised, 0) - coalesce(f.billed, 0), 0), %(digits)s),
+    p.segments
+FROM page c
+LEFT JOIN figures f ON f.contract_id = c.contract_id
+LEFT JOIN pending p ON p.contract_id = c.contract_id
+"""
+
+# How many contracts the report lists, and how many of them come after the page's cursor.
+_listed_count = f"""
+WITH {_listed_contracts}
+SELECT count(*),
+    count(*) FILTER (WHERE %(after)s::text IS NULL OR contract_id COLLATE "C" > %(after)s::text)
+FROM listed
 """
 
 # The waterfall from the schedules started by as_of: the months after as_of's month as they are,
@@ -313,18 +363,55 @@ round(coalesce(sum(open) FILTER (
 round(coalesce(sum(open) FILTER (WHERE due_date < %(as_of)s::date - 120), 0), %(digits)s)
 """
 
-# Per customer with an open invoice on as_of. The tenant's totals come from `ar_open_by_due_date`
-# (`_aging_totals`): a ROLLUP here would add every cell to a second aggregate, the costliest part
-# of this query. Sorted in Python: ORDER BY made PostgreSQL sort the cells, not the customers.
+# The customers with an open invoice on as_of: every invoice's customer has a row in
+# `ar_open_by_customer` from its issue on (rows are never deleted), its open invoices counted now
+# and corrected to as_of. Pages go in code point order (COLLATE "C", as Python sorts), so a page
+# follows its cursor whatever the database's collation.
+_owing_customers = """
+customer_corrections AS (
+    SELECT customer_id, sum(invoices) AS invoices FROM corrections GROUP BY customer_id
+),
+owing AS (
+    SELECT o.customer_id FROM ar_open_by_customer o
+    LEFT JOIN customer_corrections c ON c.customer_id = o.customer_id
+    WHERE o.tenant_id = %(tenant)s AND o.invoices + coalesce(c.invoices, 0) > 0
+)"""
+
+# A page of those customers (`after` a customer id, at most `limit`; all when both are null) with
+# their buckets and unapplied cash, read from their own (customer, due date) cells only: summing every cell of a
+# tenant with 100,000 open invoices is what made the unpaged report slow. The tenant's totals come
+# from `ar_open_by_due_date` (`_aging_totals`). Sorted in Python.
 _aging_by_customer = f"""
-WITH {_ar_corrections},
+WITH {_ar_corrections}, {_owing_customers},
+page AS MATERIALIZED (
+    SELECT customer_id FROM owing
+    WHERE %(after)s::text IS NULL OR customer_id COLLATE "C" > %(after)s::text
+    ORDER BY customer_id COLLATE "C" LIMIT %(limit)s
+),
 cells AS (
     SELECT customer_id, due_date, open, invoices FROM ar_open_by_customer_and_due_date
-    WHERE tenant_id = %(tenant)s AND invoices <> 0
+    WHERE tenant_id = %(tenant)s AND invoices <> 0 AND customer_id IN (SELECT customer_id FROM page)
     UNION ALL SELECT customer_id, due_date, open, invoices FROM corrections
+    WHERE customer_id IN (SELECT customer_id FROM page)
 )
-SELECT customer_id, {_bucket_sums}, round(sum(open), %(digits)s)
-FROM cells GROUP BY customer_id HAVING sum(invoices) > 0
+SELECT aged.*, credits.unapplied FROM (
+    SELECT customer_id, {_bucket_sums}, round(sum(open), %(digits)s)
+    FROM cells GROUP BY customer_id HAVING sum(invoices) > 0
+) aged
+LEFT JOIN (
+    SELECT customer_id, sum(amount) AS unapplied FROM ar_credits
+    WHERE tenant_id = %(tenant)s AND day <= %(as_of)s
+        AND customer_id IN (SELECT customer_id FROM page)
+    GROUP BY customer_id
+) credits ON credits.customer_id = aged.customer_id
+"""
+
+# How many customers owe on as_of, and how many of them come after the page's cursor.
+_owing_count = f"""
+WITH {_ar_corrections}, {_owing_customers}
+SELECT count(*),
+    count(*) FILTER (WHERE %(after)s::text IS NULL OR customer_id COLLATE "C" > %(after)s::text)
+FROM owing
 """
 
 # The tenant's buckets and its number of open invoices on as_of.
@@ -374,15 +461,7 @@ live AS (
     SELECT customer_id FROM dr_contracts
     WHERE tenant_id = %(tenant)s AND start_date <= %(as_of)s AND %(as_of)s < end_date
         AND (cancelled_on IS NULL OR %(as_of)s < cancelled_on)
-),
--- Every invoice's customer has a row from its issue on (rows are never deleted).
-owing AS (
-    SELECT o.customer_id FROM ar_open_by_customer o
-    LEFT JOIN (
-        SELECT customer_id, sum(invoices) AS invoices FROM corrections GROUP BY customer_id
-    ) c ON c.customer_id = o.customer_id
-    WHERE o.tenant_id = %(tenant)s AND o.invoices + coalesce(c.invoices, 0) > 0
-)
+), {_owing_customers}
 SELECT ar, overdue, over_90, due_30,
     (SELECT count(*) FROM (SELECT customer_id FROM live UNION SELECT customer_id FROM owing) c),
     (SELECT count(*) FROM live)
@@ -418,11 +497,14 @@ Query = tuple[str, dict[str, Any]]
 @dataclass(frozen=True)
 class _Recognition:
     """What the contracts had recognised by the end of a day, the part of it billed by then
-    (moved out of deferred revenue) and the part not billed (unbilled revenue, per contract)."""
+    (moved out of deferred revenue) and the part not billed (unbilled revenue, per contract);
+    what they had billed, and what their scheduled lines (`dr_schedule_months`) recognised."""
 
     recognised: Decimal
     from_deferred: Decimal
     unbilled: Decimal
+    billed: Decimal = zero  # by the end of the day
+    scheduled: Decimal = zero  # recognised by the lines that `dr_schedule_months` holds
 
 
 @dataclass(frozen=True)
@@ -581,20 +663,29 @@ class _Reader:
 
     def recognition(self, rows: list[tuple[Any, ...]]) -> tuple[_Recognition, Decimal, Decimal]:
         """From `recognition_query`'s rows, over all contracts: by the end of as_of, recognised
-        (rounded per line) and how much of it was billed before and how much not (per contract);
-        and recognised by the end of the month and of the year before as_of's."""
-        recognised = unbilled = before_month = before_year = zero
-        for kind, first, second, pending in rows:
-            if kind == "whole":  # the contracts SQL has whole: recognised, unbilled
-                recognised, unbilled = recognised + (first or zero), unbilled + (second or zero)
-            elif kind == "pending":  # a contract with segments left to Python: billed second
-                contract = first + self.pending_recognised(pending)
+        (rounded per line) and how much of it was billed before and how much not (per contract),
+        billed, and recognised by the scheduled lines; and recognised by the end of the month and
+        of the year before as_of's."""
+        recognised = unbilled = billed = before_month = before_year = zero
+        scheduled: list[Decimal] = []
+        for kind, first, second, third, fourth, pending in rows:
+            if kind == "whole":  # the contracts SQL has whole
+                recognised += first or zero
+                unbilled += second or zero
+                billed += third or zero
+                scheduled.append(fourth or zero)
+            elif kind == "pending":  # a contract with segments left to Python
+                contract = first + self.pending_recognised(pending, scheduled)
                 recognised += contract
-                unbilled += max(contract - second, zero)
+                unbilled += max(contract - third, zero)
+                billed += third
+                scheduled.append(fourth)
             else:  # the months: recognised by the end of the month, and the year, before
                 before_month, before_year = first, second
         # min(recognised, billed) per contract is recognised less its unbilled part.
-        found = _Recognition(recognised, recognised - unbilled, unbilled)
+        found = _Recognition(
+            recognised, recognised - unbilled, unbilled, billed, sum(scheduled, zero)
+        )
         return found, before_month, before_year
 
     def pending_recognised(
@@ -610,27 +701,28 @@ class _Reader:
                 scheduled.append(recognised)
         return total
 
-    async def deferred_revenue(self) -> dict[str, Any]:
-        params = self.parameters(month=self.as_of.replace(day=1))
-        contracts, schedules, changed_later = await self.many(
-            (_contract_figures, params), (_waterfall_months, params), (_lines_changed_later, params)
+    async def deferred_revenue(
+        self, limit: int | None = None, after: str | None = None
+    ) -> dict[str, Any]:
+        month_start = self.as_of.replace(day=1)
+        page = self.parameters(month=month_start, limit=limit, after=after)
+        recognition_rows, contracts, [counts], schedules, changed_later = await self.many(
+            self.recognition_query(),
+            (_contract_figures, page),
+            (_listed_count, page),
+            (_waterfall_months, page),
+            (_lines_changed_later, page),
         )
-        scheduled: list[Decimal] = []  # what the lines in `dr_schedule_months` had recognised
-        listed, figures = [], []
-        for row in contracts:
-            contract_id, customer_id, start_date, *amounts, in_schedules, pending = row
-            scheduled.append(in_schedules)
+        recognition = self.recognition(recognition_rows)[0]
+        listed = []
+        for contract_id, customer_id, *amounts, pending in contracts:
             if pending is None:
                 texts = [self.minor_units(amount) for amount in amounts]
             else:
                 billed = amounts[0]
-                recognised = amounts[1] + self.pending_recognised(pending, scheduled)
-                if start_date > self.as_of and not billed and not recognised:
-                    continue
+                recognised = amounts[1] + self.pending_recognised(pending)
                 deferred, unbilled = max(billed - recognised, zero), max(recognised - billed, zero)
-                amounts = [billed, recognised, deferred, unbilled]
-                texts = [self.money(amount) for amount in amounts]
-            figures.append(amounts)
+                texts = [self.money(amount) for amount in (billed, recognised, deferred, unbilled)]
             listed.append(
                 {
                     "contract_id": contract_id,
@@ -641,13 +733,25 @@ class _Reader:
                     "unbilled": texts[3],
                 }
             )
-        names = ("billed", "recognized", "deferred", "unbilled")
-        totals = [sum(column, zero) for column in zip(*figures, strict=True)] or [zero] * 4
+        listed.sort(key=lambda contract: contract["contract_id"])
+        # Per contract deferred - unbilled = billed - recognised, so over all of them too.
+        billed, recognised, unbilled = (
+            recognition.billed,
+            recognition.recognised,
+            recognition.unbilled,
+        )
+        totals = {
+            "billed": billed,
+            "recognized": recognised,
+            "deferred": billed - recognised + unbilled,
+            "unbilled": unbilled,
+        }
         return {
             **self.head(as_of=self.as_of.isoformat(), position=self.position),
-            **{name: self.money(amount) for name, amount in zip(names, totals, strict=True)},
+            **{name: self.money(amount) for name, amount in totals.items()},
             "contracts": listed,
-            "waterfall": self.waterfall(schedules, changed_later, sum(scheduled, zero)),
+            **_page("contracts", [contract["contract_id"] for contract in listed], *counts),
+            "waterfall": self.waterfall(schedules, changed_later, recognition.scheduled),
         }
 
     def waterfall(
@@ -707,18 +811,25 @@ class _Reader:
 
     # --- AR aging --------------------------------------------------------------------------
 
-    async def ar_aging(self, limit: int | None = None) -> dict[str, Any]:
-        aging, [(*tenant_amounts, invoices_total)], invoices, credits = await self.many(
-            (_aging_by_customer, self.parameters()),
+    async def ar_aging(self, limit: int | None = None, after: str | None = None) -> dict[str, Any]:
+        page = self.parameters(limit=limit, after=after)
+        (
+            aging,
+            [(*tenant_amounts, invoices_total)],
+            invoices,
+            [(unapplied_total,)],
+            [counts],
+        ) = await self.many(
+            (_aging_by_customer, page),
             (_aging_totals, self.parameters()),
             (_open_invoices, self.parameters(limit=limit)),
             (
-                "SELECT customer_id, sum(amount) FROM ar_credits WHERE tenant_id = %(tenant)s"
-                " AND day <= %(as_of)s GROUP BY customer_id HAVING sum(amount) <> 0",
+                "SELECT coalesce(sum(amount), 0) FROM ar_credits"
+                " WHERE tenant_id = %(tenant)s AND day <= %(as_of)s",
                 self.parameters(),
             ),
+            (_owing_count, page),
         )
-        unapplied: dict[str, Decimal] = {row[0]: row[1] for row in credits}
         buckets = dict(zip(BUCKETS, tenant_amounts, strict=True))
         listed = []
         for invoice_id, customer_id, due_date, _position, open_amount in invoices:
@@ -734,9 +845,9 @@ class _Reader:
                 }
             )
         total = sum(buckets.values(), zero)
-        unapplied_total = sum(unapplied.values(), zero)
         money = self.money
         no_credit = money(zero)
+        aging.sort()
         return {
             **self.head(as_of=self.as_of.isoformat(), position=self.position),
             "buckets": {name: money(amount) for name, amount in buckets.items()},
@@ -749,12 +860,11 @@ class _Reader:
                     "customer_id": customer_id,
                     "buckets": dict(zip(BUCKETS, map(self.minor_units, amounts), strict=True)),
                     "total": self.minor_units(customer_total),
-                    "unapplied": money(unapplied[customer_id])
-                    if customer_id in unapplied
-                    else no_credit,
+                    "unapplied": money(unapplied) if unapplied else no_credit,
                 }
-                for customer_id, *amounts, customer_total in sorted(aging)
+                for customer_id, *amounts, customer_total, unapplied in aging
             ],
+            **_page("customers", [row[0] for row in aging], *counts),
             "invoices": listed,
             "invoices_total": int(invoices_total),
         }
@@ -776,7 +886,9 @@ class _Reader:
         )
         return {row[0]: [self.round(value) for value in row[1:]] for row in rows}
 
-    async def mrr_movements(self) -> dict[str, Any]:
+    async def mrr_movements(
+        self, limit: int | None = None, after: str | None = None
+    ) -> dict[str, Any]:
         month_start = self.as_of.replace(day=1)
         before = month_start - acc.one_day
         end = min(acc.month_end(self.as_of), self.as_of)
@@ -821,7 +933,7 @@ class _Reader:
             "starting_mrr": self.money(starting),
             **{name: self.money(amount) for name, amount in movements.items()},
             "ending_mrr": self.money(ending),
-            "customers": customers,
+            **_paged("customers", customers, "customer_id", limit, after),
         }
 
     # --- KPIs ------------------------------------------------------------------------------
@@ -926,6 +1038,27 @@ class _Reader:
         return alerts
 
 
+def _page(name: str, keys: list[str], total: int, after_cursor: int) -> dict[str, Any]:
+    """A paged list's `<name>_total` (all of them on as_of) and `<name>_next`: the cursor to ask
+    for the next page with (the last key listed), null when none follow it."""
+    return {
+        f"{name}_total": int(total),
+        f"{name}_next": keys[-1] if keys and after_cursor > len(keys) else None,
+    }
+
+
+def _paged(
+    name: str, entries: list[dict[str, Any]], key: str, limit: int | None, after: str | None
+) -> dict[str, Any]:
+    """A page of `entries` (in `key` order) as `_page` describes it, cut in Python."""
+    following = [entry for entry in entries if after is None or entry[key] > after]
+    listed = following if limit is None else following[:limit]
+    return {
+        name: listed,
+        **_page(name, [entry[key] for entry in listed], len(entries), len(following)),
+    }
+
+
 def _months_before(day: date, months: int) -> date:
     index = day.year * 12 + day.month - 1 - months
     year, month = divmod(index, 12)
@@ -1021,8 +1154,10 @@ async def fresh_report(
     as_of: date,
     *,
     limit: int | None = None,
+    after: str | None = None,
 ) -> dict[str, Any]:
     """A report that reflects every event committed before it was asked for."""
     parse_kind(kind)
+    check_page(kind, limit, after)
     await catch_up_tenant(store, conn, tenant)
-    return await report(conn, kind, tenant, as_of, limit=limit)
+    return await report(conn, kind, tenant, as_of, limit=limit, after=after)

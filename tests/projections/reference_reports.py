@@ -34,8 +34,9 @@ async def reference_report(
     as_of: date,
     *,
     limit: int | None = None,
+    after: str | None = None,
 ) -> dict[str, Any]:
-    """`projections.reports.report` as it was."""
+    """`projections.reports.report` as it was, and its lists paged after the fact."""
     parse_kind(kind)
     async with conn.transaction():
         await conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
@@ -46,13 +47,32 @@ async def reference_report(
             case "kpi":
                 return await reader.kpi()
             case "ar-aging":
-                return await reader.ar_aging(limit)
+                return _paged(await reader.ar_aging(limit), "customers", limit, after)
             case "deferred-revenue":
-                return await reader.deferred_revenue()
+                return _paged(await reader.deferred_revenue(), "contracts", limit, after)
             case "trial-balance":
                 return await reader.trial_balance()
             case _:
-                return await reader.mrr_movements()
+                return _paged(await reader.mrr_movements(), "customers", limit, after)
+
+
+def _paged(data: dict[str, Any], name: str, limit: int | None, after: str | None) -> dict[str, Any]:
+    """The report with its list `name` cut to the entries after `after` (by id, in code point
+    order), at most `limit` of them; `<name>_total` counts them all and `<name>_next` is the last
+    id listed when more follow."""
+    key = "contract_id" if name == "contracts" else "customer_id"
+    entries = sorted(data[name], key=lambda entry: entry[key].encode())
+    following = [
+        entry for entry in entries if after is None or entry[key].encode() > after.encode()
+    ]
+    listed = following if limit is None else following[:limit]
+    more = len(following) > len(listed)
+    paged = {
+        name: listed,
+        f"{name}_total": len(entries),
+        f"{name}_next": listed[-1][key] if more and listed else None,
+    }
+    return {**data, **paged}
 
 
 class _Reader:

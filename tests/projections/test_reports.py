@@ -408,3 +408,100 @@ async def test_http_reports_match_the_cli_and_check_the_token(store: PostgresEve
         assert len(body["invoices"]) == 1 and body["invoices_total"] > 1
     finally:
         await client.close()
+
+
+async def test_paged_lists_follow_their_cursor_to_the_whole_list(
+    store: PostgresEventStore, database_url: str
+) -> None:
+    """AR aging's customers and deferred revenue's contracts, a page at a time over HTTP (each
+    answer's `*_next` is the next request's `after`) and from the CLI, add up to the unpaged list;
+    the totals do not move with the page; a cursor where it cannot apply is refused, named."""
+    tenant = new_tenant()
+    # Ids whose code point order ("C10" < "C2") is not their number order.
+    customers = [f"C{n}" for n in range(1, 12)]
+    events = [b.customer(c) for c in customers]
+    for n, c in enumerate(customers):
+        events.append(b.contract(f"K{n}", c, "2026-01-01", "2027-01-01"))
+        events.append(b.invoice(f"INV-{n}", c, f"{100 + n}.00", "2026-01-10", "2026-02-09"))
+    await append(store, tenant, *events)
+    whole = {
+        kind: await get(store, kind, tenant, "2026-03-31")
+        for kind in ("ar-aging", "deferred-revenue")
+    }
+    assert [c["customer_id"] for c in whole["ar-aging"]["customers"]] == sorted(customers)
+    secret = "s" * 32
+    client = TestClient(TestServer(make_app(LedgerService(store), jwt_secret=secret)))
+    await client.start_server()
+    try:
+        auth = {"Authorization": f"Bearer {issue_token(secret, tenant)}"}
+        for kind, name in (("ar-aging", "customers"), ("deferred-revenue", "contracts")):
+            listed: list[dict[str, Any]] = []
+            after = ""
+            pages = 0
+            while True:
+                response = await client.get(
+                    f"/v1/reports/{kind}?tenant={tenant}&as_of=2026-03-31&limit=4{after}",
+                    headers=auth,
+                )
+                assert response.status == 200
+                page = await response.json()
+                pages += 1
+                assert len(page[name]) <= 4 and page[f"{name}_total"] == 11
+                assert (
+                    page["total" if kind == "ar-aging" else "billed"]
+                    == whole[kind]["total" if kind == "ar-aging" else "billed"]
+                )
+                listed += page[name]
+                if page[f"{name}_next"] is None:
+                    break
+                after = f"&after={page[f'{name}_next']}"
+            assert pages == 3 and listed == whole[kind][name]
+        for query, field in (
+            ("kpi?after=C1", "after"),
+            ("ar-aging?limit=-1", "limit"),
+            ("ar-aging?limit=x", "limit"),
+            ("ar-aging?after=", "after"),
+        ):
+            separator = "&" if "?" in query else "?"
+            refused = await client.get(
+                f"/v1/reports/{query}{separator}tenant={tenant}&as_of=2026-03-31", headers=auth
+            )
+            body = await refused.json()
+            assert refused.status == 400 and body["error"]["field"] == field, (query, body)
+    finally:
+        await client.close()
+    import orjson
+
+    result = ledger(
+        database_url,
+        "report",
+        "ar-aging",
+        "--tenant",
+        tenant,
+        "--as-of",
+        "2026-03-31",
+        "--limit",
+        "2",
+        "--after",
+        "C10",
+    )
+    assert result.returncode == 0, result.stderr
+    page = orjson.loads(result.stdout)
+    assert [c["customer_id"] for c in page["customers"]] == ["C11", "C2"]
+    assert page["customers_next"] == "C2" and len(page["invoices"]) == 2
+    refused = ledger(
+        database_url,
+        "report",
+        "trial-balance",
+        "--tenant",
+        tenant,
+        "--as-of",
+        "2026-03-31",
+        "--after",
+        "C1",
+    )
+    assert (
+        refused.returncode == 2
+        and b"--after" in refused.stderr
+        and b"Traceback" not in refused.stderr
+    )

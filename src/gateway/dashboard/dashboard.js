@@ -526,9 +526,11 @@ function pumpReports() {
 }
 
 const reportPanels = [
+  // `limit` caps every list of a report (the totals cover all): the page shows the waterfall, not
+  // the contracts, and only the first customers of the AR aging and the MRR movements.
   ["ar-aging", `limit=${agingInvoicesLimit}`, renderAging],
-  ["deferred-revenue", "", renderDeferredRevenue],
-  ["mrr-movements", "", renderMrrMovements],
+  ["deferred-revenue", "limit=0", renderDeferredRevenue],
+  ["mrr-movements", `limit=${mrrCustomersShown}`, renderMrrMovements],
 ];
 
 // One round: the three reports for as_of, in parallel. True when one failed in a way a retry may
@@ -730,10 +732,11 @@ function renderMrrMovements(report) {
         format(customer.ending_mrr),
       ]),
   );
+  const moved = report.customers_total ?? customers.length;
   byId("mrr-customers-caption").textContent =
-    customers.length === 0
+    moved === 0
       ? "No customer's MRR moved this month."
-      : `${Math.min(customers.length, mrrCustomersShown)} of ${customers.length} customers whose MRR moved`;
+      : `${Math.min(customers.length, mrrCustomersShown)} of ${moved} customers whose MRR moved`;
 }
 
 function emptyNote(text) {
