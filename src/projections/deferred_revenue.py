@@ -86,6 +86,13 @@ dr_segments = tenant_table(
     Column("recognised_when_complete", Numeric, nullable=False),
     Column("satisfied_on", Date),
     Column("next_start", Date),
+    # The same in whole minor units of the contract's currency, for the reports' integer
+    # arithmetic (`minor_units`): base and recognised_when_complete rounded half to even, amount
+    # as it is when it is whole minor units. Null where a value does not fit (or, for amount, is
+    # not whole): the reports then work that segment out in Python.
+    Column("base_minor", BigInteger),
+    Column("amount_minor", BigInteger),
+    Column("complete_minor", BigInteger),
 )
 dr_schedule_months = tenant_table(
     "dr_schedule_months",
@@ -289,7 +296,8 @@ def write_schedules(rows: Rows, contract: Row, before: dict[str, Any], changed_f
     cancellation's effective date, a satisfaction's date) every line recognised the same, old or
     new: changes are prospective."""
     contract_id, lines = contract["contract_id"], contract["lines"]
-    quantum = Decimal(1).scaleb(-acc.digits_of(contract["currency"]))
+    digits = acc.digits_of(contract["currency"])
+    quantum = Decimal(1).scaleb(-digits)
     stale = {
         (line_id, acc.day(segment["seg_start"]))
         for line_id, line in before.items()
@@ -301,7 +309,7 @@ def write_schedules(rows: Rows, contract: Row, before: dict[str, Any], changed_f
         if before.get(line_id) == line:
             stale -= {(line_id, acc.day(segment["seg_start"])) for segment in line["segments"]}
             continue
-        for row in segment_rows(contract_id, line_id, line):
+        for row in segment_rows(contract_id, line_id, line, digits):
             rows.put(dr_segments, row)
             stale.discard((line_id, row["seg_start"]))
         new = _RecognisedBy(_parsed(line), quantum)
@@ -327,8 +335,27 @@ def _move(totals: dict[Any, Any], new: dict[Any, Any], old: dict[Any, Any]) -> N
         totals[key] = totals.get(key, acc.zero) - amount
 
 
-def segment_rows(contract_id: str, line_id: str, line: dict[str, Any]) -> list[Row]:
-    """A line's segments as `dr_segments` rows, oldest first."""
+# The largest whole number of minor units a bigint column holds.
+minor_units_max = 2**63 - 1
+
+
+def minor_units(amount: Decimal, digits: int, *, rounded: bool) -> int | None:
+    """`amount` in minor units: rounded half to even when `rounded`, else only when it is whole
+    minor units; None when it is not, or does not fit in a bigint."""
+    scaled = amount.scaleb(digits)
+    if scaled.adjusted() > 18:  # beyond a bigint (and quantize's 28 digits) whatever the rest
+        return None
+    if rounded:
+        scaled = scaled.quantize(Decimal(1), rounding=ROUND_HALF_EVEN)
+    elif scaled != scaled.to_integral_value():
+        return None
+    units = int(scaled)
+    return units if abs(units) <= minor_units_max else None
+
+
+def segment_rows(contract_id: str, line_id: str, line: dict[str, Any], digits: int) -> list[Row]:
+    """A line's segments as `dr_segments` rows, oldest first (`digits`: the currency's minor
+    digits)."""
     segments = sorted(segments_with_recognition(line), key=lambda segment: segment["seg_start"])
     found = []
     for index, segment in enumerate(segments):
@@ -347,6 +374,9 @@ def segment_rows(contract_id: str, line_id: str, line: dict[str, Any]) -> list[R
                 "recognised_when_complete": base + amount,
                 "satisfied_on": None if satisfied_on is None else acc.day(satisfied_on),
                 "next_start": None if following is None else acc.day(following),
+                "base_minor": minor_units(base, digits, rounded=True),
+                "amount_minor": minor_units(amount, digits, rounded=False),
+                "complete_minor": minor_units(base + amount, digits, rounded=True),
             }
         )
     return found

@@ -44,3 +44,92 @@ async def test_migrations_match_the_table_definitions(new_database: Callable[[],
             [list(metadata.tables)],
         ).fetchall()
     assert sorted(row[0] for row in rows) == sorted(metadata.tables)
+
+
+async def test_migration_0004_fills_the_minor_units_of_existing_segments(
+    new_database: Callable[[], str],
+) -> None:
+    """A database at 0003 with projected contracts (two currencies, one without minor digits, an
+    amended line whose amounts carry 28 digits) gets, from migration 0004, the minor-unit columns
+    the projector writes; and the reports do not depend on them: with them emptied (a row the
+    migration could not fill) every report is the same, worked out in Python."""
+    from datetime import date
+
+    from ledger.service import LedgerService
+    from projections.reports import KINDS, catch_up_tenant, report
+    from tests.ledger import store_builders as b
+    from tests.ledger.events import new_tenant
+    from tests.projections.scenario import everything, with_tenant
+
+    url = new_database()
+    store = await PostgresEventStore.open(url)
+    tenants = [new_tenant(), new_tenant()]
+    yen = b.raw_event(
+        "contract.signed",
+        {
+            "contract_id": "KY",
+            "customer_id": "C1",
+            "start_date": "2026-01-10",
+            "end_date": "2026-04-17",
+            "currency": "JPY",
+            "lines": [
+                {
+                    "line_id": "L1",
+                    "description": "Service",
+                    "amount": "100001",
+                    "recognition": "ratable",
+                    "recurring": True,
+                }
+            ],
+        },
+    )
+    for tenant, events in zip(tenants, [everything(tenant) for tenant in tenants], strict=True):
+        if tenant == tenants[1]:
+            events = [b.customer("C1"), yen]
+        report_ = await LedgerService(store).append(with_tenant(tenant, events))
+        assert not report_.rejected, report_.rejected
+    columns = "base_minor, amount_minor, complete_minor"
+    days = [date(2026, 2, 10), date(2026, 4, 20), date(2026, 6, 30)]
+
+    async def reports() -> list[object]:
+        async with store.connection() as conn:
+            return [
+                await report(conn, kind, tenant, day)
+                for tenant in tenants
+                for day in days
+                for kind in KINDS
+            ]
+
+    async with store.connection() as conn:
+        for tenant in tenants:
+            await catch_up_tenant(store, conn, tenant)
+    before = await reports()
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("SET ledger.tenants = '*'")
+        key = "tenant_id, contract_id, line_id, seg_start"
+        projected = conn.execute(
+            f"SELECT {key}, {columns} FROM dr_segments ORDER BY {key}"
+        ).fetchall()
+        assert any(row[5] is None for row in projected)  # an amended amount: not whole
+        assert any(row[1] == "KY" and row[5] == 100001 for row in projected)  # yen: 0 digits
+        conn.execute(f"UPDATE dr_segments SET ({columns}) = (NULL, NULL, NULL)")
+        assert await reports() == before  # every segment worked out in Python
+        # Back to 0003: the columns and the function gone, the version with them.
+        conn.execute(
+            "ALTER TABLE dr_segments DROP COLUMN base_minor, DROP COLUMN amount_minor,"
+            " DROP COLUMN complete_minor"
+        )
+        conn.execute("DROP FUNCTION ledger_spread_minor(bigint, integer, integer)")
+        conn.execute("UPDATE read_model_migrations SET version_num = '0003'")
+    await store.close()
+    store = await PostgresEventStore.open(url)  # migrates 0003 -> 0004
+    try:
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute("SET ledger.tenants = '*'")
+            filled = conn.execute(
+                f"SELECT {key}, {columns} FROM dr_segments ORDER BY {key}"
+            ).fetchall()
+        assert filled == projected
+        assert await reports() == before
+    finally:
+        await store.close()
