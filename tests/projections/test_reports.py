@@ -92,6 +92,11 @@ async def revenue_mtd(store: PostgresEventStore, tenant: str, as_of: str) -> str
     return str((await get(store, "kpi", tenant, as_of))["kpis"]["revenue_mtd"])
 
 
+def cli_report(database_url: str, kind: str, tenant: str, *more: str) -> Any:
+    """`ledger report KIND` as of 2026-03-31, run as a process."""
+    return ledger(database_url, "report", kind, "--tenant", tenant, "--as-of", "2026-03-31", *more)
+
+
 # --- recognition -------------------------------------------------------------------------------
 
 
@@ -341,29 +346,9 @@ async def test_cli_report_formats_and_errors(store: PostgresEventStore, database
     import orjson
 
     assert orjson.loads(result.stdout) == expected
-    table = ledger(
-        database_url,
-        "report",
-        "ar-aging",
-        "--tenant",
-        tenant,
-        "--as-of",
-        "2026-03-31",
-        "--format",
-        "table",
-    )
+    table = cli_report(database_url, "ar-aging", tenant, "--format", "table")
     assert table.returncode == 0 and b"over-120" in table.stdout and b"TOTAL" in table.stdout
-    csv = ledger(
-        database_url,
-        "report",
-        "kpi",
-        "--tenant",
-        tenant,
-        "--as-of",
-        "2026-03-31",
-        "--format",
-        "csv",
-    )
+    csv = cli_report(database_url, "kpi", tenant, "--format", "csv")
     assert csv.stdout.splitlines()[0] == b"kpi,value"
     for args, field in (
         (["nope", "--tenant", tenant, "--as-of", "2026-03-31"], b"kind"),
@@ -472,34 +457,12 @@ async def test_paged_lists_follow_their_cursor_to_the_whole_list(
         await client.close()
     import orjson
 
-    result = ledger(
-        database_url,
-        "report",
-        "ar-aging",
-        "--tenant",
-        tenant,
-        "--as-of",
-        "2026-03-31",
-        "--limit",
-        "2",
-        "--after",
-        "C10",
-    )
+    result = cli_report(database_url, "ar-aging", tenant, "--limit", "2", "--after", "C10")
     assert result.returncode == 0, result.stderr
     page = orjson.loads(result.stdout)
     assert [c["customer_id"] for c in page["customers"]] == ["C11", "C2"]
     assert page["customers_next"] == "C2" and len(page["invoices"]) == 2
-    refused = ledger(
-        database_url,
-        "report",
-        "trial-balance",
-        "--tenant",
-        tenant,
-        "--as-of",
-        "2026-03-31",
-        "--after",
-        "C1",
-    )
+    refused = cli_report(database_url, "trial-balance", tenant, "--after", "C1")
     assert (
         refused.returncode == 2
         and b"--after" in refused.stderr
