@@ -387,9 +387,9 @@ owing AS (
 )"""
 
 # A page of those customers (`after` a customer id, at most `limit`; all when both are null) with
-# their buckets and unapplied cash, read from their own (customer, due date) cells only: summing every cell of a
-# tenant with 100,000 open invoices is what made the unpaged report slow. The tenant's totals come
-# from `ar_open_by_due_date` (`_aging_totals`). Sorted in Python.
+# their buckets and unapplied cash, read from their own (customer, due date) cells only: summing
+# every cell of a tenant with 100,000 open invoices is what made the unpaged report slow. The
+# tenant's totals come from `ar_open_by_due_date` (`_aging_totals`). Sorted in Python.
 _aging_by_customer = f"""
 WITH {_ar_corrections}, {_owing_customers},
 page AS MATERIALIZED (
@@ -512,8 +512,8 @@ class _Recognition:
     recognised: Decimal
     from_deferred: Decimal
     unbilled: Decimal
-    billed: Decimal = zero  # by the end of the day
-    scheduled: Decimal = zero  # recognised by the lines that `dr_schedule_months` holds
+    billed: Decimal  # by the end of the day
+    scheduled: Decimal  # recognised by the lines that `dr_schedule_months` holds
 
 
 @dataclass(frozen=True)

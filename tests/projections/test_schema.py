@@ -1,18 +1,25 @@
 """The read models' Alembic migrations create exactly the tables the projectors' SQLAlchemy
-definitions describe (no drift), with row-level security on every one of them."""
+definitions describe (no drift), with row-level security on every one of them; a migration that
+fills a new column of existing rows fills what the projector writes."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import date
 
 import psycopg
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import create_engine, pool
 
+from ledger.service import LedgerService
 from ledger.store.postgres import PostgresEventStore
 from projections import registry
+from projections.reports import KINDS, catch_up_tenant, report
 from projections.tables import metadata
+from tests.ledger import store_builders as b
+from tests.ledger.events import new_tenant
+from tests.projections.scenario import everything, with_tenant
 
 
 async def test_migrations_match_the_table_definitions(new_database: Callable[[], str]) -> None:
@@ -53,14 +60,6 @@ async def test_migration_0004_fills_the_minor_units_of_existing_segments(
     amended line whose amounts carry 28 digits) gets, from migration 0004, the minor-unit columns
     the projector writes; and the reports do not depend on them: with them emptied (a row the
     migration could not fill) every report is the same, worked out in Python."""
-    from datetime import date
-
-    from ledger.service import LedgerService
-    from projections.reports import KINDS, catch_up_tenant, report
-    from tests.ledger import store_builders as b
-    from tests.ledger.events import new_tenant
-    from tests.projections.scenario import everything, with_tenant
-
     url = new_database()
     store = await PostgresEventStore.open(url)
     tenants = [new_tenant(), new_tenant()]

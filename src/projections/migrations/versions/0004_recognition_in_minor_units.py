@@ -42,18 +42,27 @@ statements = [
     """,
 ]
 
-# Values within a bigint once scaled: |x| x 10^digits < 9.2 x 10^18.
+# As `deferred_revenue.minor_units` fills them for the same digits: each value in minor units
+# (base and recognised_when_complete rounded half to even, amount only when whole), null when it
+# is outside a bigint.
 _fill = """
 UPDATE dr_segments s SET
-    base_minor = CASE WHEN abs(s.base) < 9e18 / (10::numeric ^ :digits)
-        THEN (ledger_round_half_even(s.base, :digits) * (10::numeric ^ :digits))::bigint END,
-    amount_minor = CASE WHEN abs(s.amount) < 9e18 / (10::numeric ^ :digits)
-        AND s.amount = trunc(s.amount, :digits) THEN (s.amount * (10::numeric ^ :digits))::bigint END,
-    complete_minor = CASE WHEN abs(s.recognised_when_complete) < 9e18 / (10::numeric ^ :digits)
-        THEN (ledger_round_half_even(s.recognised_when_complete, :digits) * (10::numeric ^ :digits))::bigint
-    END
+    base_minor = pg_temp.ledger_minor_units(ledger_round_half_even(s.base, :digits), :digits),
+    amount_minor = CASE WHEN s.amount = trunc(s.amount, :digits)
+        THEN pg_temp.ledger_minor_units(s.amount, :digits) END,
+    complete_minor = pg_temp.ledger_minor_units(
+        ledger_round_half_even(s.recognised_when_complete, :digits), :digits)
 FROM dr_contracts c
 WHERE c.tenant_id = s.tenant_id AND c.contract_id = s.contract_id AND c.currency = :currency
+"""
+
+# A whole number of minor units as a bigint, null outside one (only the migration uses it).
+_minor_units = """
+CREATE OR REPLACE FUNCTION pg_temp.ledger_minor_units(amount numeric, digits integer)
+RETURNS bigint
+LANGUAGE sql IMMUTABLE
+RETURN CASE WHEN abs(amount * 10::numeric ^ digits) <= 9223372036854775807
+    THEN (amount * 10::numeric ^ digits)::bigint END
 """
 
 
@@ -63,6 +72,7 @@ def upgrade() -> None:
     bind = op.get_bind()
     # The migration runs as the owner with every tenant in scope (row security is forced).
     bind.execute(text("SELECT set_config('ledger.tenants', '*', true)"))
+    bind.execute(text(_minor_units))
     currencies = bind.execute(
         text("SELECT DISTINCT currency FROM dr_contracts WHERE currency IS NOT NULL")
     ).scalars()
