@@ -32,6 +32,7 @@ recognise, month by month (ratable lines; an unsatisfied point-in-time line has 
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from collections.abc import Iterable, Iterator
 from datetime import date
 from decimal import ROUND_HALF_EVEN, Decimal
@@ -299,7 +300,7 @@ def write_schedules(rows: Rows, contract: Row, before: dict[str, Any], changed_f
     digits = acc.digits_of(contract["currency"])
     quantum = Decimal(1).scaleb(-digits)
     stale = {
-        (line_id, acc.day(segment["seg_start"]))
+        (line_id, segment["seg_start"])
         for line_id, line in before.items()
         for segment in line["segments"]
     }
@@ -307,18 +308,18 @@ def write_schedules(rows: Rows, contract: Row, before: dict[str, Any], changed_f
     recognised: dict[date, Any] = {}
     for line_id, line in lines.items():
         if before.get(line_id) == line:
-            stale -= {(line_id, acc.day(segment["seg_start"])) for segment in line["segments"]}
+            stale -= {(line_id, segment["seg_start"]) for segment in line["segments"]}
             continue
-        for row in segment_rows(contract_id, line_id, line, digits):
+        new = _RecognisedBy(line, quantum)
+        for row in new.segment_rows(contract_id, line_id, digits):
             rows.put(dr_segments, row)
-            stale.discard((line_id, row["seg_start"]))
-        new = _RecognisedBy(_parsed(line), quantum)
-        old = _RecognisedBy(_parsed(before.get(line_id)), quantum)
-        if new.latest() != old.latest():
+            stale.discard((line_id, row["seg_start"].isoformat()))
+        old = _RecognisedBy(before.get(line_id), quantum)
+        if new.latest_fields() != old.latest_fields():
             _move(scheduled, schedule_months(new), schedule_months(old))
         _move(recognised, recognised_months(new, old, changed_from), {})
     for line_id, seg_start in stale:
-        rows.delete(dr_segments, contract_id, line_id, seg_start)
+        rows.delete(dr_segments, contract_id, line_id, acc.day(seg_start))
     for (seg_start, month), amount in scheduled.items():
         if amount:
             rows.add(dr_schedule_months, {"seg_start": seg_start, "month": month, "amount": amount})
@@ -353,64 +354,127 @@ def minor_units(amount: Decimal, digits: int, *, rounded: bool) -> int | None:
     return units if abs(units) <= minor_units_max else None
 
 
-def segment_rows(contract_id: str, line_id: str, line: dict[str, Any], digits: int) -> list[Row]:
-    """A line's segments as `dr_segments` rows, oldest first (`digits`: the currency's minor
-    digits)."""
-    segments = sorted(segments_with_recognition(line), key=lambda segment: segment["seg_start"])
-    found = []
-    for index, segment in enumerate(segments):
-        base, amount = acc.money(segment["base"]), acc.money(segment["amount"])
-        following = segments[index + 1]["seg_start"] if index + 1 < len(segments) else None
+class _Segment:
+    """One segment of a line's schedule, parsed once: `accounting.recognised_in_segment` in
+    the form the month loops below evaluate dozens of times per line change."""
+
+    __slots__ = (
+        "amount",
+        "base",
+        "complete",
+        "days",
+        "ratable",
+        "recognition",
+        "satisfied_on",
+        "seg_end",
+        "seg_start",
+    )
+
+    def __init__(self, segment: dict[str, Any]) -> None:
+        self.seg_start = acc.day(segment["seg_start"])
+        self.seg_end = acc.day(segment["seg_end"])
+        self.recognition = segment["recognition"]
+        self.ratable = self.recognition != "point_in_time"
+        self.base = acc.money(segment["base"])
+        self.amount = acc.money(segment["amount"])
+        self.complete = self.base + self.amount
         satisfied_on = segment.get("satisfied_on")
-        found.append(
-            {
-                "contract_id": contract_id,
-                "line_id": line_id,
-                "seg_start": acc.day(segment["seg_start"]),
-                "seg_end": acc.day(segment["seg_end"]),
-                "recognition": segment["recognition"],
-                "base": base,
-                "amount": amount,
-                "recognised_when_complete": base + amount,
-                "satisfied_on": None if satisfied_on is None else acc.day(satisfied_on),
-                "next_start": None if following is None else acc.day(following),
-                "base_minor": minor_units(base, digits, rounded=True),
-                "amount_minor": minor_units(amount, digits, rounded=False),
-                "complete_minor": minor_units(base + amount, digits, rounded=True),
-            }
-        )
-    return found
+        self.satisfied_on = None if satisfied_on is None else acc.day(satisfied_on)
+        self.days = (self.seg_end - self.seg_start).days
+
+    def recognised(self, through: date) -> Decimal:
+        """`accounting.recognised_in_segment(segment, through)` for `through` on or after the
+        segment's start (the only days a line asks its segment about): the same operations on
+        the same Decimals, so the same digits."""
+        if not self.ratable:
+            satisfied = self.satisfied_on
+            return self.complete if satisfied is not None and satisfied <= through else self.base
+        days = self.days
+        if days <= 0:
+            return self.complete
+        elapsed = min((through - self.seg_start).days + 1, days)
+        if elapsed == days:
+            return self.complete
+        return self.base + self.amount * elapsed / days
 
 
 class _RecognisedBy:
-    """A line's recognition by the end of a day, rounded as a report rounds it; each day once
-    (the month loops below ask for many of the same days)."""
+    """A line's segments parsed once, and its recognition by the end of a day, rounded as a
+    report rounds it; each day once (the month loops below ask for many of the same days).
+    `accounting.recognised_by_line` takes the latest segment starting on or before the day (the
+    last of equal starts): here the last of those in start order, found by bisection."""
 
-    def __init__(self, segments: list[dict[str, Any]], quantum: Decimal) -> None:
-        self.segments = segments
+    def __init__(self, line: dict[str, Any] | None, quantum: Decimal) -> None:
+        self.segments = (
+            []
+            if line is None
+            else [_Segment(segment) for segment in segments_with_recognition(line)]
+        )
+        self.ordered = sorted(self.segments, key=lambda segment: segment.seg_start)  # stable
+        self.starts = [segment.seg_start for segment in self.ordered]
         self.quantum = quantum
         self.found: dict[date, Decimal] = {}
 
     def __call__(self, day: date) -> Decimal:
-        try:
-            return self.found[day]
-        except KeyError:
-            value = acc.recognised_by_line(self.segments, day)
-            rounded = value.quantize(self.quantum, rounding=ROUND_HALF_EVEN)
-            return self.found.setdefault(day, rounded)
+        found = self.found.get(day)
+        if found is None:
+            index = bisect_right(self.starts, day) - 1
+            value = acc.zero if index < 0 else self.ordered[index].recognised(day)
+            found = self.found[day] = value.quantize(self.quantum, rounding=ROUND_HALF_EVEN)
+        return found
 
-    def latest(self) -> dict[str, Any] | None:
+    def latest(self) -> _Segment | None:
+        """The segment with the latest start (the first of equal ones)."""
         if not self.segments:
             return None
-        return max(self.segments, key=lambda segment: segment["seg_start"])
+        return max(self.segments, key=lambda segment: segment.seg_start)
+
+    def latest_fields(self) -> tuple[Any, ...] | None:
+        latest = self.latest()
+        if latest is None:
+            return None
+        return (
+            latest.seg_start,
+            latest.seg_end,
+            latest.recognition,
+            latest.base,
+            latest.amount,
+            latest.satisfied_on,
+        )
 
     def settled(self) -> date | None:
         """The day after which the line recognises nothing more: its last day, its latest
         change or its satisfaction, whichever is last."""
-        dates = [segment["seg_start"] for segment in self.segments]
-        dates += [segment["seg_end"] - acc.one_day for segment in self.segments]
-        dates += [s["satisfied_on"] for s in self.segments if s["satisfied_on"] is not None]
+        dates = [segment.seg_start for segment in self.segments]
+        dates += [segment.seg_end - acc.one_day for segment in self.segments]
+        dates += [s.satisfied_on for s in self.segments if s.satisfied_on is not None]
         return max(dates, default=None)
+
+    def segment_rows(self, contract_id: str, line_id: str, digits: int) -> list[Row]:
+        """The line's segments as `dr_segments` rows, oldest first (`digits`: the currency's
+        minor digits)."""
+        found = []
+        ordered = self.ordered
+        for index, segment in enumerate(ordered):
+            following = ordered[index + 1].seg_start if index + 1 < len(ordered) else None
+            found.append(
+                {
+                    "contract_id": contract_id,
+                    "line_id": line_id,
+                    "seg_start": segment.seg_start,
+                    "seg_end": segment.seg_end,
+                    "recognition": segment.recognition,
+                    "base": segment.base,
+                    "amount": segment.amount,
+                    "recognised_when_complete": segment.complete,
+                    "satisfied_on": segment.satisfied_on,
+                    "next_start": following,
+                    "base_minor": minor_units(segment.base, digits, rounded=True),
+                    "amount_minor": minor_units(segment.amount, digits, rounded=False),
+                    "complete_minor": minor_units(segment.complete, digits, rounded=True),
+                }
+            )
+        return found
 
 
 def schedule_months(line: _RecognisedBy) -> dict[tuple[date, date], Any]:
@@ -423,10 +487,10 @@ def schedule_months(line: _RecognisedBy) -> dict[tuple[date, date], Any]:
     its last day): `projections.reports` takes what a line had recognised on the as-of date off
     the as-of month, and what is left is the waterfall the lines' schedules give."""
     latest = line.latest()
-    if latest is None or latest["recognition"] != "ratable":
+    if latest is None or latest.recognition != "ratable":
         return {}
-    start = latest["seg_start"]
-    last_day = max(segment["seg_end"] for segment in line.segments) - acc.one_day
+    start = latest.seg_start
+    last_day = max(segment.seg_end for segment in line.segments) - acc.one_day
     if last_day < start:
         return {}
     found: dict[tuple[date, date], Any] = {}
@@ -462,23 +526,3 @@ def _month_ends(first: date, last: date) -> Iterator[date]:
     while (year, month) <= (last.year, last.month):
         year, month = (year + 1, 1) if month == 12 else (year, month + 1)
         yield date(year, month, 1) - acc.one_day
-
-
-def _parsed(line: dict[str, Any] | None) -> list[dict[str, Any]]:
-    """A line's segments with dates and amounts parsed once: the month loops above evaluate them
-    at every month end of the term (`accounting` takes either form)."""
-    if line is None:
-        return []
-    return [
-        {
-            **segment,
-            "seg_start": acc.day(segment["seg_start"]),
-            "seg_end": acc.day(segment["seg_end"]),
-            "base": acc.money(segment["base"]),
-            "amount": acc.money(segment["amount"]),
-            "satisfied_on": None
-            if segment.get("satisfied_on") is None
-            else acc.day(segment["satisfied_on"]),
-        }
-        for segment in segments_with_recognition(line)
-    ]
