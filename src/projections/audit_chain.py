@@ -42,6 +42,7 @@ disagree, and why.
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -88,11 +89,18 @@ def hashed_document(event: ProjectedEvent) -> dict[str, Any]:
     }
 
 
+# An instant already in the one rendering: UTC with `Z`, microseconds only when not zero (as
+# `datetime.isoformat` renders them). What the store's rows and the relay's headers carry.
+_rendered_utc = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.(?!000000)\d{6})?Z")
+
+
 def utc_rfc3339(text: str) -> str:
     """One rendering of an instant, whatever the offset it arrived with ("" stays "")."""
     if not text:
         return text
-    moment = datetime.fromisoformat(text)
+    moment = datetime.fromisoformat(text)  # refuses what is no instant, rendered or not
+    if _rendered_utc.fullmatch(text):  # rendering it again gives it back: half the cost
+        return text
     if moment.tzinfo is None:  # never stored so (timestamptz); hash what arrived, do not guess
         return text
     return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
@@ -158,20 +166,29 @@ class AuditChain:
         yield audit_heads, ()
 
     def apply(self, rows: Rows, event: ProjectedEvent) -> None:
+        # `next_link` and `head_of` without their objects: this runs for every event.
         stored = rows.get(audit_heads)
-        head = Head() if stored is None else Head(stored["n"], stored["hash"], stored["position"])
+        n, previous, at = (
+            (0, genesis_hash, 0)
+            if stored is None
+            else (
+                stored["n"],
+                stored["hash"],
+                stored["position"],
+            )
+        )
         # The writer applies a tenant's events once each, in position order; a chain that went
         # backwards would make every later verification fail, so refuse the batch instead.
         invariant(
-            event.position > head.position,
-            f"audit chain of {event.tenant_id}: position {event.position} after {head.position}",
+            event.position > at,
+            f"audit chain of {event.tenant_id}: position {event.position} after {at}",
         )
-        link = next_link(head, event)
+        digest = chain_hash(previous, event)
         rows.insert(
             audit_links,
-            {"position": link.position, "n": link.n, "event_id": link.event_id, "hash": link.hash},
+            {"position": event.position, "n": n + 1, "event_id": event.event_id, "hash": digest},
         )
-        rows.put(audit_heads, head_of(link).as_json())
+        rows.put(audit_heads, {"n": n + 1, "hash": digest, "position": event.position})
 
 
 # --- where a chain breaks: the pure half of verification --------------------------------------

@@ -36,6 +36,7 @@ from sqlalchemy.dialects.postgresql import JSONB
 from projections.core import ProjectedEvent
 
 metadata = MetaData()
+_zero = Decimal(0)
 
 Row = dict[str, Any]
 Key = tuple[Any, ...]  # the primary key's values after tenant_id
@@ -46,40 +47,45 @@ def tenant_table(name: str, *columns: Any) -> Table:
     return Table(name, metadata, Column("tenant_id", Text, primary_key=True), *columns)
 
 
-# Per table name: its key and value columns and a function that takes a row's key. Asked for on
-# every row a projector writes, so worked out once: iterating a SQLAlchemy column collection costs
-# microseconds per call, and replay writes millions of rows.
-_key_columns: dict[str, tuple[str, ...]] = {}
-_value_columns: dict[str, tuple[str, ...]] = {}
-_key_getters: dict[str, Callable[[Mapping[str, Any]], Key]] = {}
+@dataclass(frozen=True, slots=True)
+class _Spec:
+    """What the hot paths need of a table, worked out once: iterating a SQLAlchemy column
+    collection costs microseconds per call, and replay writes millions of rows."""
+
+    keys: tuple[str, ...]  # the key columns after tenant_id
+    values: tuple[str, ...]  # the other columns
+    key_of: Callable[[Mapping[str, Any]], Key]  # a row's key
+
+
+_specs: dict[str, _Spec] = {}
+
+
+def _spec(table: Table) -> _Spec:
+    try:
+        return _specs[table.name]
+    except KeyError:
+        # str(): SQLAlchemy's names are `quoted_name`, a str subclass that orjson refuses as a key.
+        keys = tuple(
+            str(column.name) for column in table.primary_key.columns if column.name != "tenant_id"
+        )
+        values = tuple(
+            str(column.name)
+            for column in table.columns
+            if column.name not in keys and column.name != "tenant_id"
+        )
+        return _specs.setdefault(table.name, _Spec(keys, values, _key_getter(keys)))
 
 
 def key_columns(table: Table) -> tuple[str, ...]:
-    try:
-        return _key_columns[table.name]
-    except KeyError:
-        # str(): SQLAlchemy's names are `quoted_name`, a str subclass that orjson refuses as a key.
-        names = tuple(
-            str(column.name) for column in table.primary_key.columns if column.name != "tenant_id"
-        )
-        return _key_columns.setdefault(table.name, names)
+    return _spec(table).keys
 
 
 def value_columns(table: Table) -> tuple[str, ...]:
-    try:
-        return _value_columns[table.name]
-    except KeyError:
-        keys = set(key_columns(table)) | {"tenant_id"}
-        names = tuple(str(column.name) for column in table.columns if column.name not in keys)
-        return _value_columns.setdefault(table.name, names)
+    return _spec(table).values
 
 
 def key_of(table: Table, row: Mapping[str, Any]) -> Key:
-    try:
-        getter = _key_getters[table.name]
-    except KeyError:
-        getter = _key_getters.setdefault(table.name, _key_getter(key_columns(table)))
-    return getter(row)
+    return _spec(table).key_of(row)
 
 
 def _key_getter(names: tuple[str, ...]) -> Callable[[Mapping[str, Any]], Key]:
@@ -150,7 +156,7 @@ class Rows:
     def put(self, table: Table, row: Row) -> None:
         stored = dict(row)
         stored.pop("tenant_id", None)
-        cache_key = (table.name, self.tenant_id, key_of(table, stored))
+        cache_key = (table.name, self.tenant_id, _spec(table).key_of(stored))
         self._cache[cache_key] = stored
         self._changes.puts[cache_key] = stored
 
@@ -160,12 +166,17 @@ class Rows:
         self._changes.puts[cache_key] = None
 
     def add(self, table: Table, row: Row) -> None:
-        cache_key = (table.name, self.tenant_id, key_of(table, row))
-        totals = self._changes.adds.setdefault(cache_key, {})
-        for name in value_columns(table):
+        spec = _spec(table)
+        cache_key = (table.name, self.tenant_id, spec.key_of(row))
+        adds = self._changes.adds
+        totals = adds.get(cache_key)
+        if totals is None:
+            totals = adds[cache_key] = {}
+        for name in spec.values:
             amount = row.get(name)
             if amount:
-                totals[name] = totals.get(name, 0) + amount
+                # 0 + amount, not amount: the same Decimal as the running total's first step.
+                totals[name] = totals[name] + amount if name in totals else 0 + amount
 
     def insert(self, table: Table, row: Row) -> None:
         self._changes.inserts.setdefault(table.name, []).append(
@@ -261,13 +272,13 @@ class MemoryTables:
             else:
                 stored[(tenant, key)] = row
         for (table_name, tenant, key), amounts in changes.adds.items():
-            table = metadata.tables[table_name]
+            spec = _spec(metadata.tables[table_name])
             stored = self.keyed.setdefault(table_name, {})
             current = stored.get((tenant, key))
             if current is None:
-                current = dict(zip(key_columns(table), key, strict=True))
-                for name in value_columns(table):
-                    current[name] = Decimal(0)
+                current = dict(zip(spec.keys, key, strict=True))
+                for name in spec.values:
+                    current[name] = _zero
                 stored[(tenant, key)] = current
             for name, amount in amounts.items():
                 current[name] = current[name] + amount

@@ -14,7 +14,7 @@ import subprocess
 import sys
 import uuid
 from collections.abc import AsyncIterator, Callable
-from datetime import timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +23,8 @@ import psycopg
 import pytest
 import rfc8785
 from aiohttp.test_utils import TestClient, TestServer
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from psycopg import AsyncConnection
 from psycopg.types.json import Jsonb
 
@@ -556,3 +558,39 @@ def test_the_projector_is_registered() -> None:
     from projections.registry import all_projectors
 
     assert [p for p in all_projectors() if isinstance(p, audit_chain.AuditChain)]
+
+
+def _rendered_again(text: str) -> str:
+    """What `utc_rfc3339` gives without its shortcut for text already in the one rendering."""
+    moment = datetime.fromisoformat(text)
+    if moment.tzinfo is None:
+        return text
+    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    moment=st.datetimes(
+        timezones=st.sampled_from([UTC, timezone(timedelta(hours=-5, minutes=-30))])
+    ),
+    zero_micros=st.booleans(),
+    form=st.sampled_from(["isoformat", "z", "z-micros", "space"]),
+)
+def test_one_rendering_of_an_instant_whatever_form_it_arrived_in(
+    moment: datetime, zero_micros: bool, form: str
+) -> None:
+    """The hashed rendering of `time` and `recordedat` is the same whether the text was already
+    rendered (the shortcut) or not: offsets, `+00:00`, a zero fraction written out, a space."""
+    if zero_micros:
+        moment = moment.replace(microsecond=0)
+    text = moment.isoformat()
+    if form == "z":
+        text = text.replace("+00:00", "Z")
+    elif form == "z-micros":
+        text = moment.isoformat(timespec="microseconds").replace("+00:00", "Z")
+    elif form == "space":
+        text = text.replace("T", " ")
+    assert audit_chain.utc_rfc3339(text) == _rendered_again(text)
+    assert audit_chain.utc_rfc3339(_rendered_again(text)) == _rendered_again(text)
+    with pytest.raises(ValueError):
+        audit_chain.utc_rfc3339("2026-13-01T00:00:00Z")
