@@ -175,7 +175,13 @@ class ProjectionWriter:
         table_projectors = [p for p in self.projectors if is_table_projector(p)]
         tenants = sorted({event.tenant_id for event in events})
         started = time.perf_counter()
-        async with self.conn.transaction():
+        ordered = sorted(events, key=lambda event: event.position)
+        # Two round trips whatever the batch: the locks, the states and every row the batch may
+        # read are asked for together (pipeline mode), then every write and the commit are sent
+        # together. One statement per round trip cost ~0.5 ms each, ~9 ms for a batch of one
+        # event with all projectors; on a busy machine each round trip also waits to be
+        # scheduled again.
+        async with self.conn.pipeline(), self.conn.transaction():
             # Two writers may hold a tenant at once (workers during a rebalance, a report catching
             # its tenant up while the worker applies). The state rows' locks below order them once
             # the rows exist; for a tenant's first events there is nothing to lock yet and both
@@ -193,8 +199,19 @@ class ProjectionWriter:
                 " WHERE projection = ANY(%s) AND tenant_id = ANY(%s) FOR UPDATE",
                 [names, tenants],
             )
+            # The rows every event of the batch may read, asked for before the states tell which
+            # events are new (an event applied before only makes its rows loaded for nothing).
+            # They are read after the locks are held: statements run in the order they were sent.
+            cache: dict[Any, Any] = {}
+            pending = (
+                await tables.send_loads(
+                    self.conn, tables.needed_keys(table_projectors, ordered), cache
+                )
+                if table_projectors
+                else []
+            )
             states = {(row[0], row[1]): (int(row[2]), row[3]) for row in await cursor.fetchall()}
-            ordered = sorted(events, key=lambda event: event.position)
+            await tables.receive_loads(pending, cache)
             # What fold will apply: the events above each (projection, tenant)'s stored position.
             applied_by_projection = {
                 name: sum(
@@ -216,10 +233,6 @@ class ProjectionWriter:
                         for p in table_projectors
                     )
                 ]
-                cache: dict[Any, Any] = {}
-                await tables.load_rows(
-                    self.conn, tables.needed_keys(table_projectors, unseen), cache
-                )
                 table_changes = tables.Changes()
                 tables.apply_batch(table_projectors, positions, unseen, cache, table_changes)
                 await tables.write_changes(self.conn, table_changes)

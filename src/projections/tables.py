@@ -20,6 +20,7 @@ all of them (see the migrations under `projections/migrations`).
 
 from __future__ import annotations
 
+import functools
 import operator
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -27,9 +28,8 @@ from decimal import Decimal
 from typing import Any, Protocol
 
 import orjson
-from psycopg import AsyncConnection, sql
+from psycopg import AsyncConnection, AsyncCursor, sql
 from psycopg.rows import TupleRow
-from psycopg.types.json import Jsonb
 from sqlalchemy import BigInteger, Boolean, Column, Date, Integer, MetaData, Numeric, Table, Text
 from sqlalchemy.dialects.postgresql import JSONB
 
@@ -334,36 +334,53 @@ async def load_rows(
     suffix: str = "",
 ) -> None:
     """Load the needed rows into `cache` (missing rows as None): one query per table, from the
-    tables or from those named with `suffix` (replay's fresh tables)."""
+    tables or from those named with `suffix` (replay's fresh tables), all sent at once."""
+    async with conn.pipeline():
+        pending = await send_loads(conn, needed, cache, for_update=for_update, suffix=suffix)
+    await receive_loads(pending, cache)
+
+
+Pending = list[tuple[Table, AsyncCursor[TupleRow]]]
+
+
+async def send_loads(
+    conn: AsyncConnection[TupleRow],
+    needed: dict[str, set[tuple[str, Key]]],
+    cache: dict[tuple[str, str, Key], Row | None],
+    *,
+    for_update: bool = False,
+    suffix: str = "",
+) -> Pending:
+    """`load_rows`' queries, sent (in pipeline mode: queued) but not answered yet; the needed
+    keys go into `cache` as missing until `receive_loads` fills in what exists."""
+    pending: Pending = []
     for table_name, keys in needed.items():
         if not keys:
             continue
         table = metadata.tables[table_name]
         names = ["tenant_id", *key_columns(table)]
-        columns = {column.name: column for column in table.columns}
         ordered = sorted(keys, key=lambda item: (item[0], tuple(str(part) for part in item[1])))
         arrays = [[tenant for tenant, _ in ordered]]
         for index in range(len(names) - 1):
             arrays.append([key[index] for _, key in ordered])
         for tenant, key in ordered:
             cache[(table_name, tenant, key)] = None
-        query = sql.SQL(
-            "SELECT t.* FROM {table} t JOIN unnest({arrays}) AS k({names}) USING ({names})"
-            + (" FOR UPDATE OF t" if for_update else "")
-        ).format(
-            table=sql.Identifier(table_name + suffix),
-            arrays=sql.SQL(", ").join(
-                sql.SQL("%s::" + array_type(columns[name])) for name in names
-            ),
-            names=sql.SQL(", ").join(sql.Identifier(name) for name in names),
-        )
-        cursor = await conn.execute(query, arrays)
+        cursor = conn.cursor()
+        await cursor.execute(_load_statement(table_name, table_name + suffix, for_update), arrays)
+        pending.append((table, cursor))
+    return pending
+
+
+async def receive_loads(pending: Pending, cache: dict[tuple[str, str, Key], Row | None]) -> None:
+    """The answers to `send_loads`' queries, into `cache`."""
+    for table, cursor in pending:
+        rows = await cursor.fetchall()
         assert cursor.description is not None
         result_names = [column.name for column in cursor.description]
-        for values in await cursor.fetchall():
+        for values in rows:
             row = dict(zip(result_names, values, strict=True))
             tenant = row.pop("tenant_id")
-            cache[(table_name, tenant, key_of(table, row))] = row
+            cache[(table.name, tenant, key_of(table, row))] = row
 
 
 async def write_changes(
@@ -376,18 +393,11 @@ async def write_changes(
         puts.setdefault(table_name, []).append((tenant, key, row))
     for table_name, items in puts.items():
         table = metadata.tables[table_name]
-        keys = ["tenant_id", *key_columns(table)]
         deletes = [(tenant, *key) for tenant, key, row in items if row is None]
         upserts = [{"tenant_id": tenant, **row} for tenant, _key, row in items if row is not None]
         if deletes:
             await conn.cursor().executemany(
-                sql.SQL("DELETE FROM {} WHERE {}").format(
-                    sql.Identifier(table_name + suffix),
-                    sql.SQL(" AND ").join(
-                        sql.SQL("{} = %s").format(sql.Identifier(name)) for name in keys
-                    ),
-                ),
-                deletes,
+                _delete_statement(table_name, table_name + suffix), deletes
             )
         if upserts:
             await _upsert(conn, table, upserts, add=False, name=table_name + suffix)
@@ -401,21 +411,7 @@ async def write_changes(
     for table_name, rows in adds.items():
         await _upsert(conn, metadata.tables[table_name], rows, add=True, name=table_name + suffix)
     for table_name, rows in changes.inserts.items():
-        await insert_rows(conn, metadata.tables[table_name], rows, name=table_name + suffix)
-
-
-async def insert_rows(
-    conn: AsyncConnection[TupleRow], table: Table, rows: list[Row], name: str | None = None
-) -> None:
-    """One INSERT ... SELECT FROM unnest(arrays) per table: COPY is refused under row-level
-    security, and one statement per batch beats one per row. Into `name` (default: the table)."""
-    names = [column.name for column in table.columns]
-    statement = sql.SQL("INSERT INTO {} ({}) SELECT * FROM unnest({})").format(
-        sql.Identifier(name or table.name),
-        sql.SQL(", ").join(sql.Identifier(name) for name in names),
-        sql.SQL(", ").join(sql.SQL("%s::" + array_type(column)) for column in table.columns),
-    )
-    await conn.execute(statement, [[_param(row.get(name)) for row in rows] for name in names])
+        await insert_json_rows(conn, metadata.tables[table_name], rows, table_name + suffix)
 
 
 async def _upsert(
@@ -425,6 +421,76 @@ async def _upsert(
     value columns. One statement per table, the rows as one JSON document (as `insert_json_rows`):
     a statement per row cost ~0.3 ms each, most of a batch's write. The rows' keys are distinct
     (they come from `Changes`), so no row is updated twice by the statement."""
+    query = _upsert_statement(table.name, name, add)
+    await conn.execute(query, [orjson.dumps(rows, default=_json_default).decode()])
+
+
+async def insert_json_rows(
+    conn: AsyncConnection[TupleRow], table: Table, rows: Sequence[Row], name: str | None = None
+) -> None:
+    """INSERT rows (tenant_id included) into `name` (default: the table itself) as one JSON
+    document that `json_populate_recordset` takes apart. orjson writes the document in C, about a
+    quarter of what COPY's text format costs this process to build value by value; PostgreSQL
+    does the parsing, on a core of its own. Decimals travel as JSON strings, so exactly."""
+    statement = _insert_statement(table.name, name or table.name)
+    await conn.execute(statement, [orjson.dumps(rows, default=_json_default).decode()])
+
+
+# The statements, composed once per table and target: composing one costs ~0.1 ms of Python, and
+# a batch of the live writer sends ~15 of them.
+
+
+@functools.cache
+def _load_statement(table_name: str, target: str, for_update: bool) -> str:
+    table = metadata.tables[table_name]
+    names = ["tenant_id", *key_columns(table)]
+    columns = {column.name: column for column in table.columns}
+    return (
+        sql.SQL(
+            "SELECT t.* FROM {table} t JOIN unnest({arrays}) AS k({names}) USING ({names})"
+            + (" FOR UPDATE OF t" if for_update else "")
+        )
+        .format(
+            table=sql.Identifier(target),
+            arrays=sql.SQL(", ").join(
+                sql.SQL("%s::" + array_type(columns[name])) for name in names
+            ),
+            names=sql.SQL(", ").join(sql.Identifier(name) for name in names),
+        )
+        .as_string()
+    )
+
+
+@functools.cache
+def _delete_statement(table_name: str, target: str) -> str:
+    keys = ["tenant_id", *key_columns(metadata.tables[table_name])]
+    return (
+        sql.SQL("DELETE FROM {} WHERE {}")
+        .format(
+            sql.Identifier(target),
+            sql.SQL(" AND ").join(sql.SQL("{} = %s").format(sql.Identifier(name)) for name in keys),
+        )
+        .as_string()
+    )
+
+
+@functools.cache
+def _insert_statement(table_name: str, target: str) -> str:
+    table = metadata.tables[table_name]
+    names = sql.SQL(", ").join(sql.Identifier(column.name) for column in table.columns)
+    return (
+        sql.SQL(
+            "INSERT INTO {target} ({names}) SELECT {names}"
+            " FROM json_populate_recordset(NULL::{target}, %s::json)"
+        )
+        .format(target=sql.Identifier(target), names=names)
+        .as_string()
+    )
+
+
+@functools.cache
+def _upsert_statement(table_name: str, name: str, add: bool) -> str:
+    table = metadata.tables[table_name]
     target = sql.Identifier(name)
     names = [column.name for column in table.columns]
     keys = ["tenant_id", *key_columns(table)]
@@ -447,7 +513,7 @@ async def _upsert(
         else sql.SQL("DO NOTHING")
     )
     columns = sql.SQL(", ").join(sql.Identifier(column) for column in names)
-    query = (
+    return (
         sql.SQL(
             "INSERT INTO {target} ({columns}) SELECT {columns}"
             " FROM json_populate_recordset(NULL::{target}, %s::json) ON CONFLICT ({keys}) "
@@ -457,34 +523,13 @@ async def _upsert(
             keys=sql.SQL(", ").join(sql.Identifier(column) for column in keys),
         )
         + conflict
-    )
-    await conn.execute(query, [orjson.dumps(rows, default=_json_default).decode()])
-
-
-async def insert_json_rows(
-    conn: AsyncConnection[TupleRow], table: Table, rows: Sequence[Row], name: str | None = None
-) -> None:
-    """INSERT rows (tenant_id included) into `name` (default: the table itself) as one JSON
-    document that `json_populate_recordset` takes apart. orjson writes the document in C, about a
-    quarter of what COPY's text format costs this process to build value by value; PostgreSQL
-    does the parsing, on a core of its own. Decimals travel as JSON strings, so exactly."""
-    target = sql.Identifier(name or table.name)
-    names = sql.SQL(", ").join(sql.Identifier(column.name) for column in table.columns)
-    statement = sql.SQL(
-        "INSERT INTO {target} ({names}) SELECT {names}"
-        " FROM json_populate_recordset(NULL::{target}, %s::json)"
-    ).format(target=target, names=names)
-    await conn.execute(statement, [orjson.dumps(rows, default=_json_default).decode()])
+    ).as_string()
 
 
 def _json_default(value: Any) -> Any:
     if isinstance(value, Decimal):
         return str(value)
     raise TypeError(f"cannot write {type(value).__name__} as JSON")
-
-
-def _param(value: Any) -> Any:
-    return Jsonb(value) if isinstance(value, dict | list) else value
 
 
 async def read_rows(conn: AsyncConnection[TupleRow], table: Table) -> list[Row]:
