@@ -52,6 +52,7 @@ from tests.projections.scenario import everything  # noqa: E402
 
 from ledger.service import LedgerService  # noqa: E402
 from ledger.store.postgres import PostgresEventStore, configure_connection  # noqa: E402
+from projections.core import ProjectedEvent, ProjectionWriter  # noqa: E402
 from projections.registry import select  # noqa: E402
 from projections.replay import replay  # noqa: E402
 
@@ -261,6 +262,49 @@ async def run_replay(
     }
 
 
+async def apply_probe(url: str, count: int, batch: int) -> dict[str, Any]:
+    """The live writer's cost on this store: `count` new events (blocks of the scenario for a new
+    tenant and for `base0`, an existing one, alternately by block), appended through the service,
+    then applied by `ProjectionWriter` (all projectors, batches of `batch` events, as the worker
+    applies them) over the read models the replays built. Events/s of the apply alone."""
+    store = await PostgresEventStore.open(url)
+    service = LedgerService(store)
+    first = await store.head() + 1
+    events: list[dict[str, Any]] = []
+    number = 100_000  # block numbers no seeded block used: fresh ids in `base0`
+    while len(events) < count:
+        number += 1
+        events.extend(block("probe" if number % 2 else "base0", number))
+    events = events[:count]
+    for start in range(0, count, append_batch_events):
+        report = await service.append(events[start : start + append_batch_events])
+        assert not report.rejected, report.rejected[:3]
+    recorded = []
+    for tenant in ("probe", "base0"):
+        recorded += await store.read(tenant, first, count)
+    await store.close()
+    projected = sorted(
+        (ProjectedEvent.from_recorded(event) for event in recorded),
+        key=lambda event: event.position,
+    )
+    conn = await AsyncConnection.connect(url, autocommit=True)
+    await configure_connection(conn)
+    writer = ProjectionWriter(conn, select(None))
+    seconds = []
+    for start in range(0, len(projected), batch):
+        started = time.perf_counter()
+        await writer.apply(projected[start : start + batch])
+        seconds.append(time.perf_counter() - started)
+    await conn.close()
+    seconds.sort()
+    return {
+        "events": len(projected),
+        "events_per_s": len(projected) / sum(seconds),
+        "batch_median_ms": seconds[len(seconds) // 2] * 1000,
+        "batch_p95_ms": seconds[int(len(seconds) * 0.95)] * 1000,
+    }
+
+
 def measure(
     url: str, names: list[str] | None, processes: int, profile_lines: int
 ) -> dict[str, Any]:
@@ -289,6 +333,13 @@ def main() -> None:
         help="fold processes of each measured replay, comma-separated; 0: replay's default",
     )
     parser.add_argument("--cprofile", type=int, default=0, help="print the N costliest functions")
+    parser.add_argument(
+        "--apply-events",
+        type=int,
+        default=5000,
+        help="after the replays, events applied by the live writer (0: none)",
+    )
+    parser.add_argument("--apply-batch", type=int, default=100, help="events per live batch")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -301,6 +352,7 @@ def main() -> None:
     processes = [int(count) for count in args.processes.split(",")]
     load = os.getloadavg()
     rows = []
+    applied = []
     for size in sizes:
         with fresh_database(args.database_url) as url:
             asyncio.run(seed(url, size))
@@ -308,6 +360,10 @@ def main() -> None:
                 result = measure(url, args.projection, count, args.cprofile)
                 progress(f"replay: {result}")
                 rows.append((size, count, "empty" if index == 0 else "full", result))
+            if args.apply_events and not args.projection:
+                probe = asyncio.run(apply_probe(url, args.apply_events, args.apply_batch))
+                progress(f"live apply: {probe}")
+                applied.append((size, probe))
     print(
         f"Replay benchmark, {datetime.date.today()}, {platform.node()} ({os.cpu_count()} cores),"
         f" load average (1, 5, 15 min) {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} at the start,"
@@ -333,6 +389,21 @@ def main() -> None:
             f" {result['rss_peak_mib']:,.0f} MiB ({result['rss_before_mib']:,.0f} MiB),"
             f" {result['fold_child_rss_peak_mib']:,.0f} MiB |"
         )
+    if applied:
+        print()
+        print(
+            f"The live writer on the replayed store (`ProjectionWriter.apply`, all projectors,"
+            f" batches of {args.apply_batch}; half the events in a new tenant, half in an"
+            " existing one):"
+        )
+        print()
+        print("| store holds | events applied | events/s | batch median ms | batch p95 ms |")
+        print("|---|---|---|---|---|")
+        for size, probe in applied:
+            print(
+                f"| {size:,} | {probe['events']:,} | {probe['events_per_s']:,.0f} |"
+                f" {probe['batch_median_ms']:.1f} | {probe['batch_p95_ms']:.1f} |"
+            )
 
 
 if __name__ == "__main__":
