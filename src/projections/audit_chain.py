@@ -166,29 +166,20 @@ class AuditChain:
         yield audit_heads, ()
 
     def apply(self, rows: Rows, event: ProjectedEvent) -> None:
-        # `next_link` and `head_of` without their objects: this runs for every event.
         stored = rows.get(audit_heads)
-        n, previous, at = (
-            (0, genesis_hash, 0)
-            if stored is None
-            else (
-                stored["n"],
-                stored["hash"],
-                stored["position"],
-            )
-        )
+        head = Head() if stored is None else Head(stored["n"], stored["hash"], stored["position"])
         # The writer applies a tenant's events once each, in position order; a chain that went
         # backwards would make every later verification fail, so refuse the batch instead.
         invariant(
-            event.position > at,
-            f"audit chain of {event.tenant_id}: position {event.position} after {at}",
+            event.position > head.position,
+            f"audit chain of {event.tenant_id}: position {event.position} after {head.position}",
         )
-        digest = chain_hash(previous, event)
+        link = next_link(head, event)
         rows.insert(
             audit_links,
-            {"position": event.position, "n": n + 1, "event_id": event.event_id, "hash": digest},
+            {"position": link.position, "n": link.n, "event_id": link.event_id, "hash": link.hash},
         )
-        rows.put(audit_heads, {"n": n + 1, "hash": digest, "position": event.position})
+        rows.put(audit_heads, head_of(link).as_json())
 
 
 # --- where a chain breaks: the pure half of verification --------------------------------------

@@ -315,7 +315,7 @@ def write_schedules(rows: Rows, contract: Row, before: dict[str, Any], changed_f
             rows.put(dr_segments, row)
             stale.discard((line_id, row["seg_start"].isoformat()))
         old = _RecognisedBy(before.get(line_id), quantum)
-        if new.latest_fields() != old.latest_fields():
+        if new.latest() != old.latest():
             _move(scheduled, schedule_months(new), schedule_months(old))
         _move(recognised, recognised_months(new, old, changed_from), {})
     for line_id, seg_start in stale:
@@ -354,64 +354,17 @@ def minor_units(amount: Decimal, digits: int, *, rounded: bool) -> int | None:
     return units if abs(units) <= minor_units_max else None
 
 
-class _Segment:
-    """One segment of a line's schedule, parsed once: `accounting.recognised_in_segment` in
-    the form the month loops below evaluate dozens of times per line change."""
-
-    __slots__ = (
-        "amount",
-        "base",
-        "complete",
-        "days",
-        "ratable",
-        "recognition",
-        "satisfied_on",
-        "seg_end",
-        "seg_start",
-    )
-
-    def __init__(self, segment: dict[str, Any]) -> None:
-        self.seg_start = acc.day(segment["seg_start"])
-        self.seg_end = acc.day(segment["seg_end"])
-        self.recognition = segment["recognition"]
-        self.ratable = self.recognition != "point_in_time"
-        self.base = acc.money(segment["base"])
-        self.amount = acc.money(segment["amount"])
-        self.complete = self.base + self.amount
-        satisfied_on = segment.get("satisfied_on")
-        self.satisfied_on = None if satisfied_on is None else acc.day(satisfied_on)
-        self.days = (self.seg_end - self.seg_start).days
-
-    def recognised(self, through: date) -> Decimal:
-        """`accounting.recognised_in_segment(segment, through)` for `through` on or after the
-        segment's start (the only days a line asks its segment about): the same operations on
-        the same Decimals, so the same digits."""
-        if not self.ratable:
-            satisfied = self.satisfied_on
-            return self.complete if satisfied is not None and satisfied <= through else self.base
-        days = self.days
-        if days <= 0:
-            return self.complete
-        elapsed = min((through - self.seg_start).days + 1, days)
-        if elapsed == days:
-            return self.complete
-        return self.base + self.amount * elapsed / days
-
-
 class _RecognisedBy:
-    """A line's segments parsed once, and its recognition by the end of a day, rounded as a
-    report rounds it; each day once (the month loops below ask for many of the same days).
-    `accounting.recognised_by_line` takes the latest segment starting on or before the day (the
-    last of equal starts): here the last of those in start order, found by bisection."""
+    """A line's segments parsed once (dates and Decimals, which `accounting` takes as well as
+    text), and its recognition by the end of a day, rounded as a report rounds it; each day once
+    (the month loops below ask for many of the same days). The segment in force on a day is the
+    one `accounting.recognised_by_line` takes, the latest starting on or before it (the last of
+    equal starts), found here by bisection; `accounting.recognised_in_segment` does the rest."""
 
     def __init__(self, line: dict[str, Any] | None, quantum: Decimal) -> None:
-        self.segments = (
-            []
-            if line is None
-            else [_Segment(segment) for segment in segments_with_recognition(line)]
-        )
-        self.ordered = sorted(self.segments, key=lambda segment: segment.seg_start)  # stable
-        self.starts = [segment.seg_start for segment in self.ordered]
+        self.segments = _parsed(line)
+        self.ordered = sorted(self.segments, key=lambda segment: segment["seg_start"])  # stable
+        self.starts = [segment["seg_start"] for segment in self.ordered]
         self.quantum = quantum
         self.found: dict[date, Decimal] = {}
 
@@ -419,35 +372,21 @@ class _RecognisedBy:
         found = self.found.get(day)
         if found is None:
             index = bisect_right(self.starts, day) - 1
-            value = acc.zero if index < 0 else self.ordered[index].recognised(day)
+            value = acc.zero if index < 0 else acc.recognised_in_segment(self.ordered[index], day)
             found = self.found[day] = value.quantize(self.quantum, rounding=ROUND_HALF_EVEN)
         return found
 
-    def latest(self) -> _Segment | None:
-        """The segment with the latest start (the first of equal ones)."""
+    def latest(self) -> dict[str, Any] | None:
         if not self.segments:
             return None
-        return max(self.segments, key=lambda segment: segment.seg_start)
-
-    def latest_fields(self) -> tuple[Any, ...] | None:
-        latest = self.latest()
-        if latest is None:
-            return None
-        return (
-            latest.seg_start,
-            latest.seg_end,
-            latest.recognition,
-            latest.base,
-            latest.amount,
-            latest.satisfied_on,
-        )
+        return max(self.segments, key=lambda segment: segment["seg_start"])
 
     def settled(self) -> date | None:
         """The day after which the line recognises nothing more: its last day, its latest
         change or its satisfaction, whichever is last."""
-        dates = [segment.seg_start for segment in self.segments]
-        dates += [segment.seg_end - acc.one_day for segment in self.segments]
-        dates += [s.satisfied_on for s in self.segments if s.satisfied_on is not None]
+        dates = [segment["seg_start"] for segment in self.segments]
+        dates += [segment["seg_end"] - acc.one_day for segment in self.segments]
+        dates += [s["satisfied_on"] for s in self.segments if s["satisfied_on"] is not None]
         return max(dates, default=None)
 
     def segment_rows(self, contract_id: str, line_id: str, digits: int) -> list[Row]:
@@ -456,22 +395,24 @@ class _RecognisedBy:
         found = []
         ordered = self.ordered
         for index, segment in enumerate(ordered):
-            following = ordered[index + 1].seg_start if index + 1 < len(ordered) else None
+            base, amount = segment["base"], segment["amount"]
             found.append(
                 {
                     "contract_id": contract_id,
                     "line_id": line_id,
-                    "seg_start": segment.seg_start,
-                    "seg_end": segment.seg_end,
-                    "recognition": segment.recognition,
-                    "base": segment.base,
-                    "amount": segment.amount,
-                    "recognised_when_complete": segment.complete,
-                    "satisfied_on": segment.satisfied_on,
-                    "next_start": following,
-                    "base_minor": minor_units(segment.base, digits, rounded=True),
-                    "amount_minor": minor_units(segment.amount, digits, rounded=False),
-                    "complete_minor": minor_units(segment.complete, digits, rounded=True),
+                    "seg_start": segment["seg_start"],
+                    "seg_end": segment["seg_end"],
+                    "recognition": segment["recognition"],
+                    "base": base,
+                    "amount": amount,
+                    "recognised_when_complete": base + amount,
+                    "satisfied_on": segment["satisfied_on"],
+                    "next_start": ordered[index + 1]["seg_start"]
+                    if index + 1 < len(ordered)
+                    else None,
+                    "base_minor": minor_units(base, digits, rounded=True),
+                    "amount_minor": minor_units(amount, digits, rounded=False),
+                    "complete_minor": minor_units(base + amount, digits, rounded=True),
                 }
             )
         return found
@@ -487,10 +428,10 @@ def schedule_months(line: _RecognisedBy) -> dict[tuple[date, date], Any]:
     its last day): `projections.reports` takes what a line had recognised on the as-of date off
     the as-of month, and what is left is the waterfall the lines' schedules give."""
     latest = line.latest()
-    if latest is None or latest.recognition != "ratable":
+    if latest is None or latest["recognition"] != "ratable":
         return {}
-    start = latest.seg_start
-    last_day = max(segment.seg_end for segment in line.segments) - acc.one_day
+    start = latest["seg_start"]
+    last_day = max(segment["seg_end"] for segment in line.segments) - acc.one_day
     if last_day < start:
         return {}
     found: dict[tuple[date, date], Any] = {}
@@ -526,3 +467,23 @@ def _month_ends(first: date, last: date) -> Iterator[date]:
     while (year, month) <= (last.year, last.month):
         year, month = (year + 1, 1) if month == 12 else (year, month + 1)
         yield date(year, month, 1) - acc.one_day
+
+
+def _parsed(line: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """A line's segments with dates and amounts parsed once: the month loops above evaluate them
+    at every month end of the term (`accounting` takes either form)."""
+    if line is None:
+        return []
+    return [
+        {
+            **segment,
+            "seg_start": acc.day(segment["seg_start"]),
+            "seg_end": acc.day(segment["seg_end"]),
+            "base": acc.money(segment["base"]),
+            "amount": acc.money(segment["amount"]),
+            "satisfied_on": None
+            if segment.get("satisfied_on") is None
+            else acc.day(segment["satisfied_on"]),
+        }
+        for segment in segments_with_recognition(line)
+    ]

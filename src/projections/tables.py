@@ -330,13 +330,12 @@ async def load_rows(
     needed: dict[str, set[tuple[str, Key]]],
     cache: dict[tuple[str, str, Key], Row | None],
     *,
-    for_update: bool = False,
     suffix: str = "",
 ) -> None:
     """Load the needed rows into `cache` (missing rows as None): one query per table, from the
     tables or from those named with `suffix` (replay's fresh tables), all sent at once."""
     async with conn.pipeline():
-        pending = await send_loads(conn, needed, cache, for_update=for_update, suffix=suffix)
+        pending = await send_loads(conn, needed, cache, suffix=suffix)
     await receive_loads(pending, cache)
 
 
@@ -348,7 +347,6 @@ async def send_loads(
     needed: dict[str, set[tuple[str, Key]]],
     cache: dict[tuple[str, str, Key], Row | None],
     *,
-    for_update: bool = False,
     suffix: str = "",
 ) -> Pending:
     """`load_rows`' queries, sent (in pipeline mode: queued) but not answered yet; the needed
@@ -366,7 +364,7 @@ async def send_loads(
         for tenant, key in ordered:
             cache[(table_name, tenant, key)] = None
         cursor = conn.cursor()
-        await cursor.execute(_load_statement(table_name, table_name + suffix, for_update), arrays)
+        await cursor.execute(_load_statement(table_name, table_name + suffix), arrays)
         pending.append((table, cursor))
     return pending
 
@@ -441,15 +439,12 @@ async def insert_json_rows(
 
 
 @functools.cache
-def _load_statement(table_name: str, target: str, for_update: bool) -> str:
+def _load_statement(table_name: str, target: str) -> str:
     table = metadata.tables[table_name]
     names = ["tenant_id", *key_columns(table)]
     columns = {column.name: column for column in table.columns}
     return (
-        sql.SQL(
-            "SELECT t.* FROM {table} t JOIN unnest({arrays}) AS k({names}) USING ({names})"
-            + (" FOR UPDATE OF t" if for_update else "")
-        )
+        sql.SQL("SELECT t.* FROM {table} t JOIN unnest({arrays}) AS k({names}) USING ({names})")
         .format(
             table=sql.Identifier(target),
             arrays=sql.SQL(", ").join(
