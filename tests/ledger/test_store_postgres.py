@@ -411,3 +411,64 @@ async def test_concurrent_migrations_on_a_fresh_database_do_not_fail(
     finally:
         for store in stores:
             await store.close()
+
+
+# --- plans as the store grows ----------------------------------------------------------------
+
+# Past the plan cache's five custom plans, so PostgreSQL makes the generic plan on tiny tables.
+tiny_store_appends = 6
+grown_store_events = 4_000
+grown_store_unit_events = 500
+stats_flush_timeout_s = 15
+
+
+async def _scans_and_inserts(conninfo: str) -> tuple[dict[str, int], int]:
+    async with await AsyncConnection.connect(conninfo, autocommit=True) as conn:
+        cursor = await conn.execute(
+            "SELECT indexrelname, idx_scan FROM pg_stat_user_indexes WHERE relname = 'events'"
+        )
+        scans = {name: count for name, count in await cursor.fetchall()}
+        cursor = await conn.execute(
+            "SELECT n_tup_ins FROM pg_stat_user_tables WHERE relname = 'events'"
+        )
+        row = await cursor.fetchone()
+        assert row is not None
+        return scans, row[0]
+
+
+async def _scans_once_flushed(conninfo: str, inserts_at_least: int) -> dict[str, int]:
+    """The index scan counts once the writer's statistics include `inserts_at_least` inserts (a
+    backend reports its statistics within about a second of going idle)."""
+    deadline = asyncio.get_running_loop().time() + stats_flush_timeout_s
+    while True:
+        scans, inserts = await _scans_and_inserts(conninfo)
+        if inserts >= inserts_at_least:
+            return scans
+        assert asyncio.get_running_loop().time() < deadline, "the writer never reported its stats"
+        await asyncio.sleep(0.1)
+
+
+async def test_lookups_keep_to_the_unique_indexes_as_the_store_grows(
+    new_database: Callable[[], str],
+) -> None:
+    """The writer's cached plans are remade whenever the store has doubled (migration 006). A plan
+    kept from the tiny store looked event ids up through `events_tenant_position`, reading all of
+    a tenant's events on every append (batched appends slowed quadratically); with replanning off
+    (`replan_head_min` huge) this test sees exactly that scan."""
+    conninfo = new_database()
+    store = await PostgresEventStore.open(conninfo)
+    try:
+        book = Book(store)
+        for index in range(tiny_store_appends):
+            await book.accept(customer(f"C{index}"))
+        for start in range(tiny_store_appends, grown_store_events, grown_store_unit_events):
+            end = min(start + grown_store_unit_events, grown_store_events)
+            await book.accept(*(customer(f"C{index}") for index in range(start, end)))
+        before = await _scans_once_flushed(conninfo, grown_store_events)
+        await book.accept(customer("C-last"))
+        after = await _scans_once_flushed(conninfo, grown_store_events + 1)
+    finally:
+        await store.close()
+    scanned = {name: after[name] - before[name] for name in after}
+    assert scanned["events_event_id_unique"] >= 1, scanned
+    assert scanned["events_tenant_position"] == 0, scanned

@@ -59,6 +59,11 @@ notify_channel = "ledger_events"
 # Readers share a small pool: reports and the relay read, one writer connection appends.
 read_pool_size_max = 8
 connect_timeout_s = 10
+# The writer connection's cached plans are discarded whenever the store has grown this many times
+# over since they were made (migration 006: a plan is only as good as the table sizes it was made
+# for). From `replan_head_min` events on, so a fresh store replans at 128, 256, 512, ... events.
+replan_growth = 2
+replan_head_min = 64
 # A migration lock id of our own: concurrent `ledger migrate` runs wait for each other.
 migration_lock_id = 0x1ED6E5
 _migrations = (
@@ -67,6 +72,7 @@ _migrations = (
     "003_checkpoints.sql",
     "004_projection_state.sql",
     "005_lock_and_load_custom_plans.sql",
+    "006_lock_and_load_generic_plans.sql",
 )
 
 select_events = """
@@ -172,6 +178,10 @@ class PostgresEventStore:
         self._wakeup = asyncio.Event()
         self._closed = False
         self._writer_task: asyncio.Task[None] | None = None
+        # The head after the writer's last commit, and the head its cached plans were made at
+        # (None: a new connection, whose plans are made at its first transaction).
+        self._head_seen = 0
+        self._plans_head: int | None = None
 
     @classmethod
     async def open(cls, conninfo: str, *, run_migrations: bool = True) -> PostgresEventStore:
@@ -262,7 +272,13 @@ class PostgresEventStore:
                 self.conninfo, autocommit=True, connect_timeout=connect_timeout_s
             )
             await configure_connection(self._writer)
+            self._plans_head = None
         return self._writer
+
+    def _replan_due(self) -> bool:
+        if self._plans_head is None:
+            return False
+        return self._head_seen > replan_growth * max(self._plans_head, replan_head_min)
 
     async def _append_transaction(self, units: list[Unit]) -> list[list[Outcome]]:
         events = [event for unit in units for event in unit.events]
@@ -274,6 +290,9 @@ class PostgresEventStore:
             # Round trip 1: take the position lock, then load what the rules need (one call; the
             # loads run after the lock is granted and see every earlier commit).
             async with conn.pipeline():
+                if self._replan_due():
+                    await conn.execute("DISCARD PLANS")
+                    self._plans_head = self._head_seen
                 await conn.execute("BEGIN")
                 loaded_cursor = await conn.execute(
                     "SELECT ledger_lock_and_load(%s, %s::jsonb)",
@@ -284,6 +303,8 @@ class PostgresEventStore:
                 raise StoreError("ledger_lock_and_load returned nothing")
             loaded = loaded_row[0]
             head = int(loaded["head"])
+            if self._plans_head is None:
+                self._plans_head = head
             state = _state_from(loaded)
             positions = PositionCounter(head)
             results = [
@@ -309,6 +330,7 @@ class PostgresEventStore:
                         [positions.head, _events_json(accepted), _refs_json(state)],
                     )
                 await conn.execute("COMMIT")
+            self._head_seen = positions.head
         except BaseException:
             await _rollback_quietly(conn)
             raise
