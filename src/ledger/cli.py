@@ -8,7 +8,8 @@
     ledger ingest                      append what other services publish to ledger.ingest
     ledger worker                      project ledger.events into the read models (faust)
     ledger token --tenant T [--ttl-s N]   a bearer token signed with LEDGER_JWT_SECRET
-    ledger replay [--projection NAME]  rebuild read models from the store, swap them in atomically
+    ledger replay [--projection NAME] [--processes N]
+                                       rebuild read models from the store, swap them in atomically
     ledger catch-up [--projection NAME]   bring read models to the store's head and exit
     ledger gateway [--host H] [--port P]   serve the websocket gateway (kpi:update, /v1/stream)
     ledger up [--api-port P] [--gateway-port P] [--data-dir D] [--demo]
@@ -350,6 +351,9 @@ async def _projections_command(settings: Settings, args: argparse.Namespace) -> 
         projectors = registry.select(args.projection)
     except ValueError as error:
         return _fail(f"{args.command}: {error}")
+    processes: int | None = getattr(args, "processes", None)
+    if processes is not None and processes < 1:
+        return _fail(f"{args.command}: --processes must be 1 or more, not {processes}")
     async with open_store(settings) as store:
         conn = await AsyncConnection.connect(store.conninfo, autocommit=True)
         try:
@@ -358,9 +362,12 @@ async def _projections_command(settings: Settings, args: argparse.Namespace) -> 
                 refused = await _audit_chain_guard(store, conn, args.rebuild_broken_audit_chain)
                 if refused is not None:
                     return refused
-            run = replay if args.command == "replay" else catch_up
             started = time.monotonic()
-            position = await run(store, conn, projectors, _progress_printer(args.command))
+            show = _progress_printer(args.command)
+            if args.command == "replay":
+                position = await replay(store, conn, projectors, show, processes=processes)
+            else:
+                position = await catch_up(store, conn, projectors, show)
         finally:
             await conn.close()
     elapsed_s = time.monotonic() - started
@@ -643,6 +650,12 @@ def _parser() -> argparse.ArgumentParser:
         runner.add_argument(
             "--projection", action="append", help="only this projection (repeatable)"
         )
+    commands.choices["replay"].add_argument(
+        "--processes",
+        type=int,
+        help="fold in this many processes (default: one per core, within a limit, for large"
+        " stores; 1: in this process)",
+    )
     commands.choices["replay"].add_argument(
         "--rebuild-broken-audit-chain",
         action="store_true",

@@ -425,6 +425,37 @@ async def test_the_cli_replays_one_projection(
     assert await _oid(conn, "gl_lines") == ledger_oid
 
 
+async def test_the_cli_replays_in_the_processes_asked_for(
+    store: PostgresEventStore,
+    conn: AsyncConnection[Any],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    await _append(store, everything(new_tenant()))
+    await catch_up(store, conn, all_projectors())
+    caught_up, ledger_oid = await _rows(conn), await _oid(conn, "gl_lines")
+    monkeypatch.setenv("LEDGER_DATABASE_URL", store.conninfo)
+    asked: list[tuple[int | None, int]] = []  # (asked for, fold processes started)
+    real_processes = replay_module._processes
+
+    def spy(projectors: Any, processes: int | None, events: int) -> int:
+        count = real_processes(projectors, processes, events)
+        asked.append((processes, count))
+        return count
+
+    monkeypatch.setattr(replay_module, "_processes", spy)
+
+    refused = await asyncio.to_thread(cli.main, ["replay", "--processes", "0"])
+    assert refused == cli.exit_usage
+    assert "--processes must be 1 or more, not 0" in capsys.readouterr().err
+    assert asked == [] and await _oid(conn, "gl_lines") == ledger_oid
+
+    assert await asyncio.to_thread(cli.main, ["replay", "--processes", "2"]) == 0
+    assert asked == [(2, 2)]
+    assert await _rows(conn) == caught_up
+    assert await _oid(conn, "gl_lines") != ledger_oid
+
+
 async def test_json_rows_arrive_as_they_were(
     store: PostgresEventStore, conn: AsyncConnection[Any]
 ) -> None:
