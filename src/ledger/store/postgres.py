@@ -61,7 +61,8 @@ read_pool_size_max = 8
 connect_timeout_s = 10
 # The writer connection's cached plans are discarded whenever the store has grown this many times
 # over since they were made (migration 006: a plan is only as good as the table sizes it was made
-# for). From `replan_head_min` events on, so a fresh store replans at 128, 256, 512, ... events.
+# for). From `replan_head_min` events on, so a fresh store replans at 128, 256, 512, ... events
+# (a store opened on a large database replans once more, after its first commit).
 replan_growth = 2
 replan_head_min = 64
 # A migration lock id of our own: concurrent `ledger migrate` runs wait for each other.
@@ -178,10 +179,9 @@ class PostgresEventStore:
         self._wakeup = asyncio.Event()
         self._closed = False
         self._writer_task: asyncio.Task[None] | None = None
-        # The head after the writer's last commit, and the head its cached plans were made at
-        # (None: a new connection, whose plans are made at its first transaction).
+        # The head after the writer's last commit, and the head its cached plans were made at.
         self._head_seen = 0
-        self._plans_head: int | None = None
+        self._plans_head = 0
 
     @classmethod
     async def open(cls, conninfo: str, *, run_migrations: bool = True) -> PostgresEventStore:
@@ -272,12 +272,10 @@ class PostgresEventStore:
                 self.conninfo, autocommit=True, connect_timeout=connect_timeout_s
             )
             await configure_connection(self._writer)
-            self._plans_head = None
+            self._plans_head = self._head_seen
         return self._writer
 
     def _replan_due(self) -> bool:
-        if self._plans_head is None:
-            return False
         return self._head_seen > replan_growth * max(self._plans_head, replan_head_min)
 
     async def _append_transaction(self, units: list[Unit]) -> list[list[Outcome]]:
@@ -303,8 +301,6 @@ class PostgresEventStore:
                 raise StoreError("ledger_lock_and_load returned nothing")
             loaded = loaded_row[0]
             head = int(loaded["head"])
-            if self._plans_head is None:
-                self._plans_head = head
             state = _state_from(loaded)
             positions = PositionCounter(head)
             results = [
