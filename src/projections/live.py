@@ -101,24 +101,10 @@ class KpiStates:
         return None if message is None else bytes(message)
 
 
-async def dashboard_as_of(conn: AsyncConnection[TupleRow], tenant: str, today: date) -> date:
-    """Today, or the date of the tenant's newest event when that is later (simulated time)."""
-    async with conn.transaction():
-        await conn.execute("SELECT set_config('ledger.tenants', %s, true)", [tenant])
-        cursor = await conn.execute(
-            "SELECT time FROM events WHERE tenant_id = %s ORDER BY position DESC LIMIT 1", [tenant]
-        )
-        row = await cursor.fetchone()
-    if row is None:
-        return today
-    newest: datetime = row[0]
-    return max(today, newest.astimezone(UTC).date())
-
-
 async def kpi_body(conn: AsyncConnection[TupleRow], tenant: str, today: date) -> dict[str, Any]:
-    """The state a dashboard shows, without seq and updated_at (Redis adds those)."""
-    as_of = await dashboard_as_of(conn, tenant, today)
-    data = await report(conn, "kpi", tenant, as_of)
+    """The state a dashboard shows, without seq and updated_at (Redis adds those). Its date is
+    today, or the date of the tenant's newest event when that is later (simulated time)."""
+    data = await report(conn, "kpi", tenant, today, not_before_newest_event=True)
     return {
         "type": kpi_channel,
         "channel": kpi_channel,

@@ -162,17 +162,24 @@ async def report(
     *,
     limit: int | None = None,
     after: str | None = None,
+    not_before_newest_event: bool = False,
 ) -> dict[str, Any]:
     """One report as JSON-ready data (money as decimal strings). `limit` caps each list of the
-    report and `after` starts its paged list (`PAGED`) after that key; totals cover everything."""
+    report and `after` starts its paged list (`PAGED`) after that key; totals cover everything.
+    `not_before_newest_event`: the report is as of the date of the tenant's newest event when that
+    is later than `as_of` (a dashboard's date under a simulated clock); the answer's `as_of` says
+    which date it is."""
     parse_kind(kind)
     check_page(kind, limit, after)
-    async with conn.transaction():
+    # Pipeline mode: BEGIN, the settings and the opening query go in one round trip, the queries
+    # of `many` in one more, the commit in a third (one each before: on a busy machine every round
+    # trip also waits to be scheduled again).
+    async with conn.pipeline(), conn.transaction():
         # One snapshot for every query of the report, so its figures agree with each other.
         await conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
         await conn.execute("SELECT set_config('ledger.tenants', %s, true)", [tenant])
         reader = _Reader(conn, tenant, as_of)
-        await reader.start()
+        await reader.start(not_before_newest_event=not_before_newest_event)
         match kind:
             case "kpi":
                 return await reader.kpi()
@@ -536,13 +543,23 @@ class _Reader:
         self.quantum = Decimal("0.01")
         self.position = 0
 
-    async def start(self) -> None:
-        [(currency, position)] = await self._all(
+    async def start(self, *, not_before_newest_event: bool = False) -> None:
+        """The tenant's currency and read-model position; with `not_before_newest_event`, as_of
+        moves on to the date (UTC) of the tenant's newest event when that is later."""
+        [(currency, position, newest)] = await self._all(
             "SELECT (SELECT currency FROM gl_tenants WHERE tenant_id = %(tenant)s),"
             " (SELECT coalesce(max(position), 0) FROM projection_state"
-            "  WHERE tenant_id = %(tenant)s AND projection = ANY(%(projections)s))",
-            {"tenant": self.tenant, "projections": list(REPORT_PROJECTIONS)},
+            "  WHERE tenant_id = %(tenant)s AND projection = ANY(%(projections)s)),"
+            " CASE WHEN %(newest)s THEN (SELECT (time AT TIME ZONE 'UTC')::date FROM events"
+            "  WHERE tenant_id = %(tenant)s ORDER BY position DESC LIMIT 1) END",
+            {
+                "tenant": self.tenant,
+                "projections": list(REPORT_PROJECTIONS),
+                "newest": not_before_newest_event,
+            },
         )
+        if newest is not None and newest > self.as_of:
+            self.as_of = newest
         if currency is not None:
             self.currency = currency
             self.digits = acc.digits_of(currency)

@@ -19,6 +19,7 @@ from typing import Any
 
 import jwt
 import orjson
+import psycopg
 import pytest
 import redis.asyncio
 from websockets.asyncio.client import ClientConnection, connect
@@ -28,7 +29,7 @@ from gateway.server import RunningGateway, start_gateway, write_buffer_bytes_max
 from ledger.auth import issue_token
 from ledger.embedded import free_loopback_port
 from ledger.service import LedgerService
-from ledger.store.postgres import PostgresEventStore
+from ledger.store.postgres import PostgresEventStore, configure_connection
 from projections import live
 from projections.registry import all_projectors
 from projections.replay import catch_up
@@ -352,6 +353,28 @@ async def test_publishing_numbers_states_and_drops_stale_or_identical_ones(redis
     finally:
         await listener.aclose()
         await client.aclose()
+
+
+async def test_a_dashboard_is_as_of_today_or_the_newest_event_when_that_is_later(
+    store: PostgresEventStore, database_url: str
+) -> None:
+    """The demo stream runs ahead of the clock: the KPI state is as of its newest event's date
+    (UTC), and as of today once today is later; the figures are computed as of that date."""
+    tenant = new_tenant()
+    issued = b.invoice("INV-1", amount="100.00", issue_date="2031-03-11", due_date="2031-04-10")
+    issued["time"] = "2031-03-10T23:30:00-02:00"  # 2031-03-11 in UTC
+    await append(store, tenant, b.customer("C1"), issued)
+    async with store.connection() as conn:
+        await catch_up(store, conn, all_projectors(), tenant=tenant)
+    async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as conn:
+        await configure_connection(conn)
+        ahead = await live.kpi_body(conn, tenant, date(2030, 1, 1))
+        later = await live.kpi_body(conn, tenant, date(2032, 1, 1))
+    assert ahead["as_of"] == "2031-03-11" and later["as_of"] == "2032-01-01"
+    assert ahead["position"] == later["position"] > 0
+    assert ahead["kpis"]["ar"] == later["kpis"]["ar"] == "100.00"
+    # Due 2031-04-10: not overdue on the event's day, overdue by 2032.
+    assert (ahead["kpis"]["ar_overdue"], later["kpis"]["ar_overdue"]) == ("0.00", "100.00")
 
 
 async def test_a_new_day_republishes_every_tenant_the_publisher_knows(
