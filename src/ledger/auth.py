@@ -32,11 +32,29 @@ def issue_token(secret: str, tenant: str, ttl_s: int = token_ttl_s_default) -> s
     )
 
 
+# Tokens that verified, so a client's every request does not pay for the signature check and the
+# claims' decoding again (~5% of `ledger up`'s CPU at 200 appends/s, one request per event): keyed
+# by the secret and the whole token, signature included, so only a token that verified with this
+# secret is found. Its signature and its other claims (nbf, iat) stay valid; its expiry is checked
+# on every use. Bounded: emptied when full.
+verified_tokens_max = 4096
+_verified: dict[tuple[str, str], tuple[str, float]] = {}
+_clock = time.time
+
+
 def tenant_of(secret: str, authorization: str | None) -> str:
     """The tenant a `Bearer <jwt>` header speaks for; AuthError with the reason otherwise."""
     if not authorization or not authorization.startswith("Bearer "):
         raise AuthError("send Authorization: Bearer <token> (a JWT with the claim tenant)")
     token = authorization[len("Bearer ") :].strip()
+    known = _verified.get((secret, token))
+    if known is not None:
+        known_tenant, expires = known
+        # PyJWT's rule: expired once exp <= now - leeway.
+        if expires > _clock() - leeway_s:
+            return known_tenant
+        del _verified[(secret, token)]
+        raise AuthError("the token has expired")
     try:
         claims = jwt.decode(
             token, secret, algorithms=[algorithm], leeway=leeway_s, options={"require": ["exp"]}
@@ -48,6 +66,9 @@ def tenant_of(secret: str, authorization: str | None) -> str:
     tenant = claims.get("tenant")
     if not isinstance(tenant, str) or not tenant:
         raise AuthError("the token has no tenant claim")
+    if len(_verified) >= verified_tokens_max:
+        _verified.clear()
+    _verified[(secret, token)] = (tenant, float(claims["exp"]))
     return tenant
 
 

@@ -113,3 +113,43 @@ def test_ledger_token_uses_the_secret_ledger_up_keeps(tmp_path: Path) -> None:
     made = run()
     assert made.returncode == 0, made.stderr
     assert tenant_of(kept, f"Bearer {made.stdout.decode().strip()}") == "acme"
+
+
+def test_a_verified_token_is_remembered_but_its_expiry_is_checked_on_every_use(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from ledger import auth
+
+    tenant = new_tenant()
+    token = issue_token(secret, tenant, ttl_s=60)
+    exp = jwt.decode(token, options={"verify_signature": False})["exp"]
+    assert tenant_of(secret, f"Bearer {token}") == tenant
+    assert (secret, token) in auth._verified
+    # Remembered per secret and whole token: the same claims signed otherwise, or the same token
+    # checked with another secret, are refused.
+    forged = token.rsplit(".", 1)[0] + "." + "A" * 43
+    for other_secret, other_token in (
+        (secret, forged),
+        ("other-secret-0123456789abcdef0123", token),
+    ):
+        with pytest.raises(auth.AuthError, match="not valid"):
+            tenant_of(other_secret, f"Bearer {other_token}")
+    # Still valid within the leeway after exp, expired once past it, though it verified before.
+    monkeypatch.setattr(auth, "_clock", lambda: exp + auth.leeway_s - 1)
+    assert tenant_of(secret, f"Bearer {token}") == tenant
+    monkeypatch.setattr(auth, "_clock", lambda: exp + auth.leeway_s)
+    with pytest.raises(auth.AuthError, match="expired"):
+        tenant_of(secret, f"Bearer {token}")
+    assert (secret, token) not in auth._verified
+
+
+def test_the_verified_tokens_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    from ledger import auth
+
+    monkeypatch.setattr(auth, "verified_tokens_max", 3)
+    monkeypatch.setattr(auth, "_verified", {})
+    tokens = [issue_token(secret, new_tenant()) for _ in range(7)]
+    for token in tokens:
+        tenant_of(secret, f"Bearer {token}")
+        assert len(auth._verified) <= 3
+    assert (secret, tokens[-1]) in auth._verified
