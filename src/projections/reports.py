@@ -166,9 +166,9 @@ async def report(
 ) -> dict[str, Any]:
     """One report as JSON-ready data (money as decimal strings). `limit` caps each list of the
     report and `after` starts its paged list (`PAGED`) after that key; totals cover everything.
-    `not_before_newest_event`: the report is as of the date of the tenant's newest event when that
-    is later than `as_of` (a dashboard's date under a simulated clock); the answer's `as_of` says
-    which date it is."""
+    `not_before_newest_event`: the report is as of the date of the newest event it reflects (the
+    tenant's, at the read models' position) when that is later than `as_of` (a dashboard's date
+    under a simulated clock); the answer's `as_of` says which date it is."""
     parse_kind(kind)
     check_page(kind, limit, after)
     # Pipeline mode: BEGIN, the settings and the opening query go in one round trip, the queries
@@ -545,13 +545,21 @@ class _Reader:
 
     async def start(self, *, not_before_newest_event: bool = False) -> None:
         """The tenant's currency and read-model position; with `not_before_newest_event`, as_of
-        moves on to the date (UTC) of the tenant's newest event when that is later."""
+        moves on to the date (UTC) of the event at that position when that is later.
+
+        That event is found by its position (the primary key), not as the tenant's newest by
+        `ORDER BY position DESC LIMIT 1`: under row-level security PostgreSQL does not walk
+        `events_tenant_position` backwards for that, and a generic plan read all of the tenant's
+        events and sorted them (16-18 ms of every KPI state at 20,000 events, growing with the
+        store; the pkey lookup reads one row)."""
         [(currency, position, newest)] = await self._all(
-            "SELECT (SELECT currency FROM gl_tenants WHERE tenant_id = %(tenant)s),"
-            " (SELECT coalesce(max(position), 0) FROM projection_state"
-            "  WHERE tenant_id = %(tenant)s AND projection = ANY(%(projections)s)),"
+            "WITH state AS (SELECT coalesce(max(position), 0) AS position FROM projection_state"
+            "  WHERE tenant_id = %(tenant)s AND projection = ANY(%(projections)s))"
+            " SELECT (SELECT currency FROM gl_tenants WHERE tenant_id = %(tenant)s),"
+            " state.position,"
             " CASE WHEN %(newest)s THEN (SELECT (time AT TIME ZONE 'UTC')::date FROM events"
-            "  WHERE tenant_id = %(tenant)s ORDER BY position DESC LIMIT 1) END",
+            "  WHERE events.position = state.position) END"
+            " FROM state",
             {
                 "tenant": self.tenant,
                 "projections": list(REPORT_PROJECTIONS),
