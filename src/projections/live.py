@@ -13,9 +13,9 @@ loading a snapshot):
 - the state is stored (`ledger:kpi-state:<tenant>`, the snapshot a new client gets) and published
   (`ledger:kpi:<tenant>`) together.
 
-The dashboard date (`as_of`) is today (UTC), or the date of the tenant's newest event when that is
-later (the demo stream runs in simulated time). A day that rolls over republishes every tenant the
-publisher knows, so aging moves at midnight without an event.
+The dashboard date (`as_of`) is today (UTC), or the date of the newest event the read models
+reflect when that is later (the demo stream runs in simulated time). A day that rolls over
+republishes every tenant the publisher knows, so aging moves at midnight without an event.
 
 Publishing runs beside projecting, never in its way: tenants that move while a state is computed
 are marked and computed once more afterwards (their changes coalesce), and a Redis or database
