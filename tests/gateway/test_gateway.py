@@ -159,6 +159,34 @@ async def test_snapshot_from_the_read_models_then_an_update_per_change(
     await client.close()
 
 
+async def test_a_gateway_that_loses_redis_reconnects_and_sends_what_it_missed(
+    gateway: RunningGateway, store: PostgresEventStore, project: Project, redis_url: str
+) -> None:
+    """Redis drops the gateway's pub/sub connection (as a Redis restart or a network cut would):
+    the state published meanwhile reaches the client once the gateway is back (it reloads every
+    subscribed tenant), and later states come through the new subscription."""
+    tenant = new_tenant()
+    await append(store, tenant, b.customer("C1"), b.invoice("INV-1", amount="100.00"))
+    await project(tenant)
+    client, snapshot = await subscribed(gateway, tenant)
+    assert snapshot["kpis"]["ar"] == "100.00"
+    admin = redis.asyncio.Redis.from_url(redis_url)
+    try:
+        assert await admin.client_kill_filter(_type="pubsub") >= 1
+        await append(store, tenant, b.payment("40.00", "PAY-1", "C1", "2026-01-20"))
+        await project(tenant)  # published while the gateway may not be listening
+        missed = await next_frame(client)
+        assert missed["seq"] > snapshot["seq"] and missed["kpis"]["ar"] == "60.00"
+        await append(store, tenant, b.payment("10.00", "PAY-2", "C1", "2026-01-21"))
+        await project(tenant)
+        later = await next_frame(client)
+        assert (later["type"], later["kpis"]["ar"]) == ("kpi:update", "50.00")
+        assert later["seq"] > missed["seq"]
+    finally:
+        await admin.aclose()
+        await client.close()
+
+
 async def test_another_tenant_s_figures_never_reach_a_client(
     gateway: RunningGateway, store: PostgresEventStore, project: Project
 ) -> None:
