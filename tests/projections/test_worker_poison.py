@@ -1,11 +1,17 @@
 """The worker's batch handling against the real database: a message on the events topic that no
 projector can apply (forged, or malformed data) is skipped, the rest of its batch is applied exactly
-once, nothing of the bad message is half applied, and the worker keeps going."""
+once, nothing of the bad message is half applied, and the worker keeps going; with Redis away the
+batches are applied all the same and the KPI states follow once it is back."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import urllib.parse
 from collections.abc import Callable
 
+import orjson
+import redis.asyncio
 from psycopg import AsyncConnection
 
 from ledger import metrics
@@ -13,12 +19,18 @@ from ledger.service import LedgerService
 from ledger.store.postgres import PostgresEventStore, configure_connection
 from projections.ar_aging import ar_invoices
 from projections.core import ProjectedEvent
+from projections.live import KpiPublisher, state_key
+from projections.notify import Notifiers, RedisNotifier
 from projections.registry import all_projectors
 from projections.tables import read_rows
 from projections.worker import _Projecting
 from tests.ledger import store_builders as b
 from tests.ledger.events import new_tenant
 from tests.projections.scenario import with_tenant
+
+# A batch must not wait for Redis; the publisher retries from 0.2 s, doubling.
+redis_away_apply_timeout_s = 5
+redis_back_timeout_s = 15
 
 
 async def test_a_message_no_projector_can_apply_is_skipped_and_the_rest_applied(
@@ -63,4 +75,97 @@ async def test_a_message_no_projector_can_apply_is_skipped_and_the_rest_applied(
         finally:
             await conn.close()
     finally:
+        await store.close()
+
+
+class _Switch:
+    """A TCP proxy to Redis that can be cut: while down it closes every connection it has and
+    refuses new ones at once, as a Redis that went away would."""
+
+    def __init__(self, target_host: str, target_port: int) -> None:
+        self.target = (target_host, target_port)
+        self.up = True
+        self.writers: set[asyncio.StreamWriter] = set()
+        self.server: asyncio.Server | None = None
+
+    async def start(self) -> int:
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        return int(self.server.sockets[0].getsockname()[1])
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if not self.up:
+            writer.close()
+            return
+        upstream_reader, upstream_writer = await asyncio.open_connection(*self.target)
+        self.writers |= {writer, upstream_writer}
+
+        async def pipe(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
+            with contextlib.suppress(OSError):
+                while data := await source.read(65536):
+                    sink.write(data)
+                    await sink.drain()
+            sink.close()
+
+        await asyncio.gather(pipe(reader, upstream_writer), pipe(upstream_reader, writer))
+
+    def cut(self) -> None:
+        self.up = False
+        for writer in self.writers:
+            writer.close()
+        self.writers.clear()
+
+    async def close(self) -> None:
+        self.cut()
+        if self.server is not None:
+            self.server.close()
+            await self.server.wait_closed()
+
+
+async def test_projecting_goes_on_while_redis_is_away_and_kpis_follow_when_it_is_back(
+    new_database: Callable[[], str], redis_url: str
+) -> None:
+    """Change notices and KPI states go through Redis, the read models do not: with Redis cut the
+    worker's batch is applied at once (no wait, no error out of the worker), and the KPI state of
+    that batch is published once Redis is back, by the publisher's retries."""
+    url = new_database()
+    target = urllib.parse.urlsplit(redis_url)
+    switch = _Switch(target.hostname or "127.0.0.1", target.port or 6379)
+    port = await switch.start()
+    via_switch = f"redis://127.0.0.1:{port}{target.path}"
+    store = await PostgresEventStore.open(url)
+    publisher = KpiPublisher(url, via_switch)
+    notices = RedisNotifier(via_switch)
+    direct = redis.asyncio.Redis.from_url(redis_url)
+    try:
+        tenant = new_tenant()
+        projecting = _Projecting(url, all_projectors(), Notifiers([notices, publisher]))
+        report = await LedgerService(store).append(
+            with_tenant(tenant, [b.customer("C1"), b.invoice("INV-1", "C1", amount="70.00")])
+        )
+        assert not report.rejected
+        switch.cut()
+        events = [ProjectedEvent.from_recorded(e) for e in await store.read(tenant, 1, 10)]
+        await asyncio.wait_for(projecting.apply(events), redis_away_apply_timeout_s)
+        conn = await AsyncConnection.connect(url, autocommit=True)
+        await configure_connection(conn)
+        try:
+            assert [row["invoice_id"] for row in await read_rows(conn, ar_invoices)] == ["INV-1"]
+        finally:
+            await conn.close()
+        await asyncio.sleep(0.5)  # the publisher tries and fails meanwhile
+        assert await direct.hget(state_key(tenant), "position") is None
+        switch.up = True
+        deadline = asyncio.get_running_loop().time() + redis_back_timeout_s
+        while (stored := await direct.hget(state_key(tenant), "message")) is None:
+            assert asyncio.get_running_loop().time() < deadline, (
+                "no KPI state after Redis came back"
+            )
+            await asyncio.sleep(0.1)
+        state = orjson.loads(stored)
+        assert state["position"] == events[-1].position and state["kpis"]["ar"] == "70.00"
+    finally:
+        await publisher.close()
+        await notices.close()
+        await direct.aclose()
+        await switch.close()
         await store.close()
