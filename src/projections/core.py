@@ -23,7 +23,6 @@ from typing import Any, Protocol
 import orjson
 from psycopg import AsyncConnection
 from psycopg.rows import TupleRow
-from psycopg.types.json import Jsonb
 
 from ledger import metrics
 from ledger.store import RecordedEvent
@@ -154,6 +153,13 @@ def run_in_memory(
 # The class half of the two-key advisory locks that order writers per tenant ("LP"); one-key
 # advisory locks (migrations, replay) live in another lock space.
 tenant_lock_class = 0x4C50
+_state_upsert = (
+    "INSERT INTO projection_state (projection, tenant_id, position, state)"
+    " SELECT projection, tenant_id, position, state FROM jsonb_to_recordset(%s::jsonb)"
+    "  AS r(projection text, tenant_id text, position bigint, state jsonb)"
+    " ON CONFLICT (projection, tenant_id) DO UPDATE"
+    " SET position = excluded.position, state = excluded.state, updated_at = now()"
+)
 
 
 class ProjectionWriter:
@@ -241,12 +247,15 @@ class ProjectionWriter:
                         states[key] = (position, {})
                         changed.add(key)
             if changed:
-                await self.conn.cursor().executemany(
-                    "INSERT INTO projection_state (projection, tenant_id, position, state)"
-                    " VALUES (%s, %s, %s, %s) ON CONFLICT (projection, tenant_id) DO UPDATE"
-                    " SET position = excluded.position, state = excluded.state, updated_at = now()",
-                    [(key[0], key[1], states[key][0], Jsonb(states[key][1])) for key in changed],
-                )
+                # One statement for every (projection, tenant) that moved, the rows as one JSON
+                # document: `executemany` sent a statement per row (~7 for a batch of one tenant
+                # with all projectors), and each statement costs the worker ~0.1 ms of CPU in
+                # psycopg and system calls whatever it does.
+                rows = [
+                    {"projection": name, "tenant_id": tenant, "position": at, "state": state}
+                    for (name, tenant), (at, state) in ((key, states[key]) for key in changed)
+                ]
+                await self.conn.execute(_state_upsert, [orjson.dumps(rows).decode()])
         metrics.projection_apply_seconds.observe(time.perf_counter() - started)
         for name, count in applied_by_projection.items():
             metrics.events_projected.labels(projection=name).inc(count)
