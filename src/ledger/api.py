@@ -82,6 +82,11 @@ def _error(status: int, code: str, message: str, field: str = "") -> web.Respons
     return _json({"appended": [], "duplicates": [], "rejected": [rejection]}, status=status)
 
 
+def _query_error(status: int, code: str, message: str, field: str = "") -> web.Response:
+    """The error answer of a read (a report, the event listing): one error, its field."""
+    return _json({"error": {"code": code, "field": field, "message": message}}, status=status)
+
+
 @web.middleware
 async def _errors_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
@@ -219,7 +224,7 @@ def _int_param(request: web.Request, name: str, default: int, minimum: int) -> i
     if text is None or text == "":
         return default
     if not text.isdigit() or int(text) < minimum:
-        return _error(400, "invalid_value", f"must be an integer >= {minimum}", name)
+        return _query_error(400, "invalid_value", f"must be an integer >= {minimum}", name)
     return int(text)
 
 
@@ -240,7 +245,10 @@ def _queried_tenant(
 
 
 async def get_events(request: web.Request) -> web.Response:
-    tenant = _queried_tenant(request, _error)
+    """`GET /v1/events?tenant=&from_position=&limit=`: a tenant's events in position order. A bad
+    parameter answers 400 `{"error": {"code", "field", "message"}}`, as the other reads do (the
+    append's answer shape, with its empty `appended` and `duplicates`, belongs to appends)."""
+    tenant = _queried_tenant(request, _query_error)
     if isinstance(tenant, web.Response):
         return tenant
     from_position = _int_param(request, "from_position", 1, 1)
@@ -253,10 +261,6 @@ async def get_events(request: web.Request) -> web.Response:
     events = await request.app[service_key].store.read(tenant, from_position, limit)
     next_position = events[-1].position + 1 if events else from_position
     return _json({"events": [event.as_json() for event in events], "next_position": next_position})
-
-
-def _query_error(status: int, code: str, message: str, field: str = "") -> web.Response:
-    return _json({"error": {"code": code, "field": field, "message": message}}, status=status)
 
 
 async def get_report(request: web.Request) -> web.Response:

@@ -227,7 +227,8 @@ async def test_listing_validates_its_parameters(client: TestClient[Any, Any]) ->
     ):
         response = await client.get("/v1/events", params=params)
         assert response.status == 400
-        assert (await response.json())["rejected"][0]["field"] == field
+        error = (await response.json())["error"]
+        assert error["field"] == field and error["code"].startswith("invalid_") and error["message"]
 
 
 class _FailingStore(MemoryEventStore):
