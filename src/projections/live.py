@@ -103,7 +103,8 @@ class KpiStates:
 
 async def kpi_body(conn: AsyncConnection[TupleRow], tenant: str, today: date) -> dict[str, Any]:
     """The state a dashboard shows, without seq and updated_at (Redis adds those). Its date is
-    today, or the date of the tenant's newest event when that is later (simulated time)."""
+    today, or the date of the newest event the read models reflect when that is later (simulated
+    time)."""
     data = await report(conn, "kpi", tenant, today, not_before_newest_event=True)
     return {
         "type": kpi_channel,
