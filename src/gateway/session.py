@@ -9,13 +9,15 @@ Redis, a state loaded for a snapshot) and asks it for what to do (actions) and w
 - the first frame of a subscription is a `snapshot`, then `kpi:update` frames with growing `seq`;
   a state older than (or as old as) what the client has is never sent;
 - `"since": seq` on subscribe: no snapshot when the client already has that seq, a fresh snapshot
-  otherwise (it missed something, or Redis was reset and seq started again);
+  otherwise (it missed something, or Redis was reset and seq started again). With `"position"` too
+  (the `position` of the state it has), the seq must also be that state's: after a Redis reset
+  the numbering starts again and the same seq can name another state;
 - coalescing: at most one state per subscription waits to be sent, the newest. A slow client skips
   states, never receives an old one, and never holds more than one state per subscription in
   memory. A skipped seq is therefore normal: every frame carries the whole state.
 
 Frames sent by the client are JSON objects:
-    {"type": "subscribe", "channel": "kpi:update", "tenant": "acme", "since": 41}
+    {"type": "subscribe", "channel": "kpi:update", "tenant": "acme", "since": 41, "position": 1234}
     {"type": "unsubscribe", "channel": "kpi:update", "tenant": "acme"}
 Errors come back as {"type": "error", "code", "field", "message"} (codes in `ErrorCode`).
 """
@@ -114,6 +116,8 @@ close_policy_violation = 1008
 @dataclass
 class _Subscription:
     since: int | None
+    # The position of the state the client has, when it said (with since).
+    since_position: int | None = None
     # The last state queued or sent; None until the snapshot went out.
     sent: KpiState | None = None
     # The newest state received while the snapshot was being loaded.
@@ -181,12 +185,19 @@ class Session:
         since = message.get("since")
         if since is not None and (not isinstance(since, int) or isinstance(since, bool)):
             return self._error(ErrorCode.since_invalid, "since", "since must be an integer seq")
-        return self._subscribe(tenant, since)
+        position = message.get("position")
+        if position is not None and (
+            not isinstance(position, int) or isinstance(position, bool) or position < 0
+        ):
+            return self._error(
+                ErrorCode.since_invalid, "position", "position must be an integer >= 0"
+            )
+        return self._subscribe(tenant, since, position)
 
-    def _subscribe(self, tenant: str, since: int | None) -> list[Action]:
+    def _subscribe(self, tenant: str, since: int | None, position: int | None) -> list[Action]:
         if tenant in self._subscriptions:
             # A repeated subscribe is a request for a fresh snapshot (or a resume check).
-            self._subscriptions[tenant] = _Subscription(since)
+            self._subscriptions[tenant] = _Subscription(since, position)
             self._pending.pop(tenant, None)
             return [Subscribe(tenant)]
         if len(self._subscriptions) >= subscriptions_per_client_max:
@@ -195,7 +206,7 @@ class Session:
                 "tenant",
                 f"at most {subscriptions_per_client_max} subscriptions per connection",
             )
-        self._subscriptions[tenant] = _Subscription(since)
+        self._subscriptions[tenant] = _Subscription(since, position)
         return [Subscribe(tenant)]
 
     def _unsubscribe(self, tenant: str) -> list[Action]:
@@ -217,7 +228,10 @@ class Session:
             newest = subscription.early
         subscription.early = None
         subscription.sent = newest
-        if subscription.since is not None and subscription.since == newest.seq:
+        if subscription.since == newest.seq and subscription.since_position in (
+            None,
+            newest.position,
+        ):
             return  # the client has that state already: nothing to resend
         self._pending[state.tenant] = ("snapshot", newest)
 

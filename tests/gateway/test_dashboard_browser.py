@@ -480,7 +480,8 @@ async def test_the_page_follows_the_protocol_against_a_scripted_gateway(
     assert await report_fetches(page) - fetched_before <= 2
     assert await page.evaluate("document.getElementById('kpi-ar').dataset.value") == "2000.00"
 
-    # An error frame is shown; a dropped connection is resubscribed with since.
+    # An error frame is shown; a dropped connection is resubscribed with since and the position
+    # of the state the page shows (after a Redis reset the same seq can name another state).
     await connection.send(
         orjson.dumps({"type": "error", "code": "tenant_not_allowed", "message": "no"}).decode()
     )
@@ -495,6 +496,7 @@ async def test_the_page_follows_the_protocol_against_a_scripted_gateway(
         "channel": "kpi:update",
         "tenant": tenant,
         "since": 20,
+        "position": 120,
     }
     await connection.send(state_frame(tenant, 21, "2100.00", kind="snapshot"))
     await page.wait_for("document.getElementById('kpi-ar').dataset.value === '2100.00'", "resume")

@@ -131,6 +131,17 @@ def test_resume_with_since(since: int, expected: list[int]) -> None:
     assert [(f["type"], f["seq"]) for f in frames(session)] == [("kpi:update", 10)]
 
 
+@pytest.mark.parametrize(("position", "expected"), [(90, []), (None, []), (1234, [9]), (0, [9])])
+def test_resume_with_since_and_position(position: int | None, expected: list[int]) -> None:
+    """After a Redis reset the numbering starts again, so the seq a client resumes from can name
+    another state now: with the position of the state it has, a mismatch gets a snapshot."""
+    session = Session("acme")
+    extra = {} if position is None else {"position": position}
+    session.receive(subscribe(since=9, **extra))
+    session.loaded(state("acme", 9, position=90))
+    assert [(f["type"], f["seq"]) for f in frames(session)] == [("snapshot", 9)] * len(expected)
+
+
 def test_a_seq_that_starts_again_with_newer_data_comes_as_a_snapshot() -> None:
     session = subscribed(loaded_seq=40)
     frames(session)
@@ -185,6 +196,16 @@ def test_an_unavailable_snapshot_is_said_and_updates_still_come() -> None:
             b'{"type": "subscribe", "channel": "kpi:update", "tenant": "acme", "since": true}',
             ErrorCode.since_invalid,
             "since",
+        ),
+        (
+            b'{"type": "subscribe", "channel": "kpi:update", "since": 3, "position": -1}',
+            ErrorCode.since_invalid,
+            "position",
+        ),
+        (
+            b'{"type": "subscribe", "channel": "kpi:update", "since": 3, "position": "12"}',
+            ErrorCode.since_invalid,
+            "position",
         ),
     ],
 )

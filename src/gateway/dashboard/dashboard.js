@@ -6,8 +6,8 @@
 // token's claim; a "*" token lets the user type one) -> GET /v1/dashboard/config for the gateway's
 // URL -> WebSocket(url?token=...) -> subscribe -> snapshot, then kpi:update frames. Every frame
 // carries the whole state, so a jump in seq (coalesced updates) needs nothing special. A dropped
-// connection is retried with backoff and resubscribes with "since"; close code 4401 (token
-// missing, bad or expired) stops and asks for a new token instead.
+// connection is retried with backoff and resubscribes with "since" and "position"; close code
+// 4401 (token missing, bad or expired) stops and asks for a new token instead.
 //
 // Figures are shown exactly as the ledger sends them (decimal strings, digits grouped); each has a
 // stable id and data-kpi / data-value attributes.
@@ -296,7 +296,11 @@ function connect() {
     if (generation !== state.generation) return;
     opened = true;
     const subscribe = { type: "subscribe", channel: "kpi:update", tenant: state.tenant };
-    if (state.lastSeq !== null) subscribe.since = state.lastSeq;
+    if (state.lastSeq !== null) {
+      subscribe.since = state.lastSeq;
+      // With the position too: after a Redis reset the same seq can name another state.
+      if (typeof state.frame?.position === "number") subscribe.position = state.frame.position;
+    }
     socket.send(JSON.stringify(subscribe));
     setConnection("subscribing");
   });
