@@ -249,11 +249,16 @@ class ProjectionWriter:
             if changed:
                 # One statement for every (projection, tenant) that moved, the rows as one JSON
                 # document: `executemany` sent a statement per row (~7 for a batch of one tenant
-                # with all projectors), and each statement costs the worker ~0.1 ms of CPU in
-                # psycopg and system calls whatever it does.
+                # with all projectors), each flushed on its own in pipeline mode (~30 system calls
+                # fewer per batch).
                 rows = [
-                    {"projection": name, "tenant_id": tenant, "position": at, "state": state}
-                    for (name, tenant), (at, state) in ((key, states[key]) for key in changed)
+                    {
+                        "projection": key[0],
+                        "tenant_id": key[1],
+                        "position": states[key][0],
+                        "state": states[key][1],
+                    }
+                    for key in changed
                 ]
                 await self.conn.execute(_state_upsert, [orjson.dumps(rows).decode()])
         metrics.projection_apply_seconds.observe(time.perf_counter() - started)
