@@ -64,6 +64,7 @@ exit_rejected = 1
 exit_usage = 2
 exit_unavailable = 3
 exit_chain_broken = 2
+exit_refs_differ = 2
 # A child (the projection worker) gets this long to exit on SIGTERM before it is killed.
 child_stop_timeout_s = 20
 # The tokens `ledger up` prints: a working day of watching a dashboard.
@@ -443,6 +444,48 @@ async def _audit_command(settings: Settings, args: argparse.Namespace) -> int:
     return 0 if result["ok"] else exit_chain_broken
 
 
+async def _refs_command(settings: Settings, args: argparse.Namespace) -> int:
+    """`ledger refs verify|rebuild`: the append rules' reference state derived again from the
+    events. It connects as the configured user, not the store's row-security role: a rebuild
+    deletes rows, which the role that appends may not (nor may it bypass the tenant policy, which
+    `ledger.tenants` opens here for the scope asked)."""
+    from psycopg import AsyncConnection
+    from psycopg.types.json import set_json_loads
+
+    from ledger.contract import tenant_pattern
+    from ledger.refs import RefsDerivationError, derive
+    from ledger.runtime import open_store
+
+    tenant: str | None = args.tenant
+    if tenant is not None and not tenant_pattern.fullmatch(tenant):
+        return _fail(f"refs {args.refs_command}: --tenant {tenant!r} is not a valid tenant id")
+    rebuild = args.refs_command == "rebuild"
+    async with open_store(settings) as store:  # migrated, and the database reachable
+        conn = await AsyncConnection.connect(store.conninfo, autocommit=True)
+        try:
+            set_json_loads(orjson.loads, conn)
+            await conn.execute("SET jit = off")
+            show = _progress_printer(f"refs {args.refs_command}")
+            try:
+                result = await derive(conn, tenant, rebuild=rebuild, progress=show)
+            except RefsDerivationError as error:
+                result = {
+                    "tenant": tenant or "*",
+                    "ok": False,
+                    "error": {"position": error.position, "message": str(error)},
+                    **({"rebuilt": False} if rebuild else {}),
+                }
+        finally:
+            await conn.close()
+    if sys.stderr.isatty():
+        sys.stderr.write("\n")
+    _print_json(result)
+    if "error" in result:
+        return exit_refs_differ
+    # A rebuild that put the derived state in place leaves the store consistent: success.
+    return 0 if result["ok"] or result.get("rebuilt") else exit_refs_differ
+
+
 def _spawn_worker(settings: Settings) -> Any:
     """`ledger worker` as a child process: faust wants an event loop of its own."""
     environment = dict(os.environ)
@@ -690,6 +733,17 @@ def _parser() -> argparse.ArgumentParser:
     )
     verify.add_argument("--tenant", required=True)
 
+    refs = commands.add_parser(
+        "refs", help="the append rules' reference state (ledger_refs), derived from the events"
+    )
+    refs_commands = refs.add_subparsers(dest="refs_command", required=True)
+    for name, text in (
+        ("verify", "derive it again and compare; exit 2 where it differs"),
+        ("rebuild", "derive it again and put it in place (appends wait for the last part)"),
+    ):
+        refs_command = refs_commands.add_parser(name, help=text)
+        refs_command.add_argument("--tenant", default=None, help="one tenant (default: all)")
+
     up = commands.add_parser("up", help="run the whole system on embedded defaults")
     up.add_argument("--host", default="127.0.0.1")
     up.add_argument("--api-port", type=int, default=8080)
@@ -715,6 +769,7 @@ _commands = {
     "catch-up": _projections_command,
     "report": _report_command,
     "audit": _audit_command,
+    "refs": _refs_command,
     "up": _up_command,
     "gateway": _gateway_command,
 }

@@ -947,6 +947,12 @@ def encode_state(state: State) -> Any:
     return encoded
 
 
+def ref_row(value: State) -> tuple[str | None, bool, Any]:
+    """A reference's `customer_id`, `is_open` and `state` columns in `ledger_refs`."""
+    is_open = isinstance(value, InvoiceState) and value.open_amount > 0
+    return getattr(value, "customer_id", None), is_open, encode_state(value)
+
+
 def decode_state(kind: str, encoded: Any) -> State:
     if isinstance(encoded, bool | str):
         return encoded

@@ -44,8 +44,8 @@ from ledger.decide import (
     TenantState,
     decide_unit,
     decode_state,
-    encode_state,
     needs_of,
+    ref_row,
 )
 from ledger.errors import StoreError, StoreUnavailableError, invariant
 from ledger.store import RecordedEvent, Unit, append_batch_events_max, read_limit_max
@@ -470,17 +470,7 @@ def _refs_json(state: dict[str, TenantState]) -> str:
     for tenant, tenant_state in state.items():
         for key in tenant_state.dirty:
             kind, ref_id = key
-            value: Any = tenant_state.refs[key]
-            rows.append(
-                [
-                    tenant,
-                    kind,
-                    ref_id,
-                    getattr(value, "customer_id", None),
-                    isinstance(value, InvoiceState) and value.open_amount > 0,
-                    encode_state(value),
-                ]
-            )
+            rows.append([tenant, kind, ref_id, *ref_row(tenant_state.refs[key])])
     return orjson.dumps(rows).decode()
 
 

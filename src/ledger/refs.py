@@ -1,0 +1,287 @@
+"""The write side's reference state (`ledger_refs`) derived again from the events: checked or
+rebuilt (`ledger refs verify`, `ledger refs rebuild`).
+
+`ledger_refs` is what the append rules know of earlier events (the currency, customers, contracts,
+invoices with their open amounts, payments, expenses), kept up to date in each append transaction.
+It is derived from the store like any read model, so it can be derived again: every stored event,
+in position order, is put to the rules of this code (`decide_unit`) on a state built from the
+events before it. An event must come out as it was stored: accepted at its own position and stream
+version, with the same content hash and the same decisions (`metadata.ledger`, e.g. a payment's
+allocations). Anything else stops the derivation with the event named: the rules decide
+differently today, or the stored event differs from what the store wrote, and rebuilding from
+it would put a state in place that the events do not explain.
+
+Both commands derive the state up to the store's head without blocking appends, then take the
+append lock (`ledger_position`) for the events appended meanwhile and the comparison or the
+replacement, so the answer is exact at one position and appends wait only for that last part.
+A rebuild replaces the rows of its scope in one transaction: a failure leaves them as they were.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import orjson
+from psycopg import AsyncConnection
+from psycopg.rows import TupleRow
+
+from ledger.contract import parse_event
+from ledger.decide import (
+    Accepted,
+    Outcome,
+    PositionCounter,
+    Refused,
+    TenantState,
+    decide_unit,
+    ref_row,
+)
+from ledger.errors import LedgerError
+from ledger.store import RecordedEvent, read_limit_max
+
+# (tenant, kind, ref_id) -> (customer_id, is_open, state as JSON): a `ledger_refs` row.
+RefRows = dict[tuple[str, str, str], tuple[str | None, bool, Any]]
+
+
+class RefsDerivationError(LedgerError):
+    """A stored event that today's rules do not explain as it was stored."""
+
+    def __init__(self, event: RecordedEvent, reason: str) -> None:
+        super().__init__(
+            f"the event at position {event.position} (tenant {event.tenant_id}, id "
+            f"{event.event_id!r}) does not derive as stored: {reason}"
+        )
+        self.position = event.position
+        self.reason = reason
+
+
+def stored_envelope(event: RecordedEvent) -> dict[str, Any]:
+    """The CloudEvent a stored event was parsed from, as far as the rules see it: the envelope's
+    optional attributes the store keeps in `metadata`; `subject` is the stream (what the parser
+    makes of a missing subject, and part of the content hash either way)."""
+    envelope: dict[str, Any] = {
+        "specversion": "1.0",
+        "id": event.event_id,
+        "source": event.metadata.get("source", ""),
+        "type": event.type,
+        "subject": event.stream_id,
+        "time": event.time.isoformat(),
+        "tenantid": event.tenant_id,
+        "data": event.data,
+    }
+    for optional in ("dataschema", "traceparent", "tracestate"):
+        if optional in event.metadata:
+            envelope[optional] = event.metadata[optional]
+    return envelope
+
+
+class RefsFold:
+    """The reference state of the events folded so far, per tenant."""
+
+    def __init__(self) -> None:
+        self.state: dict[str, TenantState] = {}
+        self.position = 0
+        self.events = 0
+
+    def apply(self, event: RecordedEvent) -> None:
+        if event.position <= self.position:
+            raise RefsDerivationError(event, f"positions must rise (after {self.position})")
+        proposed = parse_event(stored_envelope(event))
+        if isinstance(proposed, list):
+            reasons = "; ".join(f"{r.field or 'event'}: {r.message}" for r in proposed)
+            raise RefsDerivationError(event, f"today's contract rejects it ({reasons})")
+        positions = PositionCounter(event.position - 1)
+        [outcome] = decide_unit(self.state, [proposed], positions)
+        self._check(event, outcome, proposed.content_hash)
+        # Event ids are unique in the store: the rules' duplicate check needs none of them here,
+        # and a million ids would cost ~200 MB.
+        self.state[event.tenant_id].events.clear()
+        self.position = event.position
+        self.events += 1
+
+    @staticmethod
+    def _check(event: RecordedEvent, outcome: Outcome, content_hash: str) -> None:
+        if isinstance(outcome, Refused):
+            rejection = outcome.rejection
+            raise RefsDerivationError(
+                event,
+                f"today's rules refuse it ({rejection.code}, {rejection.field or 'event'}: "
+                f"{rejection.message})",
+            )
+        if not isinstance(outcome, Accepted):
+            raise RefsDerivationError(event, "the rules call it a duplicate")
+        stored, derived = event.metadata.get("ledger"), outcome.metadata.get("ledger")
+        for what, was, now in (
+            ("position", event.position, outcome.position),
+            ("stream version", event.stream_version, outcome.stream_version),
+            ("content hash", event.hash, content_hash),
+            ("ledger decisions", _canonical(stored), _canonical(derived)),
+        ):
+            if was != now:
+                raise RefsDerivationError(event, f"its {what} was {was!r}, now {now!r}")
+
+    def rows(self, tenants: Iterable[str] | None = None) -> RefRows:
+        """The `ledger_refs` rows of the state (of `tenants`, or all)."""
+        wanted = None if tenants is None else set(tenants)
+        rows: RefRows = {}
+        for tenant, tenant_state in self.state.items():
+            if wanted is not None and tenant not in wanted:
+                continue
+            for (kind, ref_id), value in tenant_state.refs.items():
+                rows[(tenant, kind, ref_id)] = ref_row(value)
+        return rows
+
+
+def _canonical(value: Any) -> bytes:
+    return orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
+
+
+_select_events = (
+    "SELECT position, tenant_id, stream_id, stream_version, event_id, type, time, recorded_at,"
+    " data, metadata, hash FROM events WHERE position > %(after)s"
+    " AND (%(tenant)s::text IS NULL OR tenant_id = %(tenant)s)"
+    " ORDER BY position LIMIT %(limit)s"
+)
+
+
+# progress(position, head, elapsed seconds), as `ledger replay` shows it
+Progress = Callable[[int, int, float], None]
+
+
+async def _fold_from(
+    conn: AsyncConnection[TupleRow],
+    fold: RefsFold,
+    tenant: str | None,
+    progress: Progress | None,
+    head: int,
+    started: float,
+) -> None:
+    """Fold every event after `fold.position` (of `tenant`, or all) that `conn` sees."""
+    from ledger.store.postgres import recorded_from_row
+
+    while True:
+        cursor = await conn.execute(
+            _select_events, {"after": fold.position, "tenant": tenant, "limit": read_limit_max}
+        )
+        rows = await cursor.fetchall()
+        for row in rows:
+            fold.apply(recorded_from_row(row))
+        if len(rows) < read_limit_max:
+            fold.position = max(fold.position, head)
+        if progress is not None:
+            progress(fold.position, head, time.monotonic() - started)
+        if len(rows) < read_limit_max:
+            return
+
+
+async def _stored_rows(conn: AsyncConnection[TupleRow], tenant: str | None) -> RefRows:
+    cursor = await conn.execute(
+        "SELECT tenant_id, kind, ref_id, customer_id, is_open, state FROM ledger_refs"
+        " WHERE %(tenant)s::text IS NULL OR tenant_id = %(tenant)s",
+        {"tenant": tenant},
+    )
+    return {(r[0], r[1], r[2]): (r[3], bool(r[4]), r[5]) for r in await cursor.fetchall()}
+
+
+def differences(stored: RefRows, derived: RefRows, limit: int = 100) -> dict[str, Any]:
+    """What differs between the stored rows and the derived ones: counts, and up to `limit`
+    examples, each with both versions."""
+    missing = sorted(key for key in derived if key not in stored)
+    unexpected = sorted(key for key in stored if key not in derived)
+    changed = sorted(
+        key for key in derived if key in stored and _row_key(stored[key]) != _row_key(derived[key])
+    )
+    examples: list[dict[str, Any]] = []
+    for what, keys in (("missing", missing), ("unexpected", unexpected), ("different", changed)):
+        for tenant, kind, ref_id in keys[: max(0, limit - len(examples))]:
+            key = (tenant, kind, ref_id)
+            examples.append(
+                {
+                    "difference": what,
+                    "tenant": tenant,
+                    "kind": kind,
+                    "ref_id": ref_id,
+                    "stored": _row_json(stored.get(key)),
+                    "derived": _row_json(derived.get(key)),
+                }
+            )
+    return {
+        "missing": len(missing),
+        "unexpected": len(unexpected),
+        "different": len(changed),
+        "examples": examples,
+    }
+
+
+def _row_key(row: tuple[str | None, bool, Any]) -> tuple[str | None, bool, bytes]:
+    return row[0], row[1], _canonical(row[2])
+
+
+def _row_json(row: tuple[str | None, bool, Any] | None) -> dict[str, Any] | None:
+    if row is None:
+        return None
+    return {"customer_id": row[0], "is_open": row[1], "state": row[2]}
+
+
+async def derive(
+    conn: AsyncConnection[TupleRow],
+    tenant: str | None,
+    *,
+    rebuild: bool,
+    progress: Progress | None = None,
+) -> dict[str, Any]:
+    """Derive the reference state of `tenant` (or of every tenant) from the events, compare it
+    with `ledger_refs`, and with `rebuild` put it in place. `conn`: autocommit, allowed to read
+    every table it touches (and to delete from `ledger_refs` for a rebuild). Raises
+    `RefsDerivationError` for an event the rules do not explain as stored (nothing changed)."""
+    scope = "*" if tenant is None else tenant
+    fold = RefsFold()
+    started = time.monotonic()
+    # Up to the head of now, appends going on.
+    async with conn.transaction():
+        await conn.execute("SELECT set_config('ledger.tenants', %s, true)", [scope])
+        cursor = await conn.execute("SELECT head FROM ledger_position")
+        head_row = await cursor.fetchone()
+        await _fold_from(conn, fold, tenant, progress, int(head_row[0]) if head_row else 0, started)
+    async with conn.transaction():
+        await conn.execute("SELECT set_config('ledger.tenants', %s, true)", [scope])
+        # The append lock: no event is appended, and no reference changed, until this commits.
+        cursor = await conn.execute("SELECT head FROM ledger_position FOR UPDATE")
+        head_row = await cursor.fetchone()
+        head = int(head_row[0]) if head_row else 0
+        await _fold_from(conn, fold, tenant, progress, head, started)
+        derived = fold.rows(None if tenant is None else [tenant])
+        stored = await _stored_rows(conn, tenant)
+        found = differences(stored, derived)
+        replaced = False
+        if rebuild and (found["missing"] or found["unexpected"] or found["different"]):
+            await _replace(conn, tenant, derived)
+            replaced = True
+    agrees = not (found["missing"] or found["unexpected"] or found["different"])
+    return {
+        "tenant": scope,
+        "position": head,
+        "events": fold.events,
+        "references": len(derived),
+        "ok": agrees,
+        **found,
+        **({"rebuilt": replaced} if rebuild else {}),
+    }
+
+
+async def _replace(conn: AsyncConnection[TupleRow], tenant: str | None, rows: RefRows) -> None:
+    await conn.execute(
+        "DELETE FROM ledger_refs WHERE %(tenant)s::text IS NULL OR tenant_id = %(tenant)s",
+        {"tenant": tenant},
+    )
+    document = [
+        [key[0], key[1], key[2], customer_id, is_open, state]
+        for key, (customer_id, is_open, state) in rows.items()
+    ]
+    await conn.execute(
+        "INSERT INTO ledger_refs (tenant_id, kind, ref_id, customer_id, is_open, state)"
+        " SELECT r ->> 0, r ->> 1, r ->> 2, r ->> 3, (r ->> 4)::boolean, r -> 5"
+        " FROM jsonb_array_elements(%s::jsonb) AS r",
+        [orjson.dumps(document).decode()],
+    )
