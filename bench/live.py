@@ -392,9 +392,11 @@ def install_worker_trace(path: str) -> None:
         write({"kind": "apply", "start": started, "end": time.time(), "positions": positions})
         return applied
 
-    async def traced_kpi_body(conn: Any, tenant: str, today: date) -> dict[str, Any]:
+    async def traced_kpi_body(
+        conn: Any, tenant: str, today: date, **options: Any
+    ) -> dict[str, Any]:
         started = time.time()
-        body = await kpi_body(conn, tenant, today)
+        body = await kpi_body(conn, tenant, today, **options)
         write(
             {
                 "kind": "kpi",

@@ -53,6 +53,11 @@ consumer_lag_messages = Gauge(
 events_skipped = Counter(
     "ledger_events_skipped", "Events the projection worker could not apply and skipped"
 )
+kpi_parts_reused = Counter(
+    "ledger_kpi_parts_reused",
+    "Parts of a KPI state taken from the previous state instead of read again, by part",
+    ["part"],
+)
 ingest_messages = Counter("ledger_ingest_messages", "Ingest messages, by outcome", ["outcome"])
 
 

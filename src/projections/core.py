@@ -162,18 +162,32 @@ _state_upsert = (
 )
 
 
+@dataclass(frozen=True, slots=True)
+class Touched:
+    """What one committed batch did to a tenant's read models: each projection's position before
+    and after it, and the tables it changed. A reader that keeps figures derived from some tables
+    (the KPI publisher) knows from a chain of these that nothing else moved them."""
+
+    before: dict[str, int]
+    after: dict[str, int]
+    tables: frozenset[str]
+
+
 class ProjectionWriter:
     """Applies batches in one transaction each: state documents to `projection_state`, table
-    projectors' changes to their tables, and every (projection, tenant)'s position with them."""
+    projectors' changes to their tables, and every (projection, tenant)'s position with them.
+    After `apply`, `touched` says per tenant what the batch changed (tenants it moved only)."""
 
     def __init__(self, conn: AsyncConnection[TupleRow], projectors: Sequence[Any]) -> None:
         self.conn = conn
         self.projectors = projectors
+        self.touched: dict[str, Touched] = {}
 
     async def apply(self, events: Sequence[ProjectedEvent]) -> dict[str, int]:
         """Apply a batch; return tenant -> highest position applied, for tenants that changed."""
         from projections import tables
 
+        self.touched = {}
         if not events:
             return {}
         names = [projector.name for projector in self.projectors]
@@ -217,6 +231,7 @@ class ProjectionWriter:
                 else []
             )
             states = {(row[0], row[1]): (int(row[2]), row[3]) for row in await cursor.fetchall()}
+            positions_before = {key: value[0] for key, value in states.items()}
             await tables.receive_loads(pending, cache)
             # What fold will apply: the events above each (projection, tenant)'s stored position.
             applied_by_projection = {
@@ -246,6 +261,7 @@ class ProjectionWriter:
                     if position != before.get(key):
                         states[key] = (position, {})
                         changed.add(key)
+            table_changes_made = table_changes if table_projectors else tables.Changes()
             if changed:
                 # One statement for every (projection, tenant) that moved, the rows as one JSON
                 # document: `executemany` sent a statement per row (~7 for a batch of one tenant
@@ -268,6 +284,23 @@ class ProjectionWriter:
         for _, tenant in changed:
             positions_of = [states[(name, tenant)][0] for name in names if (name, tenant) in states]
             applied[tenant] = max(positions_of)
+        touched_tables: dict[str, set[str]] = {}
+        for table_name, tenant, _key in (
+            *table_changes_made.puts,
+            *table_changes_made.adds,
+        ):
+            touched_tables.setdefault(tenant, set()).add(table_name)
+        for table_name, rows in table_changes_made.inserts.items():
+            for row in rows:
+                touched_tables.setdefault(row["tenant_id"], set()).add(table_name)
+        self.touched = {
+            tenant: Touched(
+                before={n: positions_before.get((n, tenant), 0) for n in names},
+                after={n: states[(n, tenant)][0] if (n, tenant) in states else 0 for n in names},
+                tables=frozenset(touched_tables.get(tenant, ())),
+            )
+            for tenant in applied
+        }
         return applied
 
 

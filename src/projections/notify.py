@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import logging
-from typing import Any, Protocol
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Protocol
 
 import orjson
+
+if TYPE_CHECKING:
+    from projections.core import Touched
 
 logger = logging.getLogger(__name__)
 
@@ -17,7 +21,15 @@ def channel(tenant_id: str) -> str:
 
 
 class Notifier(Protocol):
-    async def changed(self, applied: dict[str, int], projections: list[str]) -> None: ...
+    async def changed(
+        self,
+        applied: dict[str, int],
+        projections: list[str],
+        touched: Mapping[str, Sequence[Touched]] | None = None,
+    ) -> None:
+        """`applied`: tenant -> highest position applied; `touched`: per tenant, what each
+        committed batch did, in order (None: not known)."""
+        ...
 
 
 class Notifiers:
@@ -26,9 +38,14 @@ class Notifiers:
     def __init__(self, notifiers: list[Notifier]) -> None:
         self.notifiers = notifiers
 
-    async def changed(self, applied: dict[str, int], projections: list[str]) -> None:
+    async def changed(
+        self,
+        applied: dict[str, int],
+        projections: list[str],
+        touched: Mapping[str, Sequence[Touched]] | None = None,
+    ) -> None:
         for notifier in self.notifiers:
-            await notifier.changed(applied, projections)
+            await notifier.changed(applied, projections, touched)
 
 
 class RedisNotifier:
@@ -43,7 +60,12 @@ class RedisNotifier:
 
         self._client: Any = redis.asyncio.Redis.from_url(url)
 
-    async def changed(self, applied: dict[str, int], projections: list[str]) -> None:
+    async def changed(
+        self,
+        applied: dict[str, int],
+        projections: list[str],
+        touched: Mapping[str, Sequence[Touched]] | None = None,
+    ) -> None:
         try:
             async with self._client.pipeline(transaction=False) as pipeline:
                 for tenant, position in applied.items():

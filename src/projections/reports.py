@@ -59,7 +59,7 @@ import io
 from dataclasses import dataclass
 from datetime import date, timedelta
 from decimal import ROUND_HALF_EVEN, Decimal
-from typing import Any
+from typing import Any, Protocol
 
 from psycopg import AsyncConnection
 from psycopg.rows import TupleRow
@@ -73,6 +73,39 @@ KINDS = ("kpi", "ar-aging", "deferred-revenue", "trial-balance", "mrr-movements"
 REPORT_PROJECTIONS = ("general_ledger", "ar_aging", "deferred_revenue", "mrr")
 
 zero = Decimal(0)
+
+# The KPI report's queries that read tables a batch may leave alone, and those tables: a caller that
+# knows which tables changed since it last computed the KPIs of a date (the worker's publisher)
+# gives `report` the rows of the others back (`KpiReuse`) instead of having them read again. The
+# ledger's and the flows' queries read `gl_daily`, which nearly every event moves: always read.
+KPI_PARTS: dict[str, frozenset[str]] = {
+    "recognition": frozenset({"dr_segments", "dr_billing", "dr_recognised_months"}),
+    "receivables": frozenset(
+        {"ar_changes", "ar_invoices", "ar_open_by_due_date", "ar_open_by_customer", "dr_contracts"}
+    ),
+    "mrr": frozenset({"mrr_segments"}),
+}
+Rows = list[tuple[Any, ...]]
+
+
+@dataclass(frozen=True)
+class KpiSnapshot:
+    """What a KPI report was computed from: the read models' position per projection (in its
+    snapshot), the date and the currency's digits; `parts`: the rows of its `KPI_PARTS` queries."""
+
+    positions: dict[str, int]
+    as_of: date
+    digits: int
+    parts: dict[str, Rows]
+
+
+class KpiCache(Protocol):
+    """Keeps the `KPI_PARTS` rows of a tenant's last KPI report (`computed`) and says which of
+    them still hold for a new one (`reusable`: none unless exactly so)."""
+
+    def reusable(self, positions: dict[str, int], as_of: date, digits: int) -> dict[str, Rows]: ...
+
+    def computed(self, snapshot: KpiSnapshot) -> None: ...
 
 
 # The names other tools rely on (issue 4's contract): the `kpis` of the kpi report, in the order
@@ -163,12 +196,14 @@ async def report(
     limit: int | None = None,
     after: str | None = None,
     not_before_newest_event: bool = False,
+    kpi_cache: KpiCache | None = None,
 ) -> dict[str, Any]:
     """One report as JSON-ready data (money as decimal strings). `limit` caps each list of the
     report and `after` starts its paged list (`PAGED`) after that key; totals cover everything.
     `not_before_newest_event`: the report is as of the date of the newest event it reflects (the
     tenant's, at the read models' position) when that is later than `as_of` (a dashboard's date
-    under a simulated clock); the answer's `as_of` says which date it is."""
+    under a simulated clock); the answer's `as_of` says which date it is. `kpi_cache`: the kpi
+    report reads again only the parts the cache cannot vouch for, and hands it what it read."""
     parse_kind(kind)
     check_page(kind, limit, after)
     # Pipeline mode: BEGIN, the settings and the opening query go in one round trip, the queries
@@ -182,7 +217,7 @@ async def report(
         await reader.start(not_before_newest_event=not_before_newest_event)
         match kind:
             case "kpi":
-                return await reader.kpi()
+                return await reader.kpi(kpi_cache)
             case "ar-aging":
                 return await reader.ar_aging(limit, after)
             case "deferred-revenue":
@@ -542,6 +577,7 @@ class _Reader:
         self.digits = 2
         self.quantum = Decimal("0.01")
         self.position = 0
+        self.positions: dict[str, int] = {}
 
     async def start(self, *, not_before_newest_event: bool = False) -> None:
         """The tenant's currency and read-model position; with `not_before_newest_event`, as_of
@@ -552,11 +588,13 @@ class _Reader:
         `events_tenant_position` backwards for that, and a generic plan read all of the tenant's
         events and sorted them (16-18 ms of every KPI state at 20,000 events, growing with the
         store; the pkey lookup reads one row)."""
-        [(currency, position, newest)] = await self._all(
-            "WITH state AS (SELECT coalesce(max(position), 0) AS position FROM projection_state"
+        [(currency, position, positions, newest)] = await self._all(
+            "WITH state AS (SELECT coalesce(max(position), 0) AS position,"
+            "  coalesce(jsonb_object_agg(projection, position), '{}') AS positions"
+            "  FROM projection_state"
             "  WHERE tenant_id = %(tenant)s AND projection = ANY(%(projections)s))"
             " SELECT (SELECT currency FROM gl_tenants WHERE tenant_id = %(tenant)s),"
-            " state.position,"
+            " state.position, state.positions,"
             " CASE WHEN %(newest)s THEN (SELECT (time AT TIME ZONE 'UTC')::date FROM events"
             "  WHERE events.position = state.position) END"
             " FROM state",
@@ -573,6 +611,7 @@ class _Reader:
             self.digits = acc.digits_of(currency)
             self.quantum = Decimal(1).scaleb(-self.digits)
         self.position = int(position)
+        self.positions = {name: int(value) for name, value in positions.items()}
 
     async def _all(self, query: str, params: Any) -> list[tuple[Any, ...]]:
         cursor = await self.conn.execute(query, params)
@@ -980,15 +1019,23 @@ class _Reader:
 
     # --- KPIs ------------------------------------------------------------------------------
 
-    async def kpi(self) -> dict[str, Any]:
+    async def kpi(self, cache: KpiCache | None = None) -> dict[str, Any]:
         flows_asked = self.kpi_flows()
-        ledger, recognised, flow_rows, receivables, mrr = await self.many(
-            self.ledger_query(),
-            self.recognition_query(),
-            self.flows_query(*flows_asked),
-            (_receivables_and_customers, self.parameters()),
-            (_mrr_cohort, self.parameters(start=_months_before(self.as_of, 12))),
-        )
+        queries = {
+            "ledger": self.ledger_query(),
+            "recognition": self.recognition_query(),
+            "flows": self.flows_query(*flows_asked),
+            "receivables": (_receivables_and_customers, self.parameters()),
+            "mrr": (_mrr_cohort, self.parameters(start=_months_before(self.as_of, 12))),
+        }
+        reused = {} if cache is None else cache.reusable(self.positions, self.as_of, self.digits)
+        asked = [name for name in queries if name not in reused or name not in KPI_PARTS]
+        answers = dict(zip(asked, await self.many(*(queries[name] for name in asked)), strict=True))
+        found = {**reused, **answers}
+        if cache is not None:
+            parts = {name: found[name] for name in KPI_PARTS}
+            cache.computed(KpiSnapshot(dict(self.positions), self.as_of, self.digits, parts))
+        ledger, recognised, flow_rows, receivables, mrr = (found[name] for name in queries)
         recognition, before_month, before_year = self.recognition(recognised)
         totals = self.balances(ledger, recognition)
         flows = {flow.name: value for flow, value in zip(flows_asked, flow_rows[0], strict=True)}

@@ -29,7 +29,7 @@ from psycopg.rows import TupleRow
 from ledger import metrics
 from ledger.config import Settings, group_timeouts
 from ledger.store.postgres import configure_connection, migrate
-from projections.core import ProjectedEvent, ProjectionWriter, Projector
+from projections.core import ProjectedEvent, ProjectionWriter, Projector, Touched
 from projections.live import KpiPublisher
 from projections.notify import Notifier, Notifiers, RedisNotifier
 
@@ -64,12 +64,16 @@ class _Projecting:
             await configure_connection(self._conn)
         return self._conn
 
-    async def _apply_retrying(self, events: list[ProjectedEvent]) -> dict[str, int]:
+    async def _apply_retrying(
+        self, events: list[ProjectedEvent]
+    ) -> tuple[dict[str, int], dict[str, Touched]]:
+        """The tenants moved (tenant -> highest position) and what the batch did to each."""
         delay = retry_delay_initial_s
         while True:
             try:
                 writer = ProjectionWriter(await self._connection(), self.projectors)
-                return await writer.apply(events)
+                applied = await writer.apply(events)
+                return applied, writer.touched
             except (psycopg.OperationalError, OSError) as error:
                 logger.warning(
                     "projection batch not applied (%s); retrying in %.1f s", error, delay
@@ -78,8 +82,11 @@ class _Projecting:
                 delay = min(delay * 2, retry_delay_max_s)
 
     async def apply(self, events: list[ProjectedEvent]) -> None:
+        touched: dict[str, list[Touched]] = {}
         try:
-            applied = await self._apply_retrying(events)
+            applied, batch_touched = await self._apply_retrying(events)
+            for tenant, note in batch_touched.items():
+                touched[tenant] = [note]
         except Exception:
             # A message a projector cannot apply (not a real ledger event, or a projector bug):
             # the batch's transaction rolled back whole. Apply event by event, skip the culprit,
@@ -87,7 +94,7 @@ class _Projecting:
             applied = {}
             for event in events:
                 try:
-                    part = await self._apply_retrying([event])
+                    part, part_touched = await self._apply_retrying([event])
                 except Exception:
                     logger.exception(
                         "skipping the event at position %s (tenant %s, id %s): it cannot be "
@@ -100,13 +107,17 @@ class _Projecting:
                     continue
                 for tenant, position in part.items():
                     applied[tenant] = max(position, applied.get(tenant, 0))
+                for tenant, note in part_touched.items():
+                    touched.setdefault(tenant, []).append(note)
         now = datetime.now(UTC)
         for event in events:
             if event.recorded_at:
                 recorded = datetime.fromisoformat(event.recorded_at)
                 metrics.projection_latency_seconds.observe((now - recorded).total_seconds())
         if applied and self.notifier is not None:
-            await self.notifier.changed(applied, [projector.name for projector in self.projectors])
+            await self.notifier.changed(
+                applied, [projector.name for projector in self.projectors], touched
+            )
 
 
 def decode_batch(messages: Sequence[Any]) -> list[ProjectedEvent]:

@@ -51,7 +51,8 @@ from ledger.refs import derive
 from ledger.service import LedgerService
 from ledger.store import read_limit_max
 from ledger.store.postgres import PostgresEventStore
-from projections.core import ProjectedEvent, is_table_projector, read_states
+from projections.core import ProjectedEvent, ProjectionWriter, is_table_projector, read_states
+from projections.live import KpiParts
 from projections.registry import all_projectors
 from projections.replay import catch_up
 from projections.reports import (
@@ -1013,3 +1014,39 @@ async def test_the_reference_state_derives_again_from_the_events(
         assert found["events"] == len(stream.events)
         rebuilt = await derive(conn, tenant, rebuild=True)
         assert rebuilt["ok"] and rebuilt["rebuilt"] is False
+
+
+# --- 10: KPI states from kept parts are the states read whole ------------------------------------
+
+
+examples_kpi_parts = 60
+
+
+@property_settings(examples_kpi_parts)
+@given(
+    stream=st.one_of(streams(late=True), streams(retype=True), streams()),
+    slices=st.lists(st.integers(1, 6), min_size=1, max_size=10),
+)
+async def test_kpi_states_from_kept_parts_are_the_states_read_whole(
+    store: PostgresEventStore, stream: Stream, slices: list[int]
+) -> None:
+    """The worker's publisher reuses the KPI report's parts that no batch changed (`KpiParts`):
+    after every batch of the drawn sizes, applied by the real writer, the state with the kept parts
+    is, to the character, the state read whole, for each as-of date of the stream."""
+    tenant = new_tenant()
+    await append(store, tenant, stream.events)
+    projected = [
+        ProjectedEvent.from_recorded(event) for event in await store.read(tenant, 1, read_limit_max)
+    ]
+    parts = {as_of: KpiParts() for as_of in stream.as_of}
+    bounds = sorted({0, len(projected), *itertools.accumulate(slices)})
+    bounds = [bound for bound in bounds if bound <= len(projected)]
+    async with store.connection() as writer_conn, store.connection() as conn:
+        for start, end in itertools.pairwise(bounds):
+            writer = ProjectionWriter(writer_conn, all_projectors())
+            await writer.apply(projected[start:end])
+            for as_of, kept in parts.items():
+                if tenant in writer.touched:
+                    kept.note(tenant, writer.touched[tenant])
+                cached = await report(conn, "kpi", tenant, as_of, kpi_cache=kept.cache(tenant))
+                assert cached == await report(conn, "kpi", tenant, as_of), (as_of, end)
