@@ -58,6 +58,22 @@ gl_invoices = tenant_table(
     Column("tax", Numeric, nullable=False),
 )
 gl_tenants = tenant_table("gl_tenants", Column("currency", Text, nullable=False))
+# Payables by the date they fall due, for the cash alert's "payables due within 30 days": each
+# expense's due date (its own, else the day it was incurred), and the payable amounts recorded
+# (+) and paid (-) per due date and business day, so that as of a date D the payables due by
+# D + 30 are the rows with day <= D and due_date <= D + 30, as the `payable` account's balance on
+# D is the journal's days <= D.
+gl_payables = tenant_table(
+    "gl_payables",
+    Column("expense_id", Text, primary_key=True),
+    Column("due_date", Date, nullable=False),
+)
+gl_payables_by_due_date = tenant_table(
+    "gl_payables_by_due_date",
+    Column("due_date", Date, primary_key=True),
+    Column("day", Date, primary_key=True),
+    Column("amount", Numeric, nullable=False),
+)
 
 
 # Event types are a closed set (the contract refuses others): every projector asks for each event.
@@ -70,13 +86,15 @@ def source_of(event_type: str) -> str:
 
 class GeneralLedger:
     name = "general_ledger"
-    tables = (gl_lines, gl_daily, gl_invoices, gl_tenants)
+    tables = (gl_lines, gl_daily, gl_invoices, gl_tenants, gl_payables, gl_payables_by_due_date)
 
     def needs(self, event: ProjectedEvent) -> Iterable[tuple[Table, Key]]:
         yield gl_tenants, ()
         invoice_id = event.data.get("invoice_id")
         if isinstance(invoice_id, str):
             yield gl_invoices, (invoice_id,)
+        if event.type == "ledger.expense.paid.v1":
+            yield gl_payables, (event.data["expense_id"],)
 
     def apply(self, rows: Rows, event: ProjectedEvent) -> None:
         data = event.data
@@ -161,9 +179,24 @@ class GeneralLedger:
                 entry.debit(acc.TAX_RECEIVABLE, tax)
                 entry.credit(acc.PAYABLE, amount + tax)
                 entry.refs(None, None, data["expense_id"])
-                entry.post(rows, event.position, acc.day(data["incurred_date"]))
+                incurred = acc.day(data["incurred_date"])
+                due = acc.day(data["due_date"]) if data.get("due_date") else incurred
+                rows.put(gl_payables, {"expense_id": data["expense_id"], "due_date": due})
+                rows.add(
+                    gl_payables_by_due_date,
+                    {"due_date": due, "day": incurred, "amount": amount + tax},
+                )
+                entry.post(rows, event.position, incurred)
             case "expense.paid":
                 amount = acc.money(data["amount"])
+                paid_on = acc.day(data["date"])
+                payable = rows.get(gl_payables, data["expense_id"])
+                # The rules accept a payment only for a recorded expense; were the row missing,
+                # the payment still lowers what falls due (as of its own day).
+                due = paid_on if payable is None else payable["due_date"]
+                rows.add(
+                    gl_payables_by_due_date, {"due_date": due, "day": paid_on, "amount": -amount}
+                )
                 entry.debit(acc.PAYABLE, amount)
                 entry.credit(acc.CASH, amount)
                 entry.refs(None, None, data["expense_id"])

@@ -519,6 +519,12 @@ SELECT ar, overdue, over_90, due_30,
 FROM receivables
 """
 
+# KPIs: the payables due within 30 days of as_of (overdue ones included), as they stood on as_of.
+_payables_due = """
+SELECT coalesce(sum(amount), 0) FROM gl_payables_by_due_date
+WHERE tenant_id = %(tenant)s AND day <= %(as_of)s AND due_date <= %(as_of)s::date + 30
+"""
+
 # KPIs: MRR now, and over the customers that had MRR at the window's start, then and now (NRR)
 # and the lower of the two (GRR); each customer's MRR rounded as `mrr_by_customer` rounds it.
 _mrr_cohort = """
@@ -1027,6 +1033,7 @@ class _Reader:
             "flows": self.flows_query(*flows_asked),
             "receivables": (_receivables_and_customers, self.parameters()),
             "mrr": (_mrr_cohort, self.parameters(start=_months_before(self.as_of, 12))),
+            "payables_due": (_payables_due, self.parameters()),
         }
         reused = {} if cache is None else cache.reusable(self.positions, self.as_of, self.digits)
         asked = [name for name in queries if name not in reused or name not in KPI_PARTS]
@@ -1035,7 +1042,9 @@ class _Reader:
         if cache is not None:
             parts = {name: found[name] for name in KPI_PARTS}
             cache.computed(KpiSnapshot(dict(self.positions), self.as_of, self.digits, parts))
-        ledger, recognised, flow_rows, receivables, mrr = (found[name] for name in queries)
+        ledger, recognised, flow_rows, receivables, mrr, payables = (
+            found[name] for name in queries
+        )
         recognition, before_month, before_year = self.recognition(recognised)
         totals = self.balances(ledger, recognition)
         flows = {flow.name: value for flow, value in zip(flows_asked, flow_rows[0], strict=True)}
@@ -1081,7 +1090,7 @@ class _Reader:
         return {
             **self.head(as_of=self.as_of.isoformat(), position=self.position),
             "kpis": kpis,
-            "alerts": self.alerts(share_over_90, cash, due_30, ap),
+            "alerts": self.alerts(share_over_90, cash, due_30, payables[0][0]),
         }
 
     def kpi_flows(self) -> tuple[_Flow, ...]:
@@ -1101,8 +1110,14 @@ class _Reader:
         )
 
     def alerts(
-        self, share_over_90: Decimal | None, cash: Decimal, due_30: Decimal, ap: Decimal
+        self,
+        share_over_90: Decimal | None,
+        cash: Decimal,
+        due_30: Decimal,
+        payables_due_30: Decimal,
     ) -> list[dict[str, str]]:
+        """Receivables over 90 days past due above 20 % of AR; cash + receivables due within 30
+        days - payables due within 30 days below zero (overdue ones included in both)."""
         alerts = []
         if share_over_90 is not None and share_over_90 > Decimal("0.2"):
             alerts.append(
@@ -1112,14 +1127,14 @@ class _Reader:
                     "past due (threshold 20 %)",
                 }
             )
-        projected = cash + due_30 - ap
+        projected = cash + due_30 - payables_due_30
         if projected < 0:
             alerts.append(
                 {
                     "code": "cash_negative_30_days",
                     "message": f"cash may go negative within 30 days: {self.money(cash)} cash + "
-                    f"{self.money(due_30)} receivables due - {self.money(ap)} payables = "
-                    f"{self.money(projected)}",
+                    f"{self.money(due_30)} receivables due - {self.money(payables_due_30)} "
+                    f"payables due = {self.money(projected)}",
                 }
             )
         return alerts

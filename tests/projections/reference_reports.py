@@ -4,8 +4,8 @@
 Python's rounding; this is the straightforward version it replaced (commit 610c0e9): every open
 invoice and every contract line read into Python, recognition with `accounting` per line and date.
 It reads only the base tables (ar_invoices, ar_changes, ar_credits, dr_contracts, dr_billing,
-gl_daily, mrr_segments), which the projectors still keep. Slow, and meant to be: it is what the
-figures mean.
+gl_daily, mrr_segments), which the projectors still keep, and, for the payables falling due, the
+expense events themselves. Slow, and meant to be: it is what the figures mean.
 """
 
 from __future__ import annotations
@@ -442,6 +442,38 @@ class _Reader:
 
     # --- KPIs ------------------------------------------------------------------------------
 
+    async def payables_due(self, through: date) -> Decimal:
+        """What was payable on as_of and falls due by `through` (an expense without a due date
+        is due the day it was incurred), straight from the expense events the read models
+        reflect."""
+        rows = await self._all(
+            "SELECT type, data FROM events WHERE tenant_id = %s AND position <= %s"
+            " AND type = ANY(%s) ORDER BY position",
+            [
+                self.tenant,
+                self.position,
+                ["ledger.expense.recorded.v1", "ledger.expense.paid.v1"],
+            ],
+        )
+        due: dict[str, date] = {}
+        open_amounts: dict[str, Decimal] = {}
+        for event_type, data in rows:
+            expense_id = data["expense_id"]
+            if event_type == "ledger.expense.recorded.v1":
+                incurred = date.fromisoformat(data["incurred_date"])
+                if incurred > self.as_of:
+                    continue
+                due[expense_id] = date.fromisoformat(data.get("due_date") or data["incurred_date"])
+                open_amounts[expense_id] = Decimal(data["amount"]) + Decimal(
+                    data.get("tax_amount") or "0"
+                )
+            elif date.fromisoformat(data["date"]) <= self.as_of:
+                open_amounts[expense_id] -= Decimal(data["amount"])
+        return sum(
+            (amount for expense_id, amount in open_amounts.items() if due[expense_id] <= through),
+            zero,
+        )
+
     async def kpi(self) -> dict[str, Any]:
         as_of = self.as_of
         month_start, year_start = as_of.replace(day=1), as_of.replace(month=1, day=1)
@@ -501,14 +533,15 @@ class _Reader:
                     "past due (threshold 20 %)",
                 }
             )
-        projected = cash + due_30 - ap
+        payables_due = await self.payables_due(as_of + timedelta(days=30))
+        projected = cash + due_30 - payables_due
         if projected < 0:
             alerts.append(
                 {
                     "code": "cash_negative_30_days",
                     "message": f"cash may go negative within 30 days: {self.money(cash)} cash + "
-                    f"{self.money(due_30)} receivables due - {self.money(ap)} payables = "
-                    f"{self.money(projected)}",
+                    f"{self.money(due_30)} receivables due - {self.money(payables_due)} "
+                    f"payables due = {self.money(projected)}",
                 }
             )
         liabilities = ap + deferred + tax_payable

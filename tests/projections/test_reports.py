@@ -20,7 +20,7 @@ from projections.reports import fresh_report, kpi_names
 from tests.ledger import store_builders as b
 from tests.ledger.events import new_tenant
 from tests.ledger.test_cli import ledger
-from tests.projections.scenario import everything, with_tenant
+from tests.projections.scenario import everything, journal, with_tenant
 
 
 @pytest.fixture(scope="module")
@@ -468,3 +468,58 @@ async def test_paged_lists_follow_their_cursor_to_the_whole_list(
         and b"--after" in refused.stderr
         and b"Traceback" not in refused.stderr
     )
+
+
+async def test_the_cash_alert_counts_the_payables_due_within_30_days_only(
+    store: PostgresEventStore,
+) -> None:
+    """DESIGN section 7: cash + receivables due - payables due within 30 days (it took every
+    payable). A payable due in two months counts only once it is within 30 days; an overdue one
+    counts; a payment lowers it from its own day; an expense without a due date is due the day it
+    was incurred."""
+    tenant = new_tenant()
+
+    def expense(expense_id: str, amount: str, incurred: str, due: str | None) -> dict[str, Any]:
+        data = {
+            "expense_id": expense_id,
+            "vendor": "Vendor",
+            "category": "rent",
+            "incurred_date": incurred,
+            "amount": amount,
+            "currency": "USD",
+        }
+        if due is not None:
+            data["due_date"] = due
+        return b.raw_event("expense.recorded", data)
+
+    events = [
+        journal("J-1", "2026-01-01", [("cash", "2000.00", ""), ("equity", "", "2000.00")]),
+        expense("X-far", "5000.00", "2026-03-01", "2026-05-31"),  # due in 3 months
+        expense("X-soon", "600.00", "2026-03-01", "2026-03-20"),
+        expense("X-late", "300.00", "2026-01-15", "2026-02-15"),  # overdue
+        expense("X-now", "250.00", "2026-03-05", None),  # due the day incurred
+        expense("X-edge", "10.00", "2026-03-01", "2026-06-09"),  # 30 days after 2026-05-10
+        expense("X-out", "20.00", "2026-03-01", "2026-06-10"),  # 31 days after
+        b.expense_paid("100.00", "X-soon", "2026-03-08"),
+        b.expense_paid("200.00", "X-late", "2026-04-02"),
+    ]
+    appended = await LedgerService(store).append(with_tenant(tenant, events))
+    assert appended.ok, appended.as_json()
+
+    async def kpi(day: date) -> dict[str, Any]:
+        async with store.connection() as conn:
+            return await fresh_report(store, conn, "kpi", tenant, day)
+
+    march = await kpi(date(2026, 3, 10))
+    assert march["kpis"]["ap"] == "6080.00"  # every payable, as the balance sheet has it
+    assert march["kpis"]["cash"] == "1900.00"
+    # Due by 2026-04-09: X-soon 500 + X-late 300 + X-now 250 = 1,050 <= 1,900: no alert.
+    assert march["alerts"] == []
+    # By 2026-05-10 X-far falls due within 30 days: 1,700 cash, 5,000 + 500 + 100 + 250 + 10 due
+    # (X-edge on the 30th day; X-out, on the 31st, not).
+    [alert] = (await kpi(date(2026, 5, 10)))["alerts"]
+    assert alert == {
+        "code": "cash_negative_30_days",
+        "message": "cash may go negative within 30 days: 1700.00 cash + 0.00 receivables due"
+        " - 5860.00 payables due = -4160.00",
+    }

@@ -119,6 +119,7 @@ async def test_migration_0004_fills_the_minor_units_of_existing_segments(
             " DROP COLUMN complete_minor"
         )
         conn.execute("DROP FUNCTION ledger_spread_minor(bigint, integer, integer)")
+        conn.execute("DROP TABLE gl_payables, gl_payables_by_due_date")  # 0005's
         conn.execute("UPDATE read_model_migrations SET version_num = '0003'")
     await store.close()
     store = await PostgresEventStore.open(url)  # migrates 0003 -> 0004
@@ -130,5 +131,63 @@ async def test_migration_0004_fills_the_minor_units_of_existing_segments(
             ).fetchall()
         assert filled == projected
         assert await reports() == before
+    finally:
+        await store.close()
+
+
+async def test_migration_0005_fills_the_payables_from_the_events(
+    new_database: Callable[[], str],
+) -> None:
+    """A database at 0004 with projected expenses (with and without a due date, part paid, one
+    paid in two) gets, from migration 0005, the payables by due date the projector writes; events
+    appended but not yet applied by the general ledger are left to it."""
+    url = new_database()
+    store = await PostgresEventStore.open(url)
+    tenants = [new_tenant(), new_tenant()]
+    extra = [
+        b.raw_event(
+            "expense.recorded",
+            {
+                "expense_id": "X-2",
+                "vendor": "Office Co",
+                "category": "rent",
+                "incurred_date": "2026-02-01",
+                "due_date": "2026-03-15",
+                "amount": "1000.00",
+                "currency": "USD",
+            },
+        ),
+        b.expense_paid("400.00", "X-2", "2026-02-20"),
+        b.expense_paid("100.00", "X-2", "2026-03-20"),
+    ]
+    for tenant in tenants:
+        report_ = await LedgerService(store).append(with_tenant(tenant, everything(tenant) + extra))
+        assert not report_.rejected, report_.rejected
+    async with store.connection() as conn:
+        await catch_up_tenant(store, conn, tenants[0])  # tenants[1]: not applied yet
+    names = ["gl_payables", "gl_payables_by_due_date"]
+
+    def rows() -> dict[str, list[tuple[object, ...]]]:
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute("SET ledger.tenants = '*'")
+            return {
+                name: conn.execute(f"SELECT * FROM {name} ORDER BY 1, 2, 3").fetchall()
+                for name in names
+            }
+
+    projected = rows()
+    assert {row[0] for row in projected["gl_payables"]} == {tenants[0]}
+    assert len(projected["gl_payables_by_due_date"]) == 5  # X-1: 2 rows, X-2: 3
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("DROP TABLE gl_payables, gl_payables_by_due_date")
+        conn.execute("UPDATE read_model_migrations SET version_num = '0004'")
+    await store.close()
+    store = await PostgresEventStore.open(url)  # migrates 0004 -> 0005
+    try:
+        assert rows() == projected
+        async with store.connection() as conn:
+            await catch_up_tenant(store, conn, tenants[1])
+        both = rows()
+        assert {row[0] for row in both["gl_payables"]} == set(tenants)
     finally:
         await store.close()
