@@ -179,3 +179,58 @@ def test_a_bad_tenant_is_named_and_nothing_runs(loaded: str) -> None:
     assert result.returncode == 2
     assert b"--tenant 'no spaces' is not a valid tenant id" in result.stderr
     assert result.stdout == b""
+
+
+async def test_a_rebuild_beside_appends_misses_none_of_them(
+    new_database: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Appends go on while a rebuild reads the store and wait only for its last part: events
+    appended after the rebuild has read the store, and before it takes the append lock, are in
+    the rebuilt state (here 20 of them, appended at that very moment), and the rules after it
+    decide as the events say (a payment against an invoice issued meanwhile)."""
+    import ledger.refs
+
+    url = new_database()
+    store = await PostgresEventStore.open(url)
+    service = LedgerService(store)
+    tenant = "busy"
+    fold_from = ledger.refs._fold_from
+    calls = 0
+
+    async def fold_then_append(*args: Any) -> None:
+        nonlocal calls
+        await fold_from(*args)
+        calls += 1
+        if calls == 1:  # the store read without the lock: appends come in now
+            for n in range(20):
+                event = b.invoice(f"INV-{n}", f"C{n}", "10.00", "2026-01-10", "2026-02-09")
+                report = await service.append(with_tenant(tenant, [event]))
+                assert report.ok, report.as_json()
+
+    try:
+        first = [b.customer(f"C{n}") for n in range(1500)]
+        assert (await service.append(with_tenant(tenant, first))).ok
+        monkeypatch.setattr(ledger.refs, "_fold_from", fold_then_append)
+        conn = await psycopg.AsyncConnection.connect(url, autocommit=True)
+        try:
+            result = await ledger.refs.derive(conn, None, rebuild=True)
+        finally:
+            await conn.close()
+        assert calls == 2
+        assert result["events"] == 1500 + 20
+        assert result["ok"] is True and result["rebuilt"] is False  # the table agreed
+        code, verified = run(url, "verify")
+        assert code == 0 and verified["ok"] is True, verified
+        paid = {"INV-19": "10.00"}
+        pays = await service.append(
+            with_tenant(tenant, [b.payment("10.00", "PAY-1", "C19", "2026-01-20", paid)])
+        )
+        assert pays.ok, pays.as_json()
+        over = await service.append(
+            with_tenant(
+                tenant, [b.payment("5.00", "PAY-2", "C19", "2026-01-21", {"INV-19": "5.00"})]
+            )
+        )
+        assert not over.ok  # INV-19 is paid
+    finally:
+        await store.close()
