@@ -264,9 +264,9 @@ async def get_events(request: web.Request) -> web.Response:
 
 
 async def get_report(request: web.Request) -> web.Response:
-    """`GET /v1/reports/{kind}?tenant=&as_of=YYYY-MM-DD[&limit=N][&after=ID]`: the CLI's
-    `ledger report` (`limit` caps each list, `after` pages the report's list of customers or
-    contracts)."""
+    """`GET /v1/reports/{kind}?tenant=&as_of=YYYY-MM-DD[&limit=N][&after=ID][&invoices_after=C]`:
+    the CLI's `ledger report` (`limit` caps each list, `after` pages the report's list of
+    customers or contracts, `invoices_after` AR aging's invoices)."""
     from ledger.store.postgres import PostgresEventStore
     from projections import reports
 
@@ -286,8 +286,9 @@ async def get_report(request: web.Request) -> web.Response:
             return _query_error(400, "invalid_value", "must be an integer >= 0", "limit")
         limit = int(text)
     after = request.query.get("after")
+    invoices_after = request.query.get("invoices_after")
     try:
-        reports.check_page(kind, limit, after)
+        reports.check_page(kind, limit, after, invoices_after)
     except reports.ReportError as error:
         return _query_error(400, "invalid_value", error.reason, error.field)
     store = request.app[service_key].store
@@ -295,7 +296,14 @@ async def get_report(request: web.Request) -> web.Response:
         return _query_error(501, "no_read_models", "reports need the PostgreSQL store", "")
     async with store.connection() as conn:
         data = await reports.fresh_report(
-            store, conn, kind, tenant, as_of, limit=limit, after=after
+            store,
+            conn,
+            kind,
+            tenant,
+            as_of,
+            limit=limit,
+            after=after,
+            invoices_after=invoices_after,
         )
     return _json(data)
 

@@ -401,15 +401,22 @@ async def _report_command(settings: Settings, args: argparse.Namespace) -> int:
     if not tenant_pattern.match(args.tenant):
         return _fail(f"report: --tenant {args.tenant!r} is not a valid tenant id")
     try:
-        reports.check_page(kind, args.limit, args.after)
+        reports.check_page(kind, args.limit, args.after, args.invoices_after)
     except reports.ReportError as error:
-        return _fail(f"report: --{error.field}: {error.reason}")
+        return _fail(f"report: --{error.field.replace('_', '-')}: {error.reason}")
     async with open_store(settings) as store:
         conn = await AsyncConnection.connect(store.conninfo, autocommit=True)
         try:
             await configure_connection(conn)
             data = await reports.fresh_report(
-                store, conn, kind, args.tenant, as_of, limit=args.limit, after=args.after
+                store,
+                conn,
+                kind,
+                args.tenant,
+                as_of,
+                limit=args.limit,
+                after=args.after,
+                invoices_after=args.invoices_after,
             )
         finally:
             await conn.close()
@@ -724,6 +731,12 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         help="start the paged list after this id (ar-aging and mrr-movements: customer_id;"
         " deferred-revenue: contract_id), as the answer's customers_next or contracts_next gives",
+    )
+    report.add_argument(
+        "--invoices-after",
+        default=None,
+        help="ar-aging: start the invoice list after this cursor, as the answer's invoices_next"
+        " gives (the list is oldest due date first)",
     )
 
     audit = commands.add_parser("audit", help="the tamper-evident audit chain")

@@ -177,14 +177,38 @@ def parse_as_of(text: str | None) -> date:
 PAGED = {"ar-aging": "customers", "deferred-revenue": "contracts", "mrr-movements": "customers"}
 
 
-def check_page(kind: str, limit: int | None, after: str | None) -> None:
-    """A ReportError naming the field when `limit` or `after` cannot apply to the report."""
+def check_page(
+    kind: str, limit: int | None, after: str | None, invoices_after: str | None = None
+) -> None:
+    """A ReportError naming the field when `limit`, `after` or `invoices_after` cannot apply
+    to the report."""
     if limit is not None and limit < 0:
         raise ReportError("limit", "must be a whole number >= 0")
     if after is not None and kind not in PAGED:
         raise ReportError("after", f"{kind} has no list to page (only {', '.join(PAGED)})")
     if after == "":
         raise ReportError("after", "must not be empty")
+    if invoices_after is not None:
+        if kind != "ar-aging":
+            raise ReportError("invoices_after", f"{kind} has no invoice list (only ar-aging)")
+        parse_invoices_cursor(invoices_after)
+
+
+def parse_invoices_cursor(text: str) -> tuple[date, int]:
+    """AR aging's invoice list is in (due date, position) order; a page's `invoices_next` is
+    `DUE_DATE:POSITION` of its last invoice, the next page's `invoices_after`."""
+    due, _, position = text.partition(":")
+    try:
+        return date.fromisoformat(due), int(position)
+    except ValueError:
+        raise ReportError(
+            "invoices_after",
+            f"{text!r} is not a cursor from invoices_next (YYYY-MM-DD:POSITION)",
+        ) from None
+
+
+def invoices_cursor(due_date: date, position: int) -> str:
+    return f"{due_date.isoformat()}:{position}"
 
 
 async def report(
@@ -197,15 +221,17 @@ async def report(
     after: str | None = None,
     not_before_newest_event: bool = False,
     kpi_cache: KpiCache | None = None,
+    invoices_after: str | None = None,
 ) -> dict[str, Any]:
     """One report as JSON-ready data (money as decimal strings). `limit` caps each list of the
     report and `after` starts its paged list (`PAGED`) after that key; totals cover everything.
-    `not_before_newest_event`: the report is as of the date of the newest event it reflects (the
+    AR aging's invoices (oldest due date first) page by `invoices_after`, the `invoices_next` of
+    the page before. `not_before_newest_event`: the report is as of the date of the newest event it reflects (the
     tenant's, at the read models' position) when that is later than `as_of` (a dashboard's date
     under a simulated clock); the answer's `as_of` says which date it is. `kpi_cache`: the kpi
     report reads again only the parts the cache cannot vouch for, and hands it what it read."""
     parse_kind(kind)
-    check_page(kind, limit, after)
+    check_page(kind, limit, after, invoices_after)
     # Pipeline mode: BEGIN, the settings and the opening query go in one round trip, the queries
     # of `many` in one more, the commit in a third (one each before: on a busy machine every round
     # trip also waits to be scheduled again).
@@ -219,7 +245,7 @@ async def report(
             case "kpi":
                 return await reader.kpi(kpi_cache)
             case "ar-aging":
-                return await reader.ar_aging(limit, after)
+                return await reader.ar_aging(limit, after, invoices_after)
             case "deferred-revenue":
                 return await reader.deferred_revenue(limit, after)
             case "trial-balance":
@@ -475,7 +501,8 @@ cells AS (
 SELECT {_bucket_sums}, coalesce(sum(invoices), 0) FROM cells
 """
 
-# The open invoices on as_of, oldest due date first: the head of the open invoices' index (their
+# The open invoices on as_of, oldest due date first (after the cursor's due date and position;
+# '-infinity' and 0 for the first page): the head of the open invoices' index (their
 # amounts corrected by what changed since), and those closed since as_of.
 _open_invoices = f"""
 WITH {_ar_corrections}
@@ -485,11 +512,13 @@ WITH {_ar_corrections}
     FROM ar_invoices i LEFT JOIN later l ON l.invoice_id = i.invoice_id
     WHERE i.tenant_id = %(tenant)s AND i.open <> 0 AND i.issue_date <= %(as_of)s
         AND i.open + coalesce(l.amount, 0) <> 0
+        AND (i.due_date, i."position") > (%(inv_due)s::date, %(inv_position)s::bigint)
     ORDER BY i.due_date, i."position" LIMIT %(limit)s
 )
 UNION ALL
 SELECT invoice_id, customer_id, due_date, "position", open_then FROM affected
 WHERE open_now = 0 AND open_then <> 0
+    AND (due_date, "position") > (%(inv_due)s::date, %(inv_position)s::bigint)
 ORDER BY 3, 4 LIMIT %(limit)s
 """
 
@@ -896,8 +925,19 @@ class _Reader:
 
     # --- AR aging --------------------------------------------------------------------------
 
-    async def ar_aging(self, limit: int | None = None, after: str | None = None) -> dict[str, Any]:
+    async def ar_aging(
+        self, limit: int | None = None, after: str | None = None, invoices_after: str | None = None
+    ) -> dict[str, Any]:
         page = self.parameters(limit=limit, after=after)
+        # One invoice more than the page, to know whether another page follows.
+        cursor_due, cursor_position = (
+            parse_invoices_cursor(invoices_after) if invoices_after else ("-infinity", 0)
+        )
+        invoice_page = self.parameters(
+            limit=None if limit is None else limit + 1,
+            inv_due=str(cursor_due),
+            inv_position=cursor_position,
+        )
         (
             aging,
             [(*tenant_amounts, invoices_total)],
@@ -907,7 +947,7 @@ class _Reader:
         ) = await self.many(
             (_aging_by_customer, page),
             (_aging_totals, self.parameters()),
-            (_open_invoices, self.parameters(limit=limit)),
+            (_open_invoices, invoice_page),
             (
                 "SELECT coalesce(sum(amount), 0) FROM ar_credits"
                 " WHERE tenant_id = %(tenant)s AND day <= %(as_of)s",
@@ -917,6 +957,9 @@ class _Reader:
         )
         buckets = dict(zip(BUCKETS, tenant_amounts, strict=True))
         listed = []
+        more_invoices = limit is not None and len(invoices) > limit
+        if more_invoices:
+            del invoices[limit:]
         for invoice_id, customer_id, due_date, _position, open_amount in invoices:
             days = (self.as_of - due_date).days
             listed.append(
@@ -952,6 +995,9 @@ class _Reader:
             **_page("customers", [row[0] for row in aging], *counts),
             "invoices": listed,
             "invoices_total": int(invoices_total),
+            "invoices_next": invoices_cursor(invoices[-1][2], invoices[-1][3])
+            if more_invoices and invoices
+            else None,
         }
 
     # --- MRR -------------------------------------------------------------------------------
@@ -1257,9 +1303,12 @@ async def fresh_report(
     *,
     limit: int | None = None,
     after: str | None = None,
+    invoices_after: str | None = None,
 ) -> dict[str, Any]:
     """A report that reflects every event committed before it was asked for."""
     parse_kind(kind)
-    check_page(kind, limit, after)
+    check_page(kind, limit, after, invoices_after)
     await catch_up_tenant(store, conn, tenant)
-    return await report(conn, kind, tenant, as_of, limit=limit, after=after)
+    return await report(
+        conn, kind, tenant, as_of, limit=limit, after=after, invoices_after=invoices_after
+    )

@@ -35,6 +35,7 @@ async def reference_report(
     *,
     limit: int | None = None,
     after: str | None = None,
+    invoices_after: str | None = None,
 ) -> dict[str, Any]:
     """`projections.reports.report` as it was, and its lists paged after the fact."""
     parse_kind(kind)
@@ -47,7 +48,8 @@ async def reference_report(
             case "kpi":
                 return await reader.kpi()
             case "ar-aging":
-                return _paged(await reader.ar_aging(limit), "customers", limit, after)
+                aging = await reader.ar_aging(limit, invoices_after)
+                return _paged(aging, "customers", limit, after)
             case "deferred-revenue":
                 return _paged(await reader.deferred_revenue(), "contracts", limit, after)
             case "trial-balance":
@@ -294,10 +296,11 @@ class _Reader:
 
     # --- AR aging --------------------------------------------------------------------------
 
-    async def open_invoices(self, through: date) -> list[tuple[str, str, date, Decimal]]:
-        """(invoice_id, customer_id, due_date, open) of invoices open at the end of `through`."""
+    async def open_invoices(self, through: date) -> list[tuple[str, str, date, Decimal, int]]:
+        """(invoice_id, customer_id, due_date, open, position) of invoices open at the end of
+        `through`, by due date and position."""
         return [
-            (row[0], row[1], row[2], row[3])
+            (row[0], row[1], row[2], row[3], row[4])
             for row in await self._all(
                 """
                 WITH later AS MATERIALIZED (
@@ -309,7 +312,7 @@ class _Reader:
                     UNION SELECT invoice_id FROM later
                 )
                 SELECT i.invoice_id, i.customer_id, i.due_date,
-                       i.open + coalesce(l.amount, 0) AS open
+                       i.open + coalesce(l.amount, 0) AS open, i.position
                 FROM candidates c
                 JOIN ar_invoices i ON i.tenant_id = %(tenant)s AND i.invoice_id = c.invoice_id
                 LEFT JOIN later l ON l.invoice_id = c.invoice_id
@@ -330,29 +333,39 @@ class _Reader:
             )
         }
 
-    async def ar_aging(self, limit: int | None = None) -> dict[str, Any]:
+    async def ar_aging(
+        self, limit: int | None = None, invoices_after: str | None = None
+    ) -> dict[str, Any]:
         invoices = await self.open_invoices(self.as_of)
+        cursor = None
+        if invoices_after is not None:
+            due, _, position = invoices_after.partition(":")
+            cursor = (date.fromisoformat(due), int(position))
+        following = [i for i in invoices if cursor is None or (i[2], i[4]) > cursor]
+        page = following if limit is None else following[:limit]
+        more = len(following) > len(page)
         unapplied = await self.unapplied(self.as_of)
         buckets = dict.fromkeys(BUCKETS, zero)
         customers: dict[str, dict[str, Decimal]] = {}
         listed: list[dict[str, Any]] = []
-        for invoice_id, customer_id, due_date, open_amount in invoices:
+        for _invoice_id, customer_id, due_date, open_amount, _position in invoices:
             days = (self.as_of - due_date).days
             bucket = bucket_of(days)
             buckets[bucket] += open_amount
             per_customer = customers.setdefault(customer_id, dict.fromkeys(BUCKETS, zero))
             per_customer[bucket] += open_amount
-            if limit is None or len(listed) < limit:
-                listed.append(
-                    {
-                        "invoice_id": invoice_id,
-                        "customer_id": customer_id,
-                        "due_date": due_date.isoformat(),
-                        "days_past_due": max(days, 0),
-                        "open": self.money(open_amount),
-                        "bucket": bucket,
-                    }
-                )
+        for invoice_id, customer_id, due_date, open_amount, _position in page:
+            days = (self.as_of - due_date).days
+            listed.append(
+                {
+                    "invoice_id": invoice_id,
+                    "customer_id": customer_id,
+                    "due_date": due_date.isoformat(),
+                    "days_past_due": max(days, 0),
+                    "open": self.money(open_amount),
+                    "bucket": bucket_of(days),
+                }
+            )
         total = sum(buckets.values(), zero)
         unapplied_total = sum(unapplied.values(), zero)
         return {
@@ -373,6 +386,7 @@ class _Reader:
             ],
             "invoices": listed,
             "invoices_total": len(invoices),
+            "invoices_next": f"{page[-1][2].isoformat()}:{page[-1][4]}" if more and page else None,
         }
 
     # --- MRR -------------------------------------------------------------------------------

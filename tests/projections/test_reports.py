@@ -470,6 +470,69 @@ async def test_paged_lists_follow_their_cursor_to_the_whole_list(
     )
 
 
+async def test_invoices_page_by_their_cursor_to_the_whole_list(
+    store: PostgresEventStore, database_url: str
+) -> None:
+    """AR aging's open invoices, oldest due date first, a page at a time (`invoices_next` is the
+    next request's `invoices_after`) over HTTP and from the CLI: they add up to the unpaged list,
+    ties on a due date in issue order; a cursor that is not one, or on another report, is refused,
+    named, over HTTP and from the CLI."""
+    tenant = new_tenant()
+    events: list[dict[str, Any]] = [b.customer("C1"), b.customer("C2")]
+    for n in range(7):  # 2026-02-09 three times: their order is their position
+        due = ["2026-02-09", "2026-02-09", "2026-01-31", "2026-03-01", "2026-02-09"][n % 5]
+        customer = "C1" if n % 2 else "C2"
+        events.append(b.invoice(f"INV-{n}", customer, f"{10 + n}.00", "2026-01-05", due))
+    await append(store, tenant, *events)
+    whole = await get(store, "ar-aging", tenant, "2026-03-31")
+    assert whole["invoices_total"] == 7 and whole["invoices_next"] is None
+    assert [i["invoice_id"] for i in whole["invoices"]] == [
+        "INV-2", "INV-0", "INV-1", "INV-4", "INV-5", "INV-6", "INV-3"
+    ]  # fmt: skip
+    secret = "s" * 32
+    client = TestClient(TestServer(make_app(LedgerService(store), jwt_secret=secret)))
+    await client.start_server()
+    try:
+        auth = {"Authorization": f"Bearer {issue_token(secret, tenant)}"}
+        listed: list[dict[str, Any]] = []
+        cursor = ""
+        pages = 0
+        while True:
+            response = await client.get(
+                f"/v1/reports/ar-aging?tenant={tenant}&as_of=2026-03-31&limit=3{cursor}",
+                headers=auth,
+            )
+            assert response.status == 200
+            page = await response.json()
+            pages += 1
+            assert page["invoices_total"] == 7 and page["total"] == whole["total"]
+            listed += page["invoices"]
+            if page["invoices_next"] is None:
+                break
+            cursor = f"&invoices_after={page['invoices_next']}"
+        assert pages == 3 and listed == whole["invoices"]
+        for query in ("ar-aging?invoices_after=2026-02-09", "kpi?invoices_after=2026-02-09:1"):
+            refused = await client.get(
+                f"/v1/reports/{query}&tenant={tenant}&as_of=2026-03-31", headers=auth
+            )
+            body = await refused.json()
+            assert refused.status == 400, body
+            assert body["error"]["field"] == "invoices_after", body
+    finally:
+        await client.close()
+    import orjson
+
+    first = orjson.loads(cli_report(database_url, "ar-aging", tenant, "--limit", "2").stdout)
+    result = cli_report(
+        database_url, "ar-aging", tenant, "--limit", "2", "--invoices-after", first["invoices_next"]
+    )
+    assert result.returncode == 0, result.stderr
+    assert orjson.loads(result.stdout)["invoices"] == whole["invoices"][2:4]
+    refused = cli_report(database_url, "ar-aging", tenant, "--invoices-after", "soon")
+    assert refused.returncode == 2 and b"--invoices-after" in refused.stderr, refused.stderr
+    assert b"Traceback" not in refused.stderr
+
+
 async def test_the_cash_alert_counts_the_payables_due_within_30_days_only(
     store: PostgresEventStore,
 ) -> None:
