@@ -59,10 +59,11 @@ gl_invoices = tenant_table(
 )
 gl_tenants = tenant_table("gl_tenants", Column("currency", Text, nullable=False))
 # Payables by the date they fall due, for the cash alert's "payables due within 30 days": each
-# expense's due date (its own, else the day it was incurred), and the payable amounts recorded
-# (+) and paid (-) per due date and business day, so that as of a date D the payables due by
-# D + 30 are the rows with day <= D and due_date <= D + 30, as the `payable` account's balance on
-# D is the journal's days <= D.
+# expense's due date (its own, else the day it was incurred), and every movement of the
+# `accounts_payable` account (expenses recorded +, paid -, journal entries credit - debit, due the
+# day they are posted) per due date and business day. As of a date D the payables due by D + 30
+# are the rows with day <= D and due_date <= D + 30; all rows with day <= D add up to the
+# account's balance on D.
 gl_payables = tenant_table(
     "gl_payables",
     Column("expense_id", Text, primary_key=True),
@@ -202,11 +203,23 @@ class GeneralLedger:
                 entry.refs(None, None, data["expense_id"])
                 entry.post(rows, event.position, acc.day(data["date"]))
             case "journal.posted":
+                entry_date = acc.day(data["date"])
+                payable = acc.zero
                 for line in data["lines"]:
-                    entry.debit(line["account"], acc.money(line.get("debit") or "0"))
-                    entry.credit(line["account"], acc.money(line.get("credit") or "0"))
+                    debit = acc.money(line.get("debit") or "0")
+                    credit = acc.money(line.get("credit") or "0")
+                    entry.debit(line["account"], debit)
+                    entry.credit(line["account"], credit)
+                    if line["account"] == acc.PAYABLE:
+                        payable += credit - debit
+                if payable:
+                    # A payable posted by hand has no due date: due the day it is posted.
+                    rows.add(
+                        gl_payables_by_due_date,
+                        {"due_date": entry_date, "day": entry_date, "amount": payable},
+                    )
                 entry.refs(None, None, data["entry_id"])
-                entry.post(rows, event.position, acc.day(data["date"]))
+                entry.post(rows, event.position, entry_date)
             case _:  # customers and contracts post nothing; recognition is derived by date
                 return
 

@@ -755,7 +755,17 @@ async def test_reports_reconcile_with_the_general_ledger(
             deferred,
             trial,
         )
-        # 4. MRR movements explain the change of MRR over the month, to the cent.
+        # 4. The payables by due date are the payables account, whatever their due dates.
+        async with store.connection() as conn, conn.transaction():
+            await conn.execute("SELECT set_config('ledger.tenants', %s, true)", [tenant])
+            cursor = await conn.execute(
+                "SELECT coalesce(sum(amount), 0) FROM gl_payables_by_due_date"
+                " WHERE tenant_id = %s AND day <= %s",
+                [tenant, as_of],
+            )
+            [(payables,)] = await cursor.fetchall()
+        assert payables == balance(trial, "accounts_payable"), (payables, trial)
+        # 5. MRR movements explain the change of MRR over the month, to the cent.
         mrr = {name: Decimal(value) for name, value in movements.items() if name in movement_names}
         assert mrr["ending_mrr"] == (
             mrr["starting_mrr"]

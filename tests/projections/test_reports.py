@@ -565,6 +565,12 @@ async def test_the_cash_alert_counts_the_payables_due_within_30_days_only(
         expense("X-out", "20.00", "2026-03-01", "2026-06-10"),  # 31 days after
         b.expense_paid("100.00", "X-soon", "2026-03-08"),
         b.expense_paid("200.00", "X-late", "2026-04-02"),
+        # An accrual posted by hand: no due date, so due the day it is posted.
+        journal(
+            "J-2",
+            "2026-05-01",
+            [("expense:audit", "100.00", ""), ("accounts_payable", "", "100.00")],
+        ),
     ]
     appended = await LedgerService(store).append(with_tenant(tenant, events))
     assert appended.ok, appended.as_json()
@@ -579,10 +585,10 @@ async def test_the_cash_alert_counts_the_payables_due_within_30_days_only(
     # Due by 2026-04-09: X-soon 500 + X-late 300 + X-now 250 = 1,050 <= 1,900: no alert.
     assert march["alerts"] == []
     # By 2026-05-10 X-far falls due within 30 days: 1,700 cash, 5,000 + 500 + 100 + 250 + 10 due
-    # (X-edge on the 30th day; X-out, on the 31st, not).
+    # (X-edge on the 30th day; X-out, on the 31st, not) + the accrual's 100.
     [alert] = (await kpi(date(2026, 5, 10)))["alerts"]
     assert alert == {
         "code": "cash_negative_30_days",
         "message": "cash may go negative within 30 days: 1700.00 cash + 0.00 receivables due"
-        " - 5860.00 payables due = -4160.00",
+        " - 5960.00 payables due = -4260.00",
     }

@@ -19,7 +19,7 @@ from projections.reports import KINDS, catch_up_tenant, report
 from projections.tables import metadata
 from tests.ledger import store_builders as b
 from tests.ledger.events import new_tenant
-from tests.projections.scenario import everything, with_tenant
+from tests.projections.scenario import everything, journal, with_tenant
 
 
 async def test_migrations_match_the_table_definitions(new_database: Callable[[], str]) -> None:
@@ -159,6 +159,16 @@ async def test_migration_0005_fills_the_payables_from_the_events(
         ),
         b.expense_paid("400.00", "X-2", "2026-02-20"),
         b.expense_paid("100.00", "X-2", "2026-03-20"),
+        journal(
+            "J-AP",
+            "2026-02-28",
+            [("expense:audit", "250.00", ""), ("accounts_payable", "", "250.00")],
+        ),
+        journal(
+            "J-0",
+            "2026-03-01",
+            [("accounts_payable", "5.00", ""), ("accounts_payable", "", "5.00")],
+        ),
     ]
     for tenant in tenants:
         report_ = await LedgerService(store).append(with_tenant(tenant, everything(tenant) + extra))
@@ -177,7 +187,8 @@ async def test_migration_0005_fills_the_payables_from_the_events(
 
     projected = rows()
     assert {row[0] for row in projected["gl_payables"]} == {tenants[0]}
-    assert len(projected["gl_payables_by_due_date"]) == 5  # 2 rows, X-2: 3
+    # 2 rows, X-2: 3, J-AP: 1 (due the day posted); J-0 nets to nothing on payables.
+    assert len(projected["gl_payables_by_due_date"]) == 6
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute("DROP TABLE gl_payables, gl_payables_by_due_date")
         conn.execute("UPDATE read_model_migrations SET version_num = '0004'")

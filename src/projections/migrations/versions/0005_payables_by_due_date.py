@@ -31,10 +31,10 @@ tables = {
 
 # The events the general ledger has applied, per tenant.
 _applied = """
-SELECT e.tenant_id, e.type, e.data FROM events e
+SELECT e.tenant_id, e.position, e.type, e.data FROM events e
 JOIN projection_state s ON s.projection = 'general_ledger' AND s.tenant_id = e.tenant_id
 WHERE e.position <= s.position AND e.type = ANY(ARRAY[
-    'ledger.expense.recorded.v1', 'ledger.expense.paid.v1'])
+    'ledger.expense.recorded.v1', 'ledger.expense.paid.v1', 'ledger.journal.posted.v1'])
 """
 
 _fill_payables = f"""
@@ -45,7 +45,8 @@ FROM ({_applied}) applied WHERE type = 'ledger.expense.recorded.v1'
 """
 
 # Recorded: + amount and tax on the day incurred; paid: - amount on the day paid, at the due date
-# of its expense (a payment whose expense is unknown falls due on its own day, as the projector).
+# of its expense (a payment whose expense is unknown falls due on its own day, as the projector);
+# a journal entry's lines on accounts_payable: credit - debit, due the day posted.
 _fill_by_due_date = f"""
 INSERT INTO gl_payables_by_due_date (tenant_id, due_date, day, amount)
 SELECT tenant_id, due_date, day, sum(amount) FROM (
@@ -60,6 +61,15 @@ SELECT tenant_id, due_date, day, sum(amount) FROM (
     FROM ({_applied}) a
     LEFT JOIN gl_payables p ON p.tenant_id = a.tenant_id AND p.expense_id = a.data ->> 'expense_id'
     WHERE a.type = 'ledger.expense.paid.v1'
+    UNION ALL
+    SELECT tenant_id, day, day, net FROM (
+        SELECT j.tenant_id, j.position, (j.data ->> 'date')::date AS day,
+            sum(coalesce((line ->> 'credit')::numeric, 0)
+                - coalesce((line ->> 'debit')::numeric, 0)) AS net
+        FROM ({_applied}) j CROSS JOIN LATERAL jsonb_array_elements(j.data -> 'lines') AS line
+        WHERE j.type = 'ledger.journal.posted.v1' AND line ->> 'account' = 'accounts_payable'
+        GROUP BY j.tenant_id, j.position, day
+    ) journal WHERE net <> 0
 ) changes
 GROUP BY tenant_id, due_date, day
 """
