@@ -246,6 +246,7 @@ async def derive(
         await _fold_from(conn, fold, tenant, progress, int(head_row[0]) if head_row else 0, started)
     async with conn.transaction():
         await conn.execute("SELECT set_config('ledger.tenants', %s, true)", [scope])
+        locked_at = time.monotonic()
         # The append lock: no event is appended, and no reference changed, until this commits.
         cursor = await conn.execute("SELECT head FROM ledger_position FOR UPDATE")
         head_row = await cursor.fetchone()
@@ -258,12 +259,15 @@ async def derive(
         if rebuild and (found["missing"] or found["unexpected"] or found["different"]):
             await _replace(conn, tenant, derived)
             replaced = True
+    locked_s = time.monotonic() - locked_at
     agrees = not (found["missing"] or found["unexpected"] or found["different"])
     return {
         "tenant": scope,
         "position": head,
         "events": fold.events,
         "references": len(derived),
+        # How long appends waited for it (from asking for the lock to the commit).
+        "locked_seconds": round(locked_s, 3),
         "ok": agrees,
         **found,
         **({"rebuilt": replaced} if rebuild else {}),

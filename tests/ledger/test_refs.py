@@ -4,6 +4,7 @@ PostgreSQL. Each test has a database of its own (a rebuild without --tenant cove
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -213,11 +214,15 @@ async def test_a_rebuild_beside_appends_misses_none_of_them(
         monkeypatch.setattr(ledger.refs, "_fold_from", fold_then_append)
         conn = await psycopg.AsyncConnection.connect(url, autocommit=True)
         try:
+            started = time.monotonic()
             result = await ledger.refs.derive(conn, None, rebuild=True)
+            elapsed_s = time.monotonic() - started
         finally:
             await conn.close()
         assert calls == 2
         assert result["events"] == 1500 + 20
+        # Appends waited only for the last part: less than the whole.
+        assert 0 < result["locked_seconds"] < elapsed_s
         assert result["ok"] is True and result["rebuilt"] is False  # the table agreed
         code, verified = run(url, "verify")
         assert code == 0 and verified["ok"] is True, verified
