@@ -11,10 +11,12 @@ allocations). Anything else stops the derivation with the event named: the rules
 differently today, or the stored event differs from what the store wrote, and rebuilding from
 it would put a state in place that the events do not explain.
 
-Both commands derive the state up to the store's head without blocking appends, then take the
-append lock (`ledger_position`) for the events appended meanwhile and the comparison or the
-replacement, so the answer is exact at one position and appends wait only for that last part.
-A rebuild replaces the rows of its scope in one transaction: a failure leaves them as they were.
+Both commands derive the state up to the store's head without blocking appends, then fold the
+events appended meanwhile and read the table in one snapshot (an append writes its events and its
+references in one transaction, so the two agree there) and compare: no lock. A rebuild that found
+differences then takes the append lock, folds the events appended since the snapshot and writes
+only the rows that differed or that those events changed, in one transaction: a failure leaves
+them as they were, and appends wait for that part alone (`locked_seconds`).
 """
 
 from __future__ import annotations
@@ -187,11 +189,7 @@ async def _stored_rows(conn: AsyncConnection[TupleRow], tenant: str | None) -> R
 def differences(stored: RefRows, derived: RefRows, limit: int = 100) -> dict[str, Any]:
     """What differs between the stored rows and the derived ones: counts, and up to `limit`
     examples, each with both versions."""
-    missing = sorted(key for key in derived if key not in stored)
-    unexpected = sorted(key for key in stored if key not in derived)
-    changed = sorted(
-        key for key in derived if key in stored and _row_key(stored[key]) != _row_key(derived[key])
-    )
+    missing, unexpected, changed = _differing(stored, derived)
     examples: list[dict[str, Any]] = []
     for what, keys in (("missing", missing), ("unexpected", unexpected), ("different", changed)):
         for tenant, kind, ref_id in keys[: max(0, limit - len(examples))]:
@@ -212,6 +210,19 @@ def differences(stored: RefRows, derived: RefRows, limit: int = 100) -> dict[str
         "different": len(changed),
         "examples": examples,
     }
+
+
+Keys = list[tuple[str, str, str]]
+
+
+def _differing(stored: RefRows, derived: RefRows) -> tuple[Keys, Keys, Keys]:
+    """The keys derived and not stored, stored and not derived, and in both but different."""
+    missing = sorted(key for key in derived if key not in stored)
+    unexpected = sorted(key for key in stored if key not in derived)
+    changed = sorted(
+        key for key in derived if key in stored and _row_key(stored[key]) != _row_key(derived[key])
+    )
+    return missing, unexpected, changed
 
 
 def _row_key(row: tuple[str | None, bool, Any]) -> tuple[str | None, bool, bytes]:
@@ -241,44 +252,63 @@ async def derive(
     # Up to the head of now, appends going on.
     async with conn.transaction():
         await conn.execute("SELECT set_config('ledger.tenants', %s, true)", [scope])
-        cursor = await conn.execute("SELECT head FROM ledger_position")
-        head_row = await cursor.fetchone()
-        await _fold_from(conn, fold, tenant, progress, int(head_row[0]) if head_row else 0, started)
+        await _fold_from(conn, fold, tenant, progress, await _head(conn), started)
+    # The events since and the table in one snapshot: an append writes its events and its
+    # references in one transaction, so the two agree at the snapshot's head. No lock.
     async with conn.transaction():
+        await conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
         await conn.execute("SELECT set_config('ledger.tenants', %s, true)", [scope])
-        locked_at = time.monotonic()
-        # The append lock: no event is appended, and no reference changed, until this commits.
-        cursor = await conn.execute("SELECT head FROM ledger_position FOR UPDATE")
-        head_row = await cursor.fetchone()
-        head = int(head_row[0]) if head_row else 0
+        head = await _head(conn)
         await _fold_from(conn, fold, tenant, progress, head, started)
-        derived = fold.rows(None if tenant is None else [tenant])
         stored = await _stored_rows(conn, tenant)
-        found = differences(stored, derived)
-        replaced = False
-        if rebuild and (found["missing"] or found["unexpected"] or found["different"]):
-            await _replace(conn, tenant, derived)
-            replaced = True
-    locked_s = time.monotonic() - locked_at
-    agrees = not (found["missing"] or found["unexpected"] or found["different"])
+    derived = fold.rows(None if tenant is None else [tenant])
+    missing, unexpected, changed = _differing(stored, derived)
+    found = differences(stored, derived)
+    replaced, locked_s = False, 0.0
+    if rebuild and (missing or unexpected or changed):
+        for tenant_state in fold.state.values():
+            tenant_state.dirty.clear()
+        async with conn.transaction():
+            await conn.execute("SELECT set_config('ledger.tenants', %s, true)", [scope])
+            locked_at = time.monotonic()
+            # The append lock: no event is appended, and no reference changed, until this
+            # commits. The events appended since the snapshot are folded, then only the rows
+            # that differed at the snapshot or that those events changed are written: every
+            # other row is as the snapshot had it, where it agreed.
+            cursor = await conn.execute("SELECT head FROM ledger_position FOR UPDATE")
+            head_row = await cursor.fetchone()
+            head = int(head_row[0]) if head_row else 0
+            await _fold_from(conn, fold, tenant, progress, head, started)
+            derived = fold.rows(None if tenant is None else [tenant])
+            keys = {*missing, *unexpected, *changed}
+            for name, tenant_state in fold.state.items():
+                if tenant is None or name == tenant:
+                    keys.update((name, kind, ref_id) for kind, ref_id in tenant_state.dirty)
+            await _write(conn, {key: derived[key] for key in keys if key in derived})
+            await _delete(conn, sorted(key for key in keys if key not in derived))
+            locked_s = time.monotonic() - locked_at
+        replaced = True
     return {
         "tenant": scope,
         "position": head,
         "events": fold.events,
         "references": len(derived),
-        # How long appends waited for it (from asking for the lock to the commit).
-        "locked_seconds": round(locked_s, 3),
-        "ok": agrees,
+        "ok": not (missing or unexpected or changed),
         **found,
-        **({"rebuilt": replaced} if rebuild else {}),
+        **({"rebuilt": replaced, "locked_seconds": round(locked_s, 3)} if rebuild else {}),
     }
 
 
-async def _replace(conn: AsyncConnection[TupleRow], tenant: str | None, rows: RefRows) -> None:
-    await conn.execute(
-        "DELETE FROM ledger_refs WHERE %(tenant)s::text IS NULL OR tenant_id = %(tenant)s",
-        {"tenant": tenant},
-    )
+async def _head(conn: AsyncConnection[TupleRow]) -> int:
+    cursor = await conn.execute("SELECT head FROM ledger_position")
+    row = await cursor.fetchone()
+    return int(row[0]) if row else 0
+
+
+async def _write(conn: AsyncConnection[TupleRow], rows: RefRows) -> None:
+    """Upsert `rows` into `ledger_refs`, as one JSON document."""
+    if not rows:
+        return
     document = [
         [key[0], key[1], key[2], customer_id, is_open, state]
         for key, (customer_id, is_open, state) in rows.items()
@@ -286,6 +316,18 @@ async def _replace(conn: AsyncConnection[TupleRow], tenant: str | None, rows: Re
     await conn.execute(
         "INSERT INTO ledger_refs (tenant_id, kind, ref_id, customer_id, is_open, state)"
         " SELECT r ->> 0, r ->> 1, r ->> 2, r ->> 3, (r ->> 4)::boolean, r -> 5"
-        " FROM jsonb_array_elements(%s::jsonb) AS r",
+        " FROM jsonb_array_elements(%s::jsonb) AS r"
+        " ON CONFLICT (tenant_id, kind, ref_id) DO UPDATE SET customer_id = excluded.customer_id,"
+        " is_open = excluded.is_open, state = excluded.state",
         [orjson.dumps(document).decode()],
+    )
+
+
+async def _delete(conn: AsyncConnection[TupleRow], keys: list[tuple[str, str, str]]) -> None:
+    if not keys:
+        return
+    await conn.execute(
+        "DELETE FROM ledger_refs r USING jsonb_array_elements(%s::jsonb) AS k"
+        " WHERE r.tenant_id = k ->> 0 AND r.kind = k ->> 1 AND r.ref_id = k ->> 2",
+        [orjson.dumps(keys).decode()],
     )
