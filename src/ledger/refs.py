@@ -279,20 +279,30 @@ async def derive(
             head_row = await cursor.fetchone()
             head = int(head_row[0]) if head_row else 0
             await _fold_from(conn, fold, tenant, progress, head, started)
-            derived = fold.rows(None if tenant is None else [tenant])
             keys = {*missing, *unexpected, *changed}
             for name, tenant_state in fold.state.items():
                 if tenant is None or name == tenant:
                     keys.update((name, kind, ref_id) for kind, ref_id in tenant_state.dirty)
-            await _write(conn, {key: derived[key] for key in keys if key in derived})
-            await _delete(conn, sorted(key for key in keys if key not in derived))
+            rows: RefRows = {}
+            for key in keys:
+                found_state = fold.state.get(key[0])
+                value = None if found_state is None else found_state.refs.get(key[1:], None)
+                if value is not None:
+                    rows[key] = ref_row(value)
+            await _write(conn, rows)
+            await _delete(conn, sorted(key for key in keys if key not in rows))
             locked_s = time.monotonic() - locked_at
         replaced = True
+    references = sum(
+        len(tenant_state.refs)
+        for name, tenant_state in fold.state.items()
+        if tenant is None or name == tenant
+    )
     return {
         "tenant": scope,
         "position": head,
         "events": fold.events,
-        "references": len(derived),
+        "references": references,
         "ok": not (missing or unexpected or changed),
         **found,
         **({"rebuilt": replaced, "locked_seconds": round(locked_s, 3)} if rebuild else {}),
