@@ -204,19 +204,19 @@ class GeneralLedger:
                 entry.post(rows, event.position, acc.day(data["date"]))
             case "journal.posted":
                 entry_date = acc.day(data["date"])
-                payable = acc.zero
+                posted_payable = acc.zero
                 for line in data["lines"]:
                     debit = acc.money(line.get("debit") or "0")
                     credit = acc.money(line.get("credit") or "0")
                     entry.debit(line["account"], debit)
                     entry.credit(line["account"], credit)
                     if line["account"] == acc.PAYABLE:
-                        payable += credit - debit
-                if payable:
+                        posted_payable += credit - debit
+                if posted_payable:
                     # A payable posted by hand has no due date: due the day it is posted.
                     rows.add(
                         gl_payables_by_due_date,
-                        {"due_date": entry_date, "day": entry_date, "amount": payable},
+                        {"due_date": entry_date, "day": entry_date, "amount": posted_payable},
                     )
                 entry.refs(None, None, data["entry_id"])
                 entry.post(rows, event.position, entry_date)

@@ -177,29 +177,77 @@ async def test_every_part_is_read_again_after_its_age(
 
 
 async def test_a_tenant_moved_without_notes_keeps_nothing(
-    store: PostgresEventStore, conns: tuple[Any, Any]
+    store: PostgresEventStore, conns: tuple[Any, Any], database_url: str, redis_url: str
 ) -> None:
-    """The publisher's `changed` without `touched` (a notifier that cannot say) forgets."""
+    """The publisher's `changed` without `touched` (a notifier that cannot say) forgets: the
+    state it then publishes reads every part again (the reuse counter does not move)."""
+    from ledger import metrics
     from projections.live import KpiPublisher
+
+    def reused() -> list[float]:
+        return [
+            float(metrics.kpi_parts_reused.labels(part=part)._value.get())
+            for part in ("recognition", "receivables", "mrr")
+        ]
 
     writer_conn, publisher = conns
     tenant = new_tenant()
     events = await append(store, tenant, [b.customer("C1"), b.contract("K1", "C1")])
-    kpis = KpiPublisher.__new__(KpiPublisher)  # only its bookkeeping, no Redis
-    kpis.parts = KpiParts()
-    kpis._dirty, kpis._wake, kpis._task = set(), _NoWake(), _Running()
-    await apply(writer_conn, kpis.parts, tenant, events)
-    await states(publisher, kpis.parts, tenant)
-    await kpis.changed({tenant: 99}, ["general_ledger"])
-    reused, _ = await states(publisher, kpis.parts, tenant)
-    assert reused == set()
+    kpis = KpiPublisher(database_url, redis_url, today=lambda: today)
+    try:
+        await apply(writer_conn, kpis.parts, tenant, events)
+        await states(publisher, kpis.parts, tenant)  # parts kept, all reusable
+        before = reused()
+        await kpis.changed({tenant: events[-1].position}, ["general_ledger"])
+        await kpis.wait_idle()
+        assert kpis.published == 1
+        assert reused() == before
+    finally:
+        await kpis.close()
 
 
-class _NoWake:
-    def set(self) -> None:
-        pass
+async def test_the_worker_path_publishes_states_from_kept_parts(
+    store: PostgresEventStore, database_url: str, redis_url: str
+) -> None:
+    """Through the worker's own path (`_Projecting` -> its notifiers -> `KpiPublisher`, Redis):
+    each batch's published state is the state read whole, and the parts a payment batch left
+    alone were reused (the `ledger_kpi_parts_reused` counter moved)."""
+    import orjson
+    import redis.asyncio
 
+    from ledger import metrics
+    from projections.live import KpiPublisher, state_key
+    from projections.notify import Notifiers
+    from projections.worker import _Projecting
 
-class _Running:
-    def done(self) -> bool:
-        return False
+    def reused(part: str) -> float:
+        return float(metrics.kpi_parts_reused.labels(part=part)._value.get())
+
+    tenant = new_tenant()
+    publisher = KpiPublisher(database_url, redis_url, today=lambda: today)
+    projecting = _Projecting(database_url, all_projectors(), Notifiers([publisher]))
+    direct = redis.asyncio.Redis.from_url(redis_url)
+    batches = [
+        [b.customer("C1"), b.contract("K1", "C1", "2026-01-01", "2027-01-01")],
+        [b.invoice("INV-1", "C1", "1200.00", "2026-01-01", "2026-01-31", "USD", "K1", "L1")],
+        [b.payment("200.00", "PAY-1", "C1", "2026-02-01")],
+        [b.payment("100.00", "PAY-2", "C1", "2026-02-02")],
+    ]
+    conn = await AsyncConnection.connect(database_url, autocommit=True)
+    await configure_connection(conn)
+    try:
+        recognition_before = reused("recognition")
+        for number, batch in enumerate(batches):
+            events = await append(store, tenant, batch)
+            await projecting.apply(events)
+            await publisher.wait_idle()
+            state = orjson.loads(await direct.hget(state_key(tenant), "message"))
+            whole = await kpi_body(conn, tenant, today)
+            assert state["position"] == events[-1].position, number
+            assert (state["kpis"], state["alerts"]) == (whole["kpis"], whole["alerts"]), number
+        # The two payment batches: recognition and MRR kept from the state before each.
+        assert reused("recognition") - recognition_before == 2
+    finally:
+        await conn.close()
+        await publisher.close()
+        await direct.aclose()
