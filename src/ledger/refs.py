@@ -44,6 +44,7 @@ from ledger.store import RecordedEvent, read_limit_max
 
 # (tenant, kind, ref_id) -> (customer_id, is_open, state as JSON): a `ledger_refs` row.
 RefRows = dict[tuple[str, str, str], tuple[str | None, bool, Any]]
+Keys = list[tuple[str, str, str]]
 
 
 class RefsDerivationError(LedgerError):
@@ -186,10 +187,12 @@ async def _stored_rows(conn: AsyncConnection[TupleRow], tenant: str | None) -> R
     return {(r[0], r[1], r[2]): (r[3], bool(r[4]), r[5]) for r in await cursor.fetchall()}
 
 
-def differences(stored: RefRows, derived: RefRows, limit: int = 100) -> dict[str, Any]:
-    """What differs between the stored rows and the derived ones: counts, and up to `limit`
-    examples, each with both versions."""
-    missing, unexpected, changed = _differing(stored, derived)
+def differences(
+    stored: RefRows, derived: RefRows, differing: tuple[Keys, Keys, Keys], limit: int = 100
+) -> dict[str, Any]:
+    """What differs between the stored rows and the derived ones (`differing`: `_differing`'s
+    answer for them): counts, and up to `limit` examples, each with both versions."""
+    missing, unexpected, changed = differing
     examples: list[dict[str, Any]] = []
     for what, keys in (("missing", missing), ("unexpected", unexpected), ("different", changed)):
         for tenant, kind, ref_id in keys[: max(0, limit - len(examples))]:
@@ -210,9 +213,6 @@ def differences(stored: RefRows, derived: RefRows, limit: int = 100) -> dict[str
         "different": len(changed),
         "examples": examples,
     }
-
-
-Keys = list[tuple[str, str, str]]
 
 
 def _differing(stored: RefRows, derived: RefRows) -> tuple[Keys, Keys, Keys]:
@@ -262,8 +262,9 @@ async def derive(
         await _fold_from(conn, fold, tenant, progress, head, started)
         stored = await _stored_rows(conn, tenant)
     derived = fold.rows(None if tenant is None else [tenant])
-    missing, unexpected, changed = _differing(stored, derived)
-    found = differences(stored, derived)
+    differing = _differing(stored, derived)
+    missing, unexpected, changed = differing
+    found = differences(stored, derived, differing)
     replaced, locked_s = False, 0.0
     if rebuild and (missing or unexpected or changed):
         for tenant_state in fold.state.values():
