@@ -60,6 +60,9 @@ retry_delay_initial_s = 0.2
 retry_delay_max_s = 10.0
 # Every KPI part is read again at least this often, whatever the batches say (see the docstring).
 kpi_parts_max_age_s = 30.0
+# The parts of at most this many tenants are kept (those used least recently go first): a few KB
+# each, so a worker's memory stays bounded however many tenants its partitions hold.
+kpi_parts_tenants_max = 10_000
 
 # KEYS[1] the state hash, KEYS[2] the channel; ARGV[1] the read-model position, ARGV[2] the state as
 # a JSON object without seq and updated_at, ARGV[3] updated_at. Returns {published 0/1, message}.
@@ -139,10 +142,21 @@ class KpiParts:
         self,
         max_age_s: float = kpi_parts_max_age_s,
         clock: Callable[[], float] = time.monotonic,
+        tenants_max: int = kpi_parts_tenants_max,
     ) -> None:
         self.max_age_s = max_age_s
         self.clock = clock
-        self._tenants: dict[str, _TenantParts] = {}
+        self.tenants_max = tenants_max
+        self._tenants: dict[str, _TenantParts] = {}  # least recently kept first
+
+    def __len__(self) -> int:
+        return len(self._tenants)
+
+    def _keep(self, tenant: str, entry: _TenantParts) -> None:
+        self._tenants.pop(tenant, None)
+        self._tenants[tenant] = entry
+        while len(self._tenants) > self.tenants_max:
+            del self._tenants[next(iter(self._tenants))]
 
     def note(self, tenant: str, touched: Touched) -> None:
         """A batch committed for the tenant: continue its chain, or start one afresh (keeping
@@ -150,7 +164,7 @@ class KpiParts:
         entry = self._tenants.get(tenant)
         before, after = _report_positions(touched.before), _report_positions(touched.after)
         if entry is None or entry.after != before:
-            self._tenants[tenant] = _TenantParts(after)
+            self._keep(tenant, _TenantParts(after))
             return
         entry.after = after
         entry.dirty |= touched.tables
@@ -191,7 +205,7 @@ class KpiParts:
                 metrics.kpi_parts_reused.labels(part=name).inc()
             else:
                 entry.read_at[name] = now
-        self._tenants[tenant] = entry
+        self._keep(tenant, entry)
 
 
 class _TenantCache:

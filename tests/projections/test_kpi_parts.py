@@ -251,3 +251,21 @@ async def test_the_worker_path_publishes_states_from_kept_parts(
         await conn.close()
         await publisher.close()
         await direct.aclose()
+
+
+async def test_the_parts_of_the_tenants_used_least_recently_go_first(
+    store: PostgresEventStore, conns: tuple[Any, Any]
+) -> None:
+    """At most `tenants_max` tenants' parts are kept: a worker's memory stays bounded."""
+    writer_conn, publisher = conns
+    parts = KpiParts(tenants_max=2)
+    tenants = [new_tenant() for _ in range(3)]
+    for tenant in tenants:
+        events = await append(store, tenant, [b.customer("C1"), b.contract("K1", "C1")])
+        await apply(writer_conn, parts, tenant, events)
+        await states(publisher, parts, tenant)
+    assert len(parts) == 2
+    reused, _ = await states(publisher, parts, tenants[0])  # the first one went
+    assert reused == set()
+    reused, _ = await states(publisher, parts, tenants[2])
+    assert reused == {"recognition", "receivables", "mrr"}
