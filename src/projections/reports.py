@@ -76,7 +76,7 @@ zero = Decimal(0)
 
 # The KPI report's queries that read tables a batch may leave alone, and those tables: a caller that
 # knows which tables changed since it last computed the KPIs of a date (the worker's publisher)
-# gives `report` the rows of the others back (`KpiReuse`) instead of having them read again. The
+# gives `report` the rows of the others back (`KpiCache`) instead of having them read again. The
 # ledger's and the flows' queries read `gl_daily`, which nearly every event moves: always read.
 KPI_PARTS: dict[str, frozenset[str]] = {
     "recognition": frozenset({"dr_segments", "dr_billing", "dr_recognised_months"}),
@@ -226,10 +226,11 @@ async def report(
     """One report as JSON-ready data (money as decimal strings). `limit` caps each list of the
     report and `after` starts its paged list (`PAGED`) after that key; totals cover everything.
     AR aging's invoices (oldest due date first) page by `invoices_after`, the `invoices_next` of
-    the page before. `not_before_newest_event`: the report is as of the date of the newest event it reflects (the
-    tenant's, at the read models' position) when that is later than `as_of` (a dashboard's date
-    under a simulated clock); the answer's `as_of` says which date it is. `kpi_cache`: the kpi
-    report reads again only the parts the cache cannot vouch for, and hands it what it read."""
+    the page before. `not_before_newest_event`: the report is as of the date of the newest event
+    it reflects (the tenant's, at the read models' position) when that is later than `as_of` (a
+    dashboard's date under a simulated clock); the answer's `as_of` says which date it is.
+    `kpi_cache`: the kpi report reads again only the parts the cache cannot vouch for, and hands
+    it what it read."""
     parse_kind(kind)
     check_page(kind, limit, after, invoices_after)
     # Pipeline mode: BEGIN, the settings and the opening query go in one round trip, the queries
