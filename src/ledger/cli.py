@@ -457,11 +457,11 @@ async def _refs_command(settings: Settings, args: argparse.Namespace) -> int:
     deletes rows, which the role that appends may not (nor may it bypass the tenant policy, which
     `ledger.tenants` opens here for the scope asked)."""
     from psycopg import AsyncConnection
-    from psycopg.types.json import set_json_loads
 
     from ledger.contract import tenant_pattern
     from ledger.refs import RefsDerivationError, derive
     from ledger.runtime import open_store
+    from ledger.store.postgres import configure_connection
 
     tenant: str | None = args.tenant
     if tenant is not None and not tenant_pattern.fullmatch(tenant):
@@ -470,8 +470,7 @@ async def _refs_command(settings: Settings, args: argparse.Namespace) -> int:
     async with open_store(settings) as store:  # migrated, and the database reachable
         conn = await AsyncConnection.connect(store.conninfo, autocommit=True)
         try:
-            set_json_loads(orjson.loads, conn)
-            await conn.execute("SET jit = off")
+            await configure_connection(conn, app_role_too=False)
             show = _progress_printer(f"refs {args.refs_command}")
             try:
                 result = await derive(conn, tenant, rebuild=rebuild, progress=show)

@@ -140,10 +140,8 @@ def _canonical(value: Any) -> bytes:
     return orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
 
 
-_select_events = (
-    "SELECT position, tenant_id, stream_id, stream_version, event_id, type, time, recorded_at,"
-    " data, metadata, hash FROM events WHERE position > %(after)s"
-    " AND (%(tenant)s::text IS NULL OR tenant_id = %(tenant)s)"
+_after_position = (
+    "WHERE position > %(after)s AND (%(tenant)s::text IS NULL OR tenant_id = %(tenant)s)"
     " ORDER BY position LIMIT %(limit)s"
 )
 
@@ -161,11 +159,12 @@ async def _fold_from(
     started: float,
 ) -> None:
     """Fold every event after `fold.position` (of `tenant`, or all) that `conn` sees."""
-    from ledger.store.postgres import recorded_from_row
+    from ledger.store.postgres import recorded_from_row, select_events
 
     while True:
         cursor = await conn.execute(
-            _select_events, {"after": fold.position, "tenant": tenant, "limit": read_limit_max}
+            select_events + _after_position,
+            {"after": fold.position, "tenant": tenant, "limit": read_limit_max},
         )
         rows = await cursor.fetchall()
         for row in rows:

@@ -223,6 +223,7 @@ class ProjectionWriter:
             # events are new (an event applied before only makes its rows loaded for nothing).
             # They are read after the locks are held: statements run in the order they were sent.
             cache: dict[Any, Any] = {}
+            table_changes = tables.Changes()
             pending = (
                 await tables.send_loads(
                     self.conn, tables.needed_keys(table_projectors, ordered), cache
@@ -254,14 +255,12 @@ class ProjectionWriter:
                         for p in table_projectors
                     )
                 ]
-                table_changes = tables.Changes()
                 tables.apply_batch(table_projectors, positions, unseen, cache, table_changes)
                 await tables.write_changes(self.conn, table_changes)
                 for key, position in positions.items():
                     if position != before.get(key):
                         states[key] = (position, {})
                         changed.add(key)
-            table_changes_made = table_changes if table_projectors else tables.Changes()
             if changed:
                 # One statement for every (projection, tenant) that moved, the rows as one JSON
                 # document: `executemany` sent a statement per row (~7 for a batch of one tenant
@@ -285,14 +284,11 @@ class ProjectionWriter:
             positions_of = [states[(name, tenant)][0] for name in names if (name, tenant) in states]
             applied[tenant] = max(positions_of)
         touched_tables: dict[str, set[str]] = {}
-        for table_name, tenant, _key in (
-            *table_changes_made.puts,
-            *table_changes_made.adds,
-        ):
+        for table_name, tenant, _key in (*table_changes.puts, *table_changes.adds):
             touched_tables.setdefault(tenant, set()).add(table_name)
-        for table_name, rows in table_changes_made.inserts.items():
-            for row in rows:
-                touched_tables.setdefault(row["tenant_id"], set()).add(table_name)
+        for table_name, rows in table_changes.inserts.items():
+            for tenant in {row["tenant_id"] for row in rows}:
+                touched_tables.setdefault(tenant, set()).add(table_name)
         self.touched = {
             tenant: Touched(
                 before={n: positions_before.get((n, tenant), 0) for n in names},

@@ -201,7 +201,7 @@ class GeneralLedger:
                 entry.debit(acc.PAYABLE, amount)
                 entry.credit(acc.CASH, amount)
                 entry.refs(None, None, data["expense_id"])
-                entry.post(rows, event.position, acc.day(data["date"]))
+                entry.post(rows, event.position, paid_on)
             case "journal.posted":
                 entry_date = acc.day(data["date"])
                 posted_payable = acc.zero

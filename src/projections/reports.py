@@ -1083,7 +1083,7 @@ class _Reader:
             "payables_due": (_payables_due, self.parameters()),
         }
         reused = {} if cache is None else cache.reusable(self.positions, self.as_of, self.digits)
-        asked = [name for name in queries if name not in reused or name not in KPI_PARTS]
+        asked = [name for name in queries if name not in reused]
         answers = dict(zip(asked, await self.many(*(queries[name] for name in asked)), strict=True))
         found = {**reused, **answers}
         if cache is not None:

@@ -149,11 +149,15 @@ async def _ensure_app_role(conn: AsyncConnection[TupleRow]) -> None:
         )
 
 
-async def configure_connection(conn: AsyncConnection[Any]) -> None:
+async def configure_connection(conn: AsyncConnection[Any], *, app_role_too: bool = True) -> None:
+    """JSON through orjson, no JIT, and (unless `app_role_too` is false: a maintenance command
+    that must delete what the app role may not) the row-security app role."""
     set_json_loads(orjson.loads, conn)
     set_json_dumps(lambda value: orjson.dumps(value).decode(), conn)
     # Our statements are short lookups by key: JIT compilation only adds milliseconds to them.
     await conn.execute("SET jit = off")
+    if not app_role_too:
+        return
     cursor = await conn.execute(
         "SELECT 1 FROM pg_roles WHERE rolname = %s AND pg_has_role(current_user, oid, 'MEMBER')",
         [app_role],
