@@ -947,10 +947,15 @@ def encode_state(state: State) -> Any:
     return encoded
 
 
+def ref_columns(value: State) -> tuple[str | None, bool]:
+    """A reference's `customer_id` and `is_open` columns in `ledger_refs`."""
+    is_open = isinstance(value, InvoiceState) and value.open_amount > 0
+    return getattr(value, "customer_id", None), is_open
+
+
 def ref_row(value: State) -> tuple[str | None, bool, Any]:
     """A reference's `customer_id`, `is_open` and `state` columns in `ledger_refs`."""
-    is_open = isinstance(value, InvoiceState) and value.open_amount > 0
-    return getattr(value, "customer_id", None), is_open, encode_state(value)
+    return *ref_columns(value), encode_state(value)
 
 
 def decode_state(kind: str, encoded: Any) -> State:

@@ -26,6 +26,12 @@ _latency_buckets_s = (
 events_appended = Counter("ledger_events_appended", "Events appended to the store")
 events_duplicate = Counter("ledger_events_duplicate", "Appends answered as duplicates")
 rejections = Counter("ledger_rejections", "Events rejected, by code", ["code"])
+append_paths = Counter(
+    "ledger_append_transactions",
+    "Append transactions, by path: one round trip on the writer's knowledge, two (lock and load,"
+    " then write), or a guess not written (followed by two)",
+    ["path"],
+)
 append_seconds = Histogram(
     "ledger_append_seconds", "Time to validate and append one request", buckets=_latency_buckets_s
 )

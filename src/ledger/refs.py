@@ -41,6 +41,7 @@ from ledger.decide import (
 )
 from ledger.errors import LedgerError
 from ledger.store import RecordedEvent, read_limit_max
+from ledger.store.known import new_stamp
 
 # (tenant, kind, ref_id) -> (customer_id, is_open, state as JSON): a `ledger_refs` row.
 RefRows = dict[tuple[str, str, str], tuple[str | None, bool, Any]]
@@ -291,6 +292,9 @@ async def derive(
                     rows[key] = ref_row(value)
             await _write(conn, rows)
             await _delete(conn, sorted(key for key in keys if key not in rows))
+            # References changed with the head where it was: a new stamp tells every writer
+            # that what it knows of them is stale (ledger.store.known).
+            await conn.execute("UPDATE ledger_position SET stamp = %s", [new_stamp()])
             locked_s = time.monotonic() - locked_at
         replaced = True
     references = sum(

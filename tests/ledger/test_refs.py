@@ -50,6 +50,14 @@ def refs_rows(url: str) -> Rows:
     }
 
 
+def stamp(url: str) -> int:
+    """The stored state's stamp (`ledger.store.known`)."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        row = conn.execute("SELECT stamp FROM ledger_position").fetchone()
+    assert row is not None
+    return int(row[0])
+
+
 def run(url: str, *args: str) -> tuple[int, dict[str, Any]]:
     result = ledger(url, "refs", *args)
     assert result.stdout, result.stderr
@@ -120,13 +128,18 @@ def test_verify_names_every_difference_and_changes_nothing(loaded: str) -> None:
 async def test_rebuild_puts_back_what_the_events_say_and_appends_go_on(loaded: str) -> None:
     kept = refs_rows(loaded)
     corrupt(loaded)
+    stamped = stamp(loaded)
     code, result = run(loaded, "rebuild", "--tenant", "acme")
     assert code == 0, result
     assert result["rebuilt"] is True
     assert (result["missing"], result["unexpected"], result["different"]) == (1, 1, 1)
     assert refs_rows(loaded) == kept
+    # References changed under an unmoved head: a new stamp, so no writer trusts what it knew.
+    assert stamp(loaded) != stamped
+    stamped = stamp(loaded)
     code, again = run(loaded, "rebuild")
     assert code == 0 and again["ok"] is True and again["rebuilt"] is False
+    assert stamp(loaded) == stamped
     # The rules read the rebuilt state: C2 is known again, INV-1's open amount is right.
     store = await PostgresEventStore.open(loaded)
     try:

@@ -15,7 +15,13 @@ The same lock makes the append rules exact: the reference state (`ledger_refs`) 
 lock is taken, so two payments to one invoice can never both pass the over-application check.
 
 Group commit: one writer task per process drains every request that arrived while the previous
-transaction ran into the next one, so 16 callers pay for one lock, two round trips and one commit.
+transaction ran into the next one, so 16 callers pay for one lock, one or two round trips and one
+commit.
+
+One round trip when the writer may trust what it knows (`ledger.store.known`): it decides on that,
+and `ledger_append_known` takes the same lock and writes only if nobody appended since and every
+key assumed new is absent. The rules are exactly as exact: under the lock, the stored state is the
+state the events were decided on.
 """
 
 from __future__ import annotations
@@ -34,6 +40,7 @@ from psycopg.rows import TupleRow
 from psycopg.types.json import set_json_dumps, set_json_loads
 from psycopg_pool import AsyncConnectionPool
 
+from ledger.contract import CustomerRegistered
 from ledger.decide import (
     Accepted,
     Existing,
@@ -41,6 +48,7 @@ from ledger.decide import (
     Needs,
     Outcome,
     PositionCounter,
+    Refused,
     TenantState,
     decide_unit,
     decode_state,
@@ -48,7 +56,9 @@ from ledger.decide import (
     ref_row,
 )
 from ledger.errors import StoreError, StoreUnavailableError, invariant
+from ledger.metrics import append_paths
 from ledger.store import RecordedEvent, Unit, append_batch_events_max, read_limit_max
+from ledger.store.known import KnownState, known_events_max, new_stamp
 
 logger = logging.getLogger(__name__)
 
@@ -74,6 +84,7 @@ _migrations = (
     "004_projection_state.sql",
     "005_lock_and_load_custom_plans.sql",
     "006_lock_and_load_generic_plans.sql",
+    "007_one_round_trip.sql",
 )
 
 select_events = """
@@ -186,6 +197,8 @@ class PostgresEventStore:
         # The head after the writer's last commit, and the head its cached plans were made at.
         self._head_seen = 0
         self._plans_head = 0
+        # What the writer knows of the stored state, for appends in one round trip.
+        self._known = KnownState()
 
     @classmethod
     async def open(cls, conninfo: str, *, run_migrations: bool = True) -> PostgresEventStore:
@@ -288,53 +301,128 @@ class PostgresEventStore:
             return [[] for _ in units]
         conn = await self._writer_connection()
         needs = needs_of(events)
+        learn = len(events) <= known_events_max
+        # Customers registered here: their open invoices (none, or a refusal) are loaded or
+        # checked too, so that the writer knows every invoice of theirs from then on.
+        registering = (
+            {
+                (event.tenant_id, event.payload.customer_id)
+                for event in events
+                if isinstance(event.payload, CustomerRegistered)
+            }
+            if learn
+            else set()
+        )
         try:
-            # Round trip 1: take the position lock, then load what the rules need (one call; the
-            # loads run after the lock is granted and see every earlier commit).
-            async with conn.pipeline():
-                if self._replan_due():
-                    await conn.execute("DISCARD PLANS")
-                    self._plans_head = self._head_seen
-                await conn.execute("BEGIN")
-                loaded_cursor = await conn.execute(
-                    "SELECT ledger_lock_and_load(%s, %s::jsonb)",
-                    [_tenant_scope(needs.refs), _needs_json(needs)],
-                )
-            loaded_row = await loaded_cursor.fetchone()
-            if loaded_row is None:
-                raise StoreError("ledger_lock_and_load returned nothing")
-            loaded = loaded_row[0]
-            head = int(loaded["head"])
-            state = _state_from(loaded)
-            positions = PositionCounter(head)
-            results = [
-                decide_unit(state, unit.events, positions, validate_only=unit.validate_only)
-                for unit in units
-            ]
-            accepted = [
-                outcome
-                for outcomes in results
-                for outcome in outcomes
-                if isinstance(outcome, Accepted)
-            ]
-            invariant(
-                [outcome.position for outcome in accepted]
-                == list(range(head + 1, positions.head + 1)),
-                "accepted positions must continue the head without a gap",
-            )
-            # Round trip 2: write the events, the changed references and the head; notify; commit.
-            async with conn.pipeline():
-                if accepted:
-                    await conn.execute(
-                        "SELECT ledger_write(%s, %s::jsonb, %s::jsonb)",
-                        [positions.head, _events_json(accepted), _refs_json(state)],
-                    )
-                await conn.execute("COMMIT")
-            self._head_seen = positions.head
+            if self._known.ready and learn:
+                results = await self._append_on_knowledge(conn, units, needs, registering)
+                if results is not None:
+                    return results
+            for tenant, customer_id in registering:
+                needs.customers_for_auto_allocation.setdefault(tenant, set()).add(customer_id)
+            return await self._append_locked(conn, units, needs, learn)
         except BaseException:
+            self._known.forget()
             await _rollback_quietly(conn)
             raise
+
+    async def _append_on_knowledge(
+        self,
+        conn: AsyncConnection[TupleRow],
+        units: list[Unit],
+        needs: Needs,
+        registering: set[tuple[str, str]],
+    ) -> list[list[Outcome]] | None:
+        """One round trip: decide on what the writer knows, then lock, check that nothing it
+        assumed changed, write and commit (`ledger.store.known`). None when no guess was written."""
+        known = self._known
+        guess = known.guess(needs, set(registering))
+        if guess is None or known.head is None:
+            return None
+        state = _state_from(guess.loaded)
+        results, accepted, new_head = _decide(state, units, known.head)
+        if any(isinstance(outcome, Refused) for outcomes in results for outcome in outcomes):
+            return None  # refusals often come from a key assumed absent: ask the stored state
+        stamp = new_stamp()
+        rows = _ref_rows(state)
+        async with conn.pipeline():
+            await self._replan_if_due(conn)
+            await conn.execute("BEGIN")
+            cursor = await conn.execute(
+                "SELECT ledger_append_known(%s, %s, %s, %s::jsonb, %s, %s, %s::jsonb, %s::jsonb)",
+                [
+                    _tenant_scope(needs.refs),
+                    known.head,
+                    known.stamp,
+                    orjson.dumps(guess.assumed).decode(),
+                    new_head,
+                    stamp,
+                    _events_json(accepted),
+                    orjson.dumps(rows).decode(),
+                ],
+            )
+            await conn.execute("COMMIT")
+        answer_row = await cursor.fetchone()
+        missed = None if answer_row is None else answer_row[0]
+        if missed is not None:
+            known.missed(missed)
+            append_paths.labels("missed").inc()
+            return None
+        append_paths.labels("one_round_trip").inc()
+        if new_head > known.head:
+            known.learn_guessed(guess)
+            known.learn_written(rows, _streams_of(accepted), new_head, stamp)
+            self._head_seen = new_head
         return results
+
+    async def _append_locked(
+        self, conn: AsyncConnection[TupleRow], units: list[Unit], needs: Needs, learn: bool
+    ) -> list[list[Outcome]]:
+        """Two round trips: lock and load, then decide, write and commit."""
+        # Round trip 1: take the position lock, then load what the rules need (one call; the
+        # loads run after the lock is granted and see every earlier commit).
+        async with conn.pipeline():
+            await self._replan_if_due(conn)
+            await conn.execute("BEGIN")
+            loaded_cursor = await conn.execute(
+                "SELECT ledger_lock_and_load(%s, %s::jsonb)",
+                [_tenant_scope(needs.refs), _needs_json(needs)],
+            )
+        loaded_row = await loaded_cursor.fetchone()
+        if loaded_row is None:
+            raise StoreError("ledger_lock_and_load returned nothing")
+        loaded = loaded_row[0]
+        head, stamp = int(loaded["head"]), int(loaded["stamp"])
+        state = _state_from(loaded)
+        if learn:
+            self._known.learn_loaded(loaded, needs, state)
+        else:
+            self._known.seen(head, stamp)
+        results, accepted, new_head = _decide(state, units, head)
+        rows: list[list[Any]] = []
+        # Round trip 2: write the events, the changed references and the head; notify; commit.
+        async with conn.pipeline():
+            if accepted:
+                stamp = new_stamp()
+                rows = _ref_rows(state)
+                await conn.execute(
+                    "SELECT ledger_write(%s, %s, %s::jsonb, %s::jsonb)",
+                    [new_head, stamp, _events_json(accepted), orjson.dumps(rows).decode()],
+                )
+            await conn.execute("COMMIT")
+        append_paths.labels("two_round_trips").inc()
+        if learn:
+            self._known.learn_written(rows, _streams_of(accepted), new_head, stamp)
+        elif accepted:
+            self._known.written_unlearnt(new_head, stamp)
+        self._head_seen = new_head
+        return results
+
+    async def _replan_if_due(self, conn: AsyncConnection[TupleRow]) -> None:
+        """`DISCARD PLANS` (in the open pipeline) when the store has grown enough since."""
+        if self._replan_due():
+            await conn.execute("DISCARD PLANS")
+            self._plans_head = self._head_seen
 
     # --- reading ---------------------------------------------------------------------------
 
@@ -420,6 +508,25 @@ async def _rollback_quietly(conn: AsyncConnection[TupleRow]) -> None:
 # decodes it in C, where psycopg's array adaptation escapes each element in Python.
 
 
+def _decide(
+    state: dict[str, TenantState], units: list[Unit], head: int
+) -> tuple[list[list[Outcome]], list[Accepted], int]:
+    """Every unit's outcomes, the accepted events, and the head after them."""
+    positions = PositionCounter(head)
+    results = [
+        decide_unit(state, unit.events, positions, validate_only=unit.validate_only)
+        for unit in units
+    ]
+    accepted = [
+        outcome for outcomes in results for outcome in outcomes if isinstance(outcome, Accepted)
+    ]
+    invariant(
+        [outcome.position for outcome in accepted] == list(range(head + 1, positions.head + 1)),
+        "accepted positions must continue the head without a gap",
+    )
+    return results, accepted, positions.head
+
+
 def _needs_json(needs: Needs) -> str:
     document = {
         "event_ids": [[t, i] for t, ids in needs.event_ids.items() for i in ids],
@@ -469,13 +576,21 @@ def _events_json(accepted: list[Accepted]) -> str:
     return orjson.dumps(rows).decode()
 
 
-def _refs_json(state: dict[str, TenantState]) -> str:
+def _ref_rows(state: dict[str, TenantState]) -> list[list[Any]]:
+    """The `ledger_refs` rows the accepted units changed, as `ledger_write` takes them."""
     rows = []
     for tenant, tenant_state in state.items():
         for key in tenant_state.dirty:
             kind, ref_id = key
             rows.append([tenant, kind, ref_id, *ref_row(tenant_state.refs[key])])
-    return orjson.dumps(rows).decode()
+    return rows
+
+
+def _streams_of(accepted: list[Accepted]) -> list[tuple[str, str, int]]:
+    return [
+        (outcome.event.tenant_id, outcome.event.stream_id, outcome.stream_version)
+        for outcome in accepted
+    ]
 
 
 def recorded_from_row(row: Any) -> RecordedEvent:
