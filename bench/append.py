@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime
+import gc
 import json
 import math
 import os
@@ -51,6 +52,7 @@ from bench import databases  # noqa: E402
 from bench import eventsourcing_append as reference  # noqa: E402
 from bench.events import stream, tenants_stream, write_lines  # noqa: E402
 
+from ledger.runtime import settle_memory  # noqa: E402
 from ledger.service import LedgerService  # noqa: E402
 from ledger.store.postgres import PostgresEventStore  # noqa: E402
 
@@ -705,7 +707,15 @@ def main() -> None:
         help="ALTER DATABASE ... SET NAME = VALUE on every fresh database (all contenders alike)",
     )
     parser.add_argument("--json", type=Path, help="also write every repetition's values here")
+    parser.add_argument(
+        "--default-gc",
+        action="store_true",
+        help="leave the garbage collector as CPython sets it (default: as `ledger` commands set"
+        " it, ledger.runtime.settle_memory; the in-process contenders all run under it)",
+    )
     args = parser.parse_args()
+    if not args.default_gc:
+        settle_memory()
     sizes = sizes_from(args)
     database_settings.extend(tuple(pair.split("=", 1)) for pair in args.database_setting)  # type: ignore[misc]
     results = Results()
@@ -717,6 +727,9 @@ def main() -> None:
         "# Append benchmark",
         "",
         *started,
+        "- garbage collector: "
+        + ("CPython's defaults" if args.default_gc else "as `ledger` commands set it")
+        + f" (thresholds {gc.get_threshold()})",
         f"- load average (1, 5, 15 min) at start: {load_at_start}; at end: {load_average()} "
         "(other work on the machine slows every contender; compare within one run)",
         f"- sizes: {sizes.single_calls:,} single calls, {sizes.batched_events:,} batched events, "

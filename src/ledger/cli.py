@@ -565,7 +565,7 @@ def _up_banner(args: argparse.Namespace, secret: str, tenants: list[str], **line
 
 async def _up_command(settings: Settings, args: argparse.Namespace) -> int:
     from gateway.server import start_gateway
-    from ledger.runtime import database_url, kafka_cluster, open_store, redis_url
+    from ledger.runtime import database_url, kafka_cluster, open_store, redis_url, settle_memory
 
     settings = dataclasses.replace(settings, data_dir=Path(args.data_dir))
     secret = _gateway_secret(settings)
@@ -587,6 +587,7 @@ async def _up_command(settings: Settings, args: argparse.Namespace) -> int:
             ingest = asyncio.create_task(_ingest(settings, LedgerService(store)).run(stop))
             worker = _spawn_worker(settings)
             demo, tenants = _start_demo(LedgerService(store), stop) if args.demo else (None, ["*"])
+            settle_memory()  # again, with every server started
             sys.stdout.write(
                 _up_banner(
                     args,
@@ -646,10 +647,11 @@ async def _token_command(settings: Settings, args: argparse.Namespace) -> int:
 
 def _worker_command(settings: Settings) -> int:
     """Faust's worker owns its event loop and signals, so this runs outside asyncio.run."""
-    from ledger.runtime import database_url
+    from ledger.runtime import database_url, settle_memory
     from projections.registry import all_projectors
     from projections.worker import run_worker
 
+    settle_memory()  # again, with faust and the projections loaded
     if not settings.kafka_bootstrap:
         return _fail("worker: set LEDGER_KAFKA_BOOTSTRAP (or run everything with `ledger up`)")
     with database_url(settings) as url:
@@ -806,6 +808,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = Settings.from_env()
     except ValueError as error:
         return _fail(f"configuration: {error}")
+    from ledger import runtime  # the store and the contract's models: every command's
+
+    runtime.settle_memory()
     if args.command == "worker":
         return _worker_command(settings)
     try:

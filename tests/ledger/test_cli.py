@@ -149,3 +149,31 @@ def test_a_malformed_setting_is_named_in_one_line(database_url: str) -> None:
         assert result.stderr.decode() == (
             f"ledger: configuration: {name}: {value!r} is not a positive whole number\n"
         )
+
+
+def test_commands_run_with_their_startup_objects_frozen_and_a_larger_young_generation(
+    database_url: str,
+) -> None:
+    """`ledger.runtime.settle_memory`: what a command loaded is never scanned again by the
+    collector, whose young generation is collected after `gc_young_threshold` allocations."""
+    environment = dict(os.environ)
+    environment["LEDGER_DATABASE_URL"] = database_url
+    environment["PYTHONPATH"] = os.pathsep.join([str(src_dir), environment.get("PYTHONPATH", "")])
+    probe = (
+        "import gc, sys\n"
+        "from ledger.cli import main\n"
+        "from ledger.runtime import gc_young_threshold\n"
+        "assert gc.get_freeze_count() == 0 and gc.get_threshold()[0] != gc_young_threshold\n"
+        "code = main(['migrate'])\n"
+        "print(code, gc.get_freeze_count(), gc.get_threshold()[0] == gc_young_threshold)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe],
+        capture_output=True,
+        env=environment,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    code, frozen, threshold_set = result.stdout.split()[-3:]
+    assert code == b"0" and int(frozen) > 10_000 and threshold_set == b"True"
