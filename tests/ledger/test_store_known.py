@@ -106,6 +106,13 @@ async def test_one_writer_appends_in_one_round_trip_and_keeps_exact_references(
     assert stored == {key: ref_row(value) for key, value in expected.refs.items()}, (
         "ledger_refs as the rules keep them"
     )
+    # The writer keeps a customer's open invoices, all of them and only those (a payment's
+    # guess reads them all): I1 and I3 are paid, I2 reopened by the refund.
+    assert store._known.customers[(tenant, "C1")] == {
+        invoice_id
+        for (kind, invoice_id), value in expected.refs.items()
+        if kind == "invoice" and ref_row(value)[1]
+    } == {"I2"}
     allocations = [e.metadata.get("ledger") for e in await store.read(tenant)]
     assert allocations == [e.metadata.get("ledger") for e in await memory.read(tenant)]
 

@@ -72,7 +72,8 @@ class KnownState:
         self.stamp = 0
         self.refs: dict[RefKey, RefRow | None] = {}  # None: known to be absent
         self.streams: dict[tuple[str, str], int] = {}  # 0: no event in the stream
-        # (tenant, customer) -> ids of every invoice of the customer that may be open.
+        # (tenant, customer) -> ids of the customer's open invoices, all of them. Closed ones leave
+        # (a payment's guess reads every id here; a customer may have thousands of invoices).
         self.customers: dict[tuple[str, str], set[str]] = {}
         # False after another writer was seen appending, until a load finds it quiet.
         self.calm = True
@@ -137,10 +138,9 @@ class KnownState:
                     continue
                 for invoice_id in invoice_ids:
                     invoice = self.refs.get((tenant, "invoice", invoice_id))
-                    if invoice is None:
-                        return None
-                    if invoice[1]:
-                        rows[(tenant, "invoice", invoice_id)] = orjson.loads(invoice[2])
+                    if invoice is None or not invoice[1]:
+                        return None  # never so: closed invoices leave the set
+                    rows[(tenant, "invoice", invoice_id)] = orjson.loads(invoice[2])
         assumed["customers"] = [
             [tenant, customer_id]
             for tenant, customer_id in sorted(registering)
@@ -171,9 +171,17 @@ class KnownState:
                 if (tenant, kind, ref_id) not in found:
                     self.refs[(tenant, kind, ref_id)] = None
         for tenant, customer_ids in needs.customers_for_auto_allocation.items():
-            by_customer = state[tenant].invoices_by_customer if tenant in state else {}
+            tenant_state = state.get(tenant)
             for customer_id in customer_ids:
-                self.customers[(tenant, customer_id)] = set(by_customer.get(customer_id, ()))
+                self.customers[(tenant, customer_id)] = (
+                    set()
+                    if tenant_state is None
+                    else {
+                        invoice_id
+                        for invoice_id in tenant_state.invoices_by_customer.get(customer_id, ())
+                        if ref_columns(tenant_state.refs[("invoice", invoice_id)])[1]
+                    }
+                )
 
     def seen(self, head: int, stamp: int) -> None:
         """The stored state is at `(head, stamp)` (read under the lock)."""
@@ -217,7 +225,10 @@ class KnownState:
             if kind == "invoice" and customer_id is not None:
                 invoice_ids = self.customers.get((tenant, customer_id))
                 if invoice_ids is not None:
-                    invoice_ids.add(ref_id)
+                    if is_open:
+                        invoice_ids.add(ref_id)
+                    else:
+                        invoice_ids.discard(ref_id)
         for tenant, stream_id, version in streams:
             self.streams[(tenant, stream_id)] = version
         self.head, self.stamp = head, stamp
