@@ -33,6 +33,7 @@ from bench.append import default_url, fresh_database  # noqa: E402
 from bench.events import stream  # noqa: E402
 
 import ledger.service  # noqa: E402
+import ledger.store.known  # noqa: E402
 import ledger.store.postgres  # noqa: E402
 from ledger.service import LedgerService  # noqa: E402
 from ledger.store.postgres import PostgresEventStore  # noqa: E402
@@ -60,6 +61,9 @@ def timed(name: str, function: Callable[..., Any]) -> Callable[..., Any]:
 
 def instrument() -> None:
     """Wrap the functions the append path calls through module globals."""
+    known = ledger.store.known.KnownState
+    known.guess = timed("guess on what the writer knows", known.guess)  # type: ignore[method-assign]
+    known.learn_written = timed("learn what was written", known.learn_written)  # type: ignore[method-assign]
     ledger.service.parse_all = timed(
         "parse (parse_all: orjson + pydantic + rules)", ledger.service.parse_all
     )
@@ -70,7 +74,7 @@ def instrument() -> None:
         ("_state_from", "decode loaded state"),
         ("decide_unit", "decide (decide_unit: append rules)"),
         ("_events_json", "encode events JSON"),
-        ("_refs_json", "encode references JSON"),
+        ("_ref_rows", "references to write (rows)"),
     ):
         setattr(store_module, name, timed(label, getattr(store_module, name)))
 
@@ -97,7 +101,9 @@ class TimingConnection:
         async with self._connection.pipeline() as pipeline:
             yield pipeline
         joined = " ".join(self._statements)
-        if "ledger_lock_and_load" in joined:
+        if "ledger_append_known" in joined:
+            name = "one round trip: BEGIN; ledger_append_known; COMMIT (SQL)"
+        elif "ledger_lock_and_load" in joined:
             name = "round trip 1: BEGIN; ledger_lock_and_load (SQL)"
         elif "ledger_write" in joined:
             name = "round trip 2: ledger_write; COMMIT (SQL)"

@@ -14,7 +14,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from prometheus_client import REGISTRY
 
-from ledger.decide import ref_row
+from ledger.decide import TenantState, ref_row
 from ledger.errors import StoreUnavailableError
 from ledger.service import AppendReport, LedgerService
 from ledger.store import EventStore
@@ -108,11 +108,15 @@ async def test_one_writer_appends_in_one_round_trip_and_keeps_exact_references(
     )
     # The writer keeps a customer's open invoices, all of them and only those (a payment's
     # guess reads them all): I1 and I3 are paid, I2 reopened by the refund.
-    assert store._known.customers[(tenant, "C1")] == {
-        invoice_id
-        for (kind, invoice_id), value in expected.refs.items()
-        if kind == "invoice" and ref_row(value)[1]
-    } == {"I2"}
+    assert (
+        store._known.customers[(tenant, "C1")]
+        == {
+            invoice_id
+            for (kind, invoice_id), value in expected.refs.items()
+            if kind == "invoice" and ref_row(value)[1]
+        }
+        == {"I2"}
+    )
     allocations = [e.metadata.get("ledger") for e in await store.read(tenant)]
     assert allocations == [e.metadata.get("ledger") for e in await memory.read(tenant)]
 
@@ -249,11 +253,15 @@ async def test_a_failed_transaction_forgets_everything(
 
 def test_knowledge_is_bounded() -> None:
     known = KnownState(keys_max=10)
-    rows = [["t", "invoice", f"I{n}", "C1", True, {"n": n}] for n in range(6)]
-    known.learn_written(rows, [("t", f"s{n}", 1) for n in range(6)], head=12, stamp=7)
+    state = {"t": TenantState()}
+    for number in range(6):
+        state["t"].refs[("customer", f"C{number}")] = True
+        state["t"].dirty.add(("customer", f"C{number}"))
+    known.learn_written(state, [("t", f"s{n}", 1) for n in range(6)], head=12, stamp=7)
     assert known.refs == {} and known.streams == {} and (known.head, known.stamp) == (12, 7)
-    known.learn_written(rows[:2], [], head=14, stamp=8)
-    assert len(known.refs) == 2
+    state["t"].dirty = {("customer", "C1"), ("customer", "C2")}
+    known.learn_written(state, [], head=14, stamp=8)
+    assert set(known.refs) == {("t", "customer", "C1"), ("t", "customer", "C2")}
 
 
 # --- a property: two writers, retries and refusals, against the in-memory store --------------

@@ -30,14 +30,8 @@ import secrets
 from dataclasses import dataclass
 from typing import Any
 
-import orjson
+from ledger.decide import InvoiceState, Needs, PaymentState, State, TenantState
 
-from ledger.decide import Needs, TenantState, ref_columns
-
-# (customer_id, is_open, state as JSON text): a `ledger_refs` row's columns. Text, not the decoded
-# document: a tuple of strings and a bool is no work for the garbage collector, whose full passes
-# otherwise walk every document kept (measured: 5% of a batched append's time).
-RefRow = tuple[str | None, bool, bytes]
 RefKey = tuple[str, str, str]  # (tenant, kind, ref_id)
 
 # Knowledge is dropped whole when it holds more keys than this (rows, streams, customers): a
@@ -59,18 +53,22 @@ def new_stamp() -> int:
 
 @dataclass(slots=True)
 class Guess:
-    """The loaded state an append is decided on, and the keys it assumes absent."""
+    """The state an append is decided on, and the keys it assumes absent."""
 
-    loaded: dict[str, Any]  # as `ledger_lock_and_load` answers, without head and stamp
+    # What `ledger_lock_and_load` would load, as the store decodes it (`_state_from`).
+    state: dict[str, TenantState]
     assumed: dict[str, list[list[str]]]  # in `ledger_load`'s form
 
 
 class KnownState:
+    """The states are the decoded ones the rules use, shared with each transaction's state: the
+    rules never change a state in place (`decide._Overlay.for_update` copies first)."""
+
     def __init__(self, keys_max: int = known_keys_max) -> None:
         self.keys_max = keys_max
         self.head: int | None = None
         self.stamp = 0
-        self.refs: dict[RefKey, RefRow | None] = {}  # None: known to be absent
+        self.refs: dict[RefKey, State | None] = {}  # None: known to be absent
         self.streams: dict[tuple[str, str], int] = {}  # 0: no event in the stream
         # (tenant, customer) -> ids of the customer's open invoices, all of them. Closed ones leave
         # (a payment's guess reads every id here; a customer may have thousands of invoices).
@@ -94,7 +92,7 @@ class KnownState:
         self.customers.clear()
 
     def guess(self, needs: Needs, registering: set[tuple[str, str]]) -> Guess | None:
-        """What `ledger_lock_and_load(needs)` answers if nobody else appended, or None when a
+        """The state `ledger_lock_and_load(needs)` gives if nobody else appended, or None when a
         guess would surely be wrong. `registering`: the (tenant, customer) pairs the events
         register; the call also checks that they have no open invoice, so that the writer knows
         every invoice of theirs from then on."""
@@ -105,29 +103,30 @@ class KnownState:
             "refs": [],
             "customers": [],
         }
-        streams: list[list[Any]] = []
+        state: dict[str, TenantState] = {}
         for tenant, stream_ids in needs.streams.items():
+            versions = state.setdefault(tenant, TenantState()).stream_versions
             for stream_id in stream_ids:
                 version = self.streams.get((tenant, stream_id))
                 if version is None:
                     assumed["streams"].append([tenant, stream_id])
-                streams.append([tenant, stream_id, version or None])
-        rows: dict[RefKey, Any] = {}
+                versions[stream_id] = version or 0
         for tenant, keys in needs.refs.items():
+            tenant_state = state.setdefault(tenant, TenantState())
             for kind, ref_id in keys:
-                key = (tenant, kind, ref_id)
-                row = self.refs.get(key, _unknown)
-                if row is _unknown:
+                value = self.refs.get((tenant, kind, ref_id), _unknown)
+                if value is _unknown:
                     assumed["refs"].append([tenant, kind, ref_id])
-                elif row is not None:
-                    encoded = rows[key] = orjson.loads(row[2])
-                    if kind == "payment":  # the load follows a payment to its invoices
-                        for invoice_id, _amount in encoded["allocations"]:
+                elif value is not None:
+                    _put(tenant_state, kind, ref_id, value)
+                    if isinstance(value, PaymentState):  # the load follows it to its invoices
+                        for invoice_id, _amount in value.allocations:
                             invoice = self.refs.get((tenant, "invoice", invoice_id))
                             if invoice is None:
                                 return None
-                            rows[(tenant, "invoice", invoice_id)] = orjson.loads(invoice[2])
+                            _put(tenant_state, "invoice", invoice_id, invoice)
         for tenant, customer_ids in needs.customers_for_auto_allocation.items():
+            tenant_state = state.setdefault(tenant, TenantState())
             for customer_id in customer_ids:
                 invoice_ids = self.customers.get((tenant, customer_id))
                 if invoice_ids is None:
@@ -138,20 +137,15 @@ class KnownState:
                     continue
                 for invoice_id in invoice_ids:
                     invoice = self.refs.get((tenant, "invoice", invoice_id))
-                    if invoice is None or not invoice[1]:
+                    if invoice is None or not _open(invoice):
                         return None  # never so: closed invoices leave the set
-                    rows[(tenant, "invoice", invoice_id)] = orjson.loads(invoice[2])
+                    _put(tenant_state, "invoice", invoice_id, invoice)
         assumed["customers"] = [
             [tenant, customer_id]
             for tenant, customer_id in sorted(registering)
             if (tenant, customer_id) not in self.customers
         ]
-        loaded = {
-            "existing": [],
-            "streams": streams,
-            "refs": [[t, k, i, encoded] for (t, k, i), encoded in rows.items()],
-        }
-        return Guess(loaded, assumed)
+        return Guess(state, assumed)
 
     def learn_loaded(
         self, loaded: dict[str, Any], needs: Needs, state: dict[str, TenantState]
@@ -160,26 +154,24 @@ class KnownState:
         self.seen(int(loaded["head"]), int(loaded["stamp"]))
         for tenant, stream_id, version in loaded["streams"]:
             self.streams[(tenant, stream_id)] = int(version or 0)
-        found: set[RefKey] = set()
-        for tenant, kind, ref_id, encoded in loaded["refs"]:
-            key = (tenant, kind, ref_id)
-            found.add(key)
-            columns = ref_columns(state[tenant].refs[(kind, ref_id)])
-            self.refs[key] = (*columns, orjson.dumps(encoded))
+        for tenant, tenant_state in state.items():
+            for (kind, ref_id), value in tenant_state.refs.items():
+                self.refs[(tenant, kind, ref_id)] = value
         for tenant, keys in needs.refs.items():
+            loaded_refs = state[tenant].refs if tenant in state else {}
             for kind, ref_id in keys:
-                if (tenant, kind, ref_id) not in found:
+                if (kind, ref_id) not in loaded_refs:
                     self.refs[(tenant, kind, ref_id)] = None
         for tenant, customer_ids in needs.customers_for_auto_allocation.items():
-            tenant_state = state.get(tenant)
+            loaded_state = state.get(tenant)
             for customer_id in customer_ids:
                 self.customers[(tenant, customer_id)] = (
                     set()
-                    if tenant_state is None
+                    if loaded_state is None
                     else {
                         invoice_id
-                        for invoice_id in tenant_state.invoices_by_customer.get(customer_id, ())
-                        if ref_columns(tenant_state.refs[("invoice", invoice_id)])[1]
+                        for invoice_id in loaded_state.invoices_by_customer.get(customer_id, ())
+                        if _open(loaded_state.refs[("invoice", invoice_id)])
                     }
                 )
 
@@ -213,24 +205,38 @@ class KnownState:
 
     def learn_written(
         self,
-        rows: list[list[Any]],
+        state: dict[str, TenantState],
         streams: list[tuple[str, str, int]],
         head: int,
         stamp: int,
     ) -> None:
-        """Keep what a committed transaction wrote: `ledger_refs` rows as written, and the stream
-        versions of its events; `(head, stamp)` is then the stored state's."""
-        for tenant, kind, ref_id, customer_id, is_open, encoded in rows:
-            self.refs[(tenant, kind, ref_id)] = (customer_id, is_open, orjson.dumps(encoded))
-            if kind == "invoice" and customer_id is not None:
-                invoice_ids = self.customers.get((tenant, customer_id))
-                if invoice_ids is not None:
-                    if is_open:
-                        invoice_ids.add(ref_id)
-                    else:
-                        invoice_ids.discard(ref_id)
+        """Keep what a committed transaction wrote: the references its units changed (`dirty` in
+        its decided `state`), and the stream versions of its events; `(head, stamp)` is then the
+        stored state's."""
+        for tenant, tenant_state in state.items():
+            for kind, ref_id in tenant_state.dirty:
+                value = tenant_state.refs[(kind, ref_id)]
+                self.refs[(tenant, kind, ref_id)] = value
+                if isinstance(value, InvoiceState):
+                    invoice_ids = self.customers.get((tenant, value.customer_id))
+                    if invoice_ids is not None:
+                        if _open(value):
+                            invoice_ids.add(ref_id)
+                        else:
+                            invoice_ids.discard(ref_id)
         for tenant, stream_id, version in streams:
             self.streams[(tenant, stream_id)] = version
         self.head, self.stamp = head, stamp
         if len(self.refs) + len(self.streams) + len(self.customers) > self.keys_max:
             self._drop_keys()
+
+
+def _put(tenant_state: TenantState, kind: str, ref_id: str, value: State) -> None:
+    """As `_state_from` in the PostgreSQL store puts a loaded reference."""
+    tenant_state.refs[(kind, ref_id)] = value
+    if isinstance(value, InvoiceState):
+        tenant_state.invoices_by_customer.setdefault(value.customer_id, set()).add(ref_id)
+
+
+def _open(value: State | None) -> bool:
+    return isinstance(value, InvoiceState) and value.open_amount > 0

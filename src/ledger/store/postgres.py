@@ -339,7 +339,7 @@ class PostgresEventStore:
         guess = known.guess(needs, set(registering))
         if guess is None or known.head is None:
             return None
-        state = _state_from(guess.loaded)
+        state = guess.state
         results, accepted, new_head = _decide(state, units, known.head)
         if any(isinstance(outcome, Refused) for outcomes in results for outcome in outcomes):
             return None  # refusals often come from a key assumed absent: ask the stored state
@@ -371,7 +371,7 @@ class PostgresEventStore:
         append_paths.labels("one_round_trip").inc()
         if new_head > known.head:
             known.learn_guessed(guess)
-            known.learn_written(rows, _streams_of(accepted), new_head, stamp)
+            known.learn_written(state, _streams_of(accepted), new_head, stamp)
             self._head_seen = new_head
         return results
 
@@ -412,7 +412,7 @@ class PostgresEventStore:
             await conn.execute("COMMIT")
         append_paths.labels("two_round_trips").inc()
         if learn:
-            self._known.learn_written(rows, _streams_of(accepted), new_head, stamp)
+            self._known.learn_written(state, _streams_of(accepted), new_head, stamp)
         elif accepted:
             self._known.written_unlearnt(new_head, stamp)
         self._head_seen = new_head
