@@ -349,6 +349,9 @@ def main() -> None:
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
+        from ledger.runtime import settle_memory
+
+        settle_memory()  # as `ledger replay` runs (ledger.cli)
         result = asyncio.run(
             run_replay(args.child, args.projection, int(args.processes), args.cprofile)
         )

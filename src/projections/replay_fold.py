@@ -168,9 +168,11 @@ def _say(message: dict[str, Any]) -> None:
 
 
 def main() -> int:
+    from ledger.runtime import settle_memory
     from projections.registry import select
 
     job = FoldJob(**orjson.loads(sys.stdin.buffer.readline()))
+    settle_memory()  # as every `ledger` command: a fold allocates millions of short-lived objects
     try:
         result = asyncio.run(
             fold_partition(
