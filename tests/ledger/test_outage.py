@@ -56,6 +56,8 @@ async def test_store_and_relay_ride_out_a_database_restart(monkeypatch: pytest.M
         with pytest.raises(StoreUnavailableError):
             await service.append([invoice(tenant, "INV-2")])
         server = EmbeddedPostgres.start(folder / "data")
+        # Reads first: every pooled connection is dead, and the first read must not fail.
+        assert [event.position for event in await store.read(tenant, 1, 10)] == [1, 2]
         await _append_until_it_works(service, [invoice(tenant, "INV-2"), invoice(tenant, "INV-3")])
         stored = await store.read(tenant, 1, 10)
         assert [event.data["invoice_id"] for event in stored[1:]] == ["INV-1", "INV-2", "INV-3"]

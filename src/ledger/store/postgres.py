@@ -68,6 +68,8 @@ app_role = "ledger_app"
 notify_channel = "ledger_events"
 # Readers share a small pool: reports and the relay read, one writer connection appends.
 read_pool_size_max = 8
+# A read is tried this many times when the server drops its connection (see _read_rows).
+read_attempts = 2
 connect_timeout_s = 10
 # The writer connection's cached plans are discarded whenever the store has grown this many times
 # over since they were made (migration 006: a plan is only as good as the table sizes it was made
@@ -443,13 +445,23 @@ class PostgresEventStore:
 
     async def _read_rows(self, tenant_id: str | None, query: str, params: list[Any]) -> list[Any]:
         scope = _tenant_scope(None if tenant_id is None else [tenant_id])
-        try:
-            async with self._pool.connection() as conn, conn.transaction():
-                await conn.execute("SELECT set_config('ledger.tenants', %s, true)", [scope])
-                cursor = await conn.execute(query.encode(), params)
-                return await cursor.fetchall()
-        except psycopg.Error as error:
-            raise _as_store_error(error) from error
+        for attempt in range(read_attempts):
+            try:
+                async with self._pool.connection() as conn, conn.transaction():
+                    await conn.execute("SELECT set_config('ledger.tenants', %s, true)", [scope])
+                    cursor = await conn.execute(query.encode(), params)
+                    return list(await cursor.fetchall())
+            except psycopg.OperationalError as error:
+                # Pooled connections that outlived a server restart fail: the pool tests every
+                # connection it holds and drops the dead, and a read, which changes nothing, is
+                # asked again.
+                if attempt + 1 == read_attempts:
+                    raise _as_store_error(error) from error
+                with contextlib.suppress(psycopg.Error):
+                    await self._pool.check()
+            except psycopg.Error as error:
+                raise _as_store_error(error) from error
+        raise StoreError("unreachable")  # pragma: no cover - the loop returns or raises
 
     @contextlib.asynccontextmanager
     async def connection(self) -> AsyncIterator[AsyncConnection[TupleRow]]:
