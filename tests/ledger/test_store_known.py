@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from typing import Any
 
 import psycopg
@@ -60,8 +61,12 @@ async def url(new_database: Callable[[], str]) -> str:
     return new_database()
 
 
-@pytest.fixture
-async def writers(url: str) -> AsyncIterator[tuple[PostgresEventStore, PostgresEventStore]]:
+Writers = tuple[PostgresEventStore, PostgresEventStore]
+
+
+@asynccontextmanager
+async def two_writers(url: str) -> AsyncIterator[Writers]:
+    """Two stores on one database: two writers, each with its own knowledge."""
     first = await PostgresEventStore.open(url)
     second = await PostgresEventStore.open(url, run_migrations=False)
     try:
@@ -71,12 +76,18 @@ async def writers(url: str) -> AsyncIterator[tuple[PostgresEventStore, PostgresE
         await second.close()
 
 
+@pytest.fixture
+async def writers(url: str) -> AsyncIterator[Writers]:
+    async with two_writers(url) as pair:
+        yield pair
+
+
 async def append(store: EventStore, *events: Event, atomic: bool = True) -> AppendReport:
     return await LedgerService(store).append(list(events), atomic=atomic)
 
 
 async def test_one_writer_appends_in_one_round_trip_and_keeps_exact_references(
-    url: str, writers: tuple[PostgresEventStore, PostgresEventStore]
+    url: str, writers: Writers
 ) -> None:
     store, _ = writers
     tenant = new_tenant()
@@ -122,7 +133,7 @@ async def test_one_writer_appends_in_one_round_trip_and_keeps_exact_references(
 
 
 async def test_another_writers_appends_are_seen_before_any_decision(
-    writers: tuple[PostgresEventStore, PostgresEventStore],
+    writers: Writers,
 ) -> None:
     first, second = writers
     tenant = new_tenant()
@@ -155,9 +166,7 @@ async def test_another_writers_appends_are_seen_before_any_decision(
     assert [e.data.get("payment_id") for e in stored] == [None, None, "P1", "P3", "P5"]
 
 
-async def test_a_restamped_state_is_read_again(
-    url: str, writers: tuple[PostgresEventStore, PostgresEventStore]
-) -> None:
+async def test_a_restamped_state_is_read_again(url: str, writers: Writers) -> None:
     """References changed without moving the head (what `ledger refs rebuild` does, which sets a
     new stamp) are read again: here an invoice marked paid behind the writer's back."""
     store, _ = writers
@@ -181,7 +190,7 @@ async def test_a_restamped_state_is_read_again(
 
 
 async def test_a_retry_is_a_duplicate_and_a_reused_id_a_conflict(
-    writers: tuple[PostgresEventStore, PostgresEventStore],
+    writers: Writers,
 ) -> None:
     """A key assumed absent that exists: the guess is not written and the stored state answers.
     (After a batch, which the writer does not learn, the customer it registered is unknown.)"""
@@ -207,7 +216,7 @@ async def test_a_retry_is_a_duplicate_and_a_reused_id_a_conflict(
 
 
 async def test_a_batch_is_not_learnt_and_what_follows_reads_what_it_needs(
-    url: str, writers: tuple[PostgresEventStore, PostgresEventStore]
+    url: str, writers: Writers
 ) -> None:
     store, _ = writers
     tenant = new_tenant()
@@ -231,9 +240,7 @@ async def test_a_batch_is_not_learnt_and_what_follows_reads_what_it_needs(
     }
 
 
-async def test_a_failed_transaction_forgets_everything(
-    url: str, writers: tuple[PostgresEventStore, PostgresEventStore]
-) -> None:
+async def test_a_failed_transaction_forgets_everything(url: str, writers: Writers) -> None:
     """A transaction that failed may or may not have committed: nothing known is trusted."""
     store, _ = writers
     tenant = new_tenant()
@@ -287,16 +294,9 @@ def operations(draw: st.DrawFn) -> tuple[Stream, list[Operation]]:
 
 
 @pytest.fixture(scope="module")
-async def module_writers(
-    database_url: str,
-) -> AsyncIterator[tuple[PostgresEventStore, PostgresEventStore]]:
-    first = await PostgresEventStore.open(database_url)
-    second = await PostgresEventStore.open(database_url, run_migrations=False)
-    try:
-        yield first, second
-    finally:
-        await first.close()
-        await second.close()
+async def module_writers(database_url: str) -> AsyncIterator[Writers]:
+    async with two_writers(database_url) as pair:
+        yield pair
 
 
 def relative(report: AppendReport, offset: int) -> dict[str, Any]:
@@ -329,7 +329,7 @@ def relative_state(state: Any, offset: int) -> Any:
 @given(case=operations())
 async def test_two_writers_answer_and_store_what_the_rules_say(
     database_url: str,
-    module_writers: tuple[PostgresEventStore, PostgresEventStore],
+    module_writers: Writers,
     case: tuple[Stream, list[Operation]],
 ) -> None:
     stream, plan = case
