@@ -76,7 +76,7 @@ from ledger.errors import LedgerError
 from ledger.store.postgres import PostgresEventStore
 from projections import registry
 from projections.core import ProjectedEvent, ProjectionWriter, State, fold, is_table_projector
-from projections.replay_fold import FoldJob, FoldResult, fold_partition
+from projections.replay_fold import FoldJob, FoldResult, fold_partition, tenant_shares
 from projections.tables import (
     Changes,
     apply_batch,
@@ -276,7 +276,8 @@ class _Run:
         if processes == 1:
             results = [await fold_partition(job, self.projectors, self.show)]
         else:
-            results = await _fold_in_children(job, self.show)
+            shares = await tenant_shares(self.conn, self.head, processes)
+            results = await _fold_in_children(job, shares, self.show)
         for result in results:
             for name, tenant, position in result.positions:
                 self.positions[(name, tenant)] = position
@@ -383,9 +384,11 @@ class _Run:
         )
 
 
-async def _fold_in_children(job: FoldJob, show: Callable[[int], None]) -> list[FoldResult]:
-    """One child process per partition (`python -m projections.replay_fold`); progress is the
-    slowest partition's position. A failed child stops the others."""
+async def _fold_in_children(
+    job: FoldJob, shares: list[list[str]], show: Callable[[int], None]
+) -> list[FoldResult]:
+    """One child process per share of the tenants (`python -m projections.replay_fold`); progress
+    is the slowest partition's position. A failed child stops the others."""
     environment = dict(os.environ)
     environment["PYTHONPATH"] = os.pathsep.join(path for path in sys.path if path)
     children: list[asyncio.subprocess.Process] = []
@@ -410,7 +413,8 @@ async def _fold_in_children(job: FoldJob, show: Callable[[int], None]) -> list[F
             children.append(child)
             assert child.stdin is not None
             # The job (with the conninfo, which may hold a password) on stdin, not on argv.
-            child.stdin.write(orjson.dumps(dataclasses.replace(job, partition=partition)) + b"\n")
+            share = dataclasses.replace(job, partition=partition, tenants=shares[partition])
+            child.stdin.write(orjson.dumps(share) + b"\n")
             await child.stdin.drain()
             child.stdin.close()
         async with asyncio.TaskGroup() as group:

@@ -362,9 +362,10 @@ async def test_the_partitions_read_what_the_store_reads(
     await _append(store, [e for _ in range(8) for e in everything(new_tenant())])
     head = await store.head()
     stored = [ProjectedEvent.from_recorded(e) for e in await store.read(None, 1, head)]
+    tenants = await replay_fold.tenant_shares(conn, head - 2, 3)
     shares = []
     for partition in range(3):
-        job = FoldJob(store.conninfo, [], partition, 3, head - 2, 4, "")
+        job = FoldJob(store.conninfo, [], partition, 3, head - 2, 4, "", tenants[partition])
         position, share = 1, []
         while page := await replay_fold._read(conn, job, position):
             share += page
@@ -372,7 +373,22 @@ async def test_the_partitions_read_what_the_store_reads(
         shares.append(share)
     every = [event for share in shares for event in share]
     assert sorted(every, key=lambda event: event.position) == stored[: head - 2]
-    assert sum(1 for share in shares if share) > 1  # 8 tenants in one of 3 partitions: 1 in 2,187
+    assert all(shares)
+
+
+def test_the_partitions_share_the_events_evenly() -> None:
+    """Largest tenant first, each to the lightest share: 6 tenants of 60..10 events in two shares
+    of 110 and 100 (a hash of the ids gave 56 of the bench's 100 equal tenants to one of two)."""
+    counts = [("a", 10), ("b", 60), ("c", 30), ("d", 50), ("e", 20), ("f", 40)]
+    shares = replay_fold.balanced_shares(counts, 2)
+    assert shares == [["b", "c", "e"], ["d", "f", "a"]]
+    equal = replay_fold.balanced_shares([(f"t{n}", 100) for n in range(100)], 2)
+    assert [len(share) for share in equal] == [50, 50]
+    assert replay_fold.balanced_shares([("big", 1000), ("x", 1), ("y", 1)], 3) == [
+        ["big"],
+        ["x"],
+        ["y"],
+    ]
 
 
 async def test_a_second_replay_at_the_same_time_is_refused(
