@@ -26,6 +26,7 @@ only once a load finds the head where this writer left it.
 
 from __future__ import annotations
 
+import itertools
 import secrets
 from dataclasses import dataclass
 from typing import Any
@@ -34,9 +35,11 @@ from ledger.decide import InvoiceState, Needs, PaymentState, State, TenantState
 
 RefKey = tuple[str, str, str]  # (tenant, kind, ref_id)
 
-# Knowledge is dropped whole when it holds more keys than this (rows, streams, customers): a
-# process's memory stays bounded (~20 MB) and what is used again is learnt again by the next loads.
-known_keys_max = 100_000
+# When the knowledge holds more keys than this (references, streams, customers), the older half
+# of the references and streams (by when they were first learnt) and every customer's set are
+# dropped: a process's memory stays bounded (~500 bytes a key: 12 MB) and what is used again is
+# learnt again by the next loads.
+known_keys_max = 25_000
 
 # Larger transactions (batches) take the two round trips, and what they wrote is not learnt but
 # dropped: one round trip less is nothing beside a thousand events' work, and learning what a
@@ -228,7 +231,16 @@ class KnownState:
             self.streams[(tenant, stream_id)] = version
         self.head, self.stamp = head, stamp
         if len(self.refs) + len(self.streams) + len(self.customers) > self.keys_max:
-            self._drop_keys()
+            self._trim()
+
+    def _trim(self) -> None:
+        """Forget the older half: an unknown key is assumed absent and checked, never trusted.
+        The customers' sets go whole (one may name an invoice forgotten here)."""
+        for ref_key in list(itertools.islice(self.refs, len(self.refs) // 2)):
+            del self.refs[ref_key]
+        for stream_key in list(itertools.islice(self.streams, len(self.streams) // 2)):
+            del self.streams[stream_key]
+        self.customers.clear()
 
 
 def _put(tenant_state: TenantState, kind: str, ref_id: str, value: State) -> None:
