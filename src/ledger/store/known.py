@@ -4,9 +4,9 @@ An append needs the reference state of the keys its events name (`ledger_refs`, 
 whether an event id exists), read under the position lock: a round trip to lock and load, then
 one to write and commit. The writer connection is the only one of its process, and most of the time
 the only one appending at all, so what it loaded and wrote itself is still what is stored, as long
-as nobody else has appended since. `KnownState` keeps that: the `ledger_refs` rows, stream
-versions and open-invoice sets it read or wrote, valid at `(head, stamp)` (the stamp is a random
-number each writing transaction sets, migration 007).
+as nobody else has appended since. `KnownState` keeps that: the reference states (decoded, as
+the rules use them), stream versions and customers' open invoices it read or wrote, valid at
+`(head, stamp)` (the stamp is a random number each writing transaction sets, migration 007).
 
 The next append is decided on that knowledge (`guess`: the same answer `ledger_lock_and_load`
 would give, built from memory) and sent with the head and stamp it assumed, in one round trip:
@@ -18,8 +18,8 @@ whose load the writer learns from.
 
 No guess is made when it would surely fail: the open invoices of a registered customer the writer
 does not know (auto-allocation needs them all; of a customer it does not know to be registered it
-assumes, and the call checks, that there are none), an invoice a known payment was applied to but the writer does not
-know, a unit refused (refusals often come from a key assumed absent that exists; the two round
+assumes, and the call checks, that there are none), an invoice a known payment was applied to but
+the writer does not know, a unit refused (refusals often come from a key assumed absent that exists; the two round
 trips give the exact answer), or while another writer appends: after a stale guess, guesses resume
 only once a load finds the head where this writer left it.
 """
@@ -99,6 +99,7 @@ class KnownState:
         guess would surely be wrong. `registering`: the (tenant, customer) pairs the events
         register; the call also checks that they have no open invoice, so that the writer knows
         every invoice of theirs from then on."""
+        registering = set(registering)  # the caller's stays as it was
         assumed: dict[str, list[list[str]]] = {
             # Event ids are new in all but retries: every one is assumed absent, never kept.
             "event_ids": [[t, i] for t, ids in needs.event_ids.items() for i in ids],

@@ -338,7 +338,7 @@ class PostgresEventStore:
         """One round trip: decide on what the writer knows, then lock, check that nothing it
         assumed changed, write and commit (`ledger.store.known`). None when no guess was written."""
         known = self._known
-        guess = known.guess(needs, set(registering))
+        guess = known.guess(needs, registering)
         if guess is None or known.head is None:
             return None
         state = guess.state
