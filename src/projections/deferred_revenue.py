@@ -33,9 +33,10 @@ recognise, month by month (ratable lines; an unsatisfied point-in-time line has 
 from __future__ import annotations
 
 from bisect import bisect_right
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from datetime import date
 from decimal import ROUND_HALF_EVEN, Decimal
+from functools import lru_cache
 from typing import Any
 
 from sqlalchemy import BigInteger, Column, Date, Numeric, Table, Text
@@ -298,23 +299,23 @@ def write_schedules(rows: Rows, contract: Row, before: dict[str, Any], changed_f
     new: changes are prospective."""
     contract_id, lines = contract["contract_id"], contract["lines"]
     digits = acc.digits_of(contract["currency"])
-    quantum = Decimal(1).scaleb(-digits)
     stale = {
         (line_id, segment["seg_start"])
         for line_id, line in before.items()
         for segment in line["segments"]
     }
-    scheduled: dict[tuple[date, date], Any] = {}
-    recognised: dict[date, Any] = {}
+    # In minor units (ints) until the rows are written.
+    scheduled: dict[tuple[date, date], int] = {}
+    recognised: dict[date, int] = {}
     for line_id, line in lines.items():
         if before.get(line_id) == line:
             stale -= {(line_id, segment["seg_start"]) for segment in line["segments"]}
             continue
-        new = _RecognisedBy(line, quantum)
+        new = _RecognisedBy(line, digits)
         for row in new.segment_rows(contract_id, line_id, digits):
             rows.put(dr_segments, row)
             stale.discard((line_id, row["seg_start"].isoformat()))
-        old = _RecognisedBy(before.get(line_id), quantum)
+        old = _RecognisedBy(before.get(line_id), digits)
         if new.latest() != old.latest():
             _move(scheduled, schedule_months(new), schedule_months(old))
         _move(recognised, recognised_months(new, old, changed_from), {})
@@ -322,18 +323,26 @@ def write_schedules(rows: Rows, contract: Row, before: dict[str, Any], changed_f
         rows.delete(dr_segments, contract_id, line_id, acc.day(seg_start))
     for (seg_start, month), amount in scheduled.items():
         if amount:
-            rows.add(dr_schedule_months, {"seg_start": seg_start, "month": month, "amount": amount})
+            rows.add(
+                dr_schedule_months,
+                {"seg_start": seg_start, "month": month, "amount": _in_units(amount, digits)},
+            )
     for month, amount in recognised.items():
         if amount:
-            rows.add(dr_recognised_months, {"month": month, "amount": amount})
+            rows.add(dr_recognised_months, {"month": month, "amount": _in_units(amount, digits)})
 
 
-def _move(totals: dict[Any, Any], new: dict[Any, Any], old: dict[Any, Any]) -> None:
+def _move(totals: dict[Any, int], new: dict[Any, int], old: dict[Any, int]) -> None:
     """Add `new` to `totals` and take `old` off."""
     for key, amount in new.items():
-        totals[key] = totals.get(key, acc.zero) + amount
+        totals[key] = totals.get(key, 0) + amount
     for key, amount in old.items():
-        totals[key] = totals.get(key, acc.zero) - amount
+        totals[key] = totals.get(key, 0) - amount
+
+
+def _in_units(minor: int, digits: int) -> Decimal:
+    """Minor units as an amount of the currency, with its digits (12345, 2 -> 123.45)."""
+    return Decimal(minor).scaleb(-digits)
 
 
 # The largest whole number of minor units a bigint column holds.
@@ -354,26 +363,92 @@ def minor_units(amount: Decimal, digits: int, *, rounded: bool) -> int | None:
     return units if abs(units) <= minor_units_max else None
 
 
+def round_half_even(numerator: int, denominator: int) -> int:
+    """numerator / denominator (> 0) rounded to an integer, half to even, exactly."""
+    quotient, remainder = divmod(numerator, denominator)
+    twice = 2 * remainder
+    if twice > denominator or (twice == denominator and quotient & 1):
+        quotient += 1
+    return quotient
+
+
+class _Spread:
+    """A segment whose base and amount are whole minor units (as nearly every segment a signature
+    opens is), evaluated in integers: by the end of a day, `base + amount x elapsed / days` rounded
+    half to even in minor units, which is what `accounting.recognised_in_segment` and a report's
+    rounding give, without a Decimal division per day. The same digits, not close ones: Decimal
+    divides to 28 significant digits and base and amount fit a bigint (19 digits), so at least 8
+    digits stay below the minor unit and the quotient is off the exact one by under 1e-8 of a
+    minor unit, while an exact quotient that is not a half is at least 1 / (2 x days) >= 1.3e-7
+    (days <= 3.7 million, the widest term dates allow) away from one: both round alike
+    (`tests/projections/test_recognition_minor_units.py` checks it against the Decimal one)."""
+
+    __slots__ = ("amount", "base", "days", "point_in_time", "satisfied_on", "start")
+
+    def __init__(self, segment: dict[str, Any], base: int, amount: int) -> None:
+        self.base, self.amount = base, amount
+        self.start = segment["seg_start"]
+        self.days = (segment["seg_end"] - self.start).days
+        self.point_in_time = segment["recognition"] == "point_in_time"
+        self.satisfied_on = segment["satisfied_on"]
+
+    def __call__(self, through: date) -> int:
+        if self.point_in_time:
+            satisfied = self.satisfied_on
+            if satisfied is not None and satisfied <= through:
+                return self.base + self.amount
+            return self.base
+        days = self.days
+        elapsed = (through - self.start).days + 1
+        if days <= 0 or elapsed >= days:
+            return self.base + self.amount
+        if elapsed <= 0:
+            return self.base
+        return round_half_even(self.base * days + self.amount * elapsed, days)
+
+
+def _spread(segment: dict[str, Any], digits: int) -> _Spread | None:
+    """The integer form of a segment, or None when its base or amount is not whole minor units
+    (an amended segment's base is what the line had recognised, in full precision)."""
+    base = minor_units(segment["base"], digits, rounded=False)
+    amount = minor_units(segment["amount"], digits, rounded=False)
+    if base is None or amount is None:
+        return None
+    return _Spread(segment, base, amount)
+
+
 class _RecognisedBy:
     """A line's segments parsed once (dates and Decimals, which `accounting` takes as well as
-    text), and its recognition by the end of a day, rounded as a report rounds it; each day once
-    (the month loops below ask for many of the same days). The segment in force on a day is the
-    one `accounting.recognised_by_line` takes, the latest starting on or before it (the last of
-    equal starts), found here by bisection; `accounting.recognised_in_segment` does the rest."""
+    text), and its recognition by the end of a day in minor units, rounded as a report rounds it;
+    each day once (the month loops below ask for many of the same days). The segment in force on
+    a day is the one `accounting.recognised_by_line` takes, the latest starting on or before it
+    (the last of equal starts), found here by bisection; a `_Spread` or
+    `accounting.recognised_in_segment` does the rest."""
 
-    def __init__(self, line: dict[str, Any] | None, quantum: Decimal) -> None:
+    def __init__(self, line: dict[str, Any] | None, digits: int) -> None:
         self.segments = _parsed(line)
         self.ordered = sorted(self.segments, key=lambda segment: segment["seg_start"])  # stable
         self.starts = [segment["seg_start"] for segment in self.ordered]
-        self.quantum = quantum
-        self.found: dict[date, Decimal] = {}
+        self.spreads = [_spread(segment, digits) for segment in self.ordered]
+        self.digits = digits
+        self.quantum = Decimal(1).scaleb(-digits)
+        self.found: dict[date, int] = {}
 
-    def __call__(self, day: date) -> Decimal:
+    def __call__(self, day: date) -> int:
         found = self.found.get(day)
         if found is None:
             index = bisect_right(self.starts, day) - 1
-            value = acc.zero if index < 0 else acc.recognised_in_segment(self.ordered[index], day)
-            found = self.found[day] = value.quantize(self.quantum, rounding=ROUND_HALF_EVEN)
+            if index < 0:
+                found = 0
+            else:
+                spread = self.spreads[index]
+                if spread is not None:
+                    found = spread(day)
+                else:
+                    value = acc.recognised_in_segment(self.ordered[index], day)
+                    rounded = value.quantize(self.quantum, rounding=ROUND_HALF_EVEN)
+                    found = int(rounded.scaleb(self.digits))
+            self.found[day] = found
         return found
 
     def latest(self) -> dict[str, Any] | None:
@@ -396,6 +471,15 @@ class _RecognisedBy:
         ordered = self.ordered
         for index, segment in enumerate(ordered):
             base, amount = segment["base"], segment["amount"]
+            spread = self.spreads[index]
+            if spread is None:
+                base_minor = minor_units(base, digits, rounded=True)
+                amount_minor = minor_units(amount, digits, rounded=False)
+                complete_minor = minor_units(base + amount, digits, rounded=True)
+            else:  # whole already: the same integers
+                base_minor, amount_minor = spread.base, spread.amount
+                complete = base_minor + amount_minor
+                complete_minor = complete if abs(complete) <= minor_units_max else None
             found.append(
                 {
                     "contract_id": contract_id,
@@ -410,15 +494,15 @@ class _RecognisedBy:
                     "next_start": ordered[index + 1]["seg_start"]
                     if index + 1 < len(ordered)
                     else None,
-                    "base_minor": minor_units(base, digits, rounded=True),
-                    "amount_minor": minor_units(amount, digits, rounded=False),
-                    "complete_minor": minor_units(base + amount, digits, rounded=True),
+                    "base_minor": base_minor,
+                    "amount_minor": amount_minor,
+                    "complete_minor": complete_minor,
                 }
             )
         return found
 
 
-def schedule_months(line: _RecognisedBy) -> dict[tuple[date, date], Any]:
+def schedule_months(line: _RecognisedBy) -> dict[tuple[date, date], int]:
     """(start of the line's latest segment, first day of a month) -> what that segment recognises
     in the month, rounded per line as a report rounds it (the first month: all it has recognised
     by that month's end, from zero). Nothing unless the latest segment is ratable: the waterfall
@@ -434,8 +518,8 @@ def schedule_months(line: _RecognisedBy) -> dict[tuple[date, date], Any]:
     last_day = max(segment["seg_end"] for segment in line.segments) - acc.one_day
     if last_day < start:
         return {}
-    found: dict[tuple[date, date], Any] = {}
-    previous = acc.zero
+    found: dict[tuple[date, date], int] = {}
+    previous = 0
     for month_end in _month_ends(start, last_day):
         boundary = min(month_end, last_day)
         current = line(boundary)
@@ -446,13 +530,13 @@ def schedule_months(line: _RecognisedBy) -> dict[tuple[date, date], Any]:
 
 def recognised_months(
     new: _RecognisedBy, old: _RecognisedBy, changed_from: date
-) -> dict[date, Any]:
+) -> dict[date, int]:
     """First day of a month -> how much more (or less) the line recognises in it now than it did
     `old`: by each month's end from `changed_from`'s (the same before) to the one after which
     neither changes any more, the difference of the two, less that of the month before."""
     settled = max(day for day in (new.settled(), old.settled(), changed_from) if day is not None)
-    found: dict[date, Any] = {}
-    previous = acc.zero
+    found: dict[date, int] = {}
+    previous = 0
     for month_end in _month_ends(changed_from, settled):
         difference = new(month_end) - old(month_end)
         if difference != previous:
@@ -461,12 +545,19 @@ def recognised_months(
     return found
 
 
-def _month_ends(first: date, last: date) -> Iterator[date]:
+def _month_ends(first: date, last: date) -> tuple[date, ...]:
     """The last day of every month from `first`'s to `last`'s (none if `last` is earlier)."""
-    year, month = first.year, first.month
-    while (year, month) <= (last.year, last.month):
+    return _month_ends_between(first.year, first.month, last.year, last.month)
+
+
+@lru_cache(maxsize=4096)
+def _month_ends_between(year: int, month: int, last_year: int, last_month: int) -> tuple[date, ...]:
+    """Terms repeat (a year from the first of a month, many contracts at once): each range once."""
+    ends = []
+    while (year, month) <= (last_year, last_month):
         year, month = (year + 1, 1) if month == 12 else (year, month + 1)
-        yield date(year, month, 1) - acc.one_day
+        ends.append(date(year, month, 1) - acc.one_day)
+    return tuple(ends)
 
 
 def _parsed(line: dict[str, Any] | None) -> list[dict[str, Any]]:
