@@ -16,7 +16,9 @@ Each size runs on a fresh database (CREATE DATABASE bench_<hex>, dropped after):
    by `--processes` (default: replay's own choice, one per core; then 1, in process): the first
    over empty live tables, the next ones over the tables the previous one swapped in (as in
    production). Each runs in a child process, so its peak RSS is replay's own; with fold
-   processes, the largest one's peak RSS is reported too.
+   processes, the largest one's peak RSS is reported too. `--sources PARENT,HEAD` runs each of
+   them with each commit's `src/` in turn, on the same seeded database: alternated, as every
+   comparison of two commits here should be.
 
 After each replay the rebuilt tables are checked: projection positions equal the store's last
 position per tenant, the journal balances, and no `__rebuild` or `__old` table is left.
@@ -29,6 +31,7 @@ import argparse
 import asyncio
 import cProfile
 import datetime
+import io
 import json
 import logging
 import os
@@ -38,6 +41,8 @@ import re
 import resource
 import subprocess
 import sys
+import tarfile
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -311,17 +316,43 @@ async def apply_probe(url: str, count: int, batch: int) -> dict[str, Any]:
     }
 
 
+def export_sources(revisions: list[str], folder: Path) -> dict[str, Path]:
+    """revision -> the `src/` replay runs from: the working tree's for "worktree", else that
+    commit's, exported with git archive (so two commits alternate on one seeded database)."""
+    sources = {}
+    for revision in revisions:
+        if revision == "worktree":
+            sources[revision] = root / "src"
+            continue
+        commit = subprocess.run(
+            ["git", "-C", str(root), "rev-parse", "--short", revision],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        archive = subprocess.run(
+            ["git", "-C", str(root), "archive", "--format=tar", commit, "src"],
+            capture_output=True,
+            check=True,
+        ).stdout
+        with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+            tar.extractall(folder / commit, filter="data")
+        sources[commit] = folder / commit / "src"
+    return sources
+
+
 def measure(
-    url: str, names: list[str] | None, processes: int, profile_lines: int
+    url: str, names: list[str] | None, processes: int, profile_lines: int, source: Path
 ) -> dict[str, Any]:
-    """Replay in a child process, so that peak RSS is replay's alone (and its fold children's)."""
+    """Replay in a child process, so that peak RSS is replay's alone (and its fold children's),
+    running the projections of `source` (a `src/` folder)."""
     command = [sys.executable, __file__, "--child", url, "--cprofile", str(profile_lines)]
     command += ["--processes", str(processes)]
     for name in names or []:
         command += ["--projection", name]
     environment = dict(os.environ)
     environment["PYTHONPATH"] = os.pathsep.join(
-        [str(root / "src"), str(root), environment.get("PYTHONPATH", "")]
+        [str(source), str(root), environment.get("PYTHONPATH", "")]
     )
     finished = subprocess.run(command, env=environment, stdout=subprocess.PIPE, check=True)
     result: dict[str, Any] = json.loads(finished.stdout)
@@ -346,6 +377,12 @@ def main() -> None:
         help="after the replays, events applied by the live writer (0: none)",
     )
     parser.add_argument("--apply-batch", type=int, default=100, help="events per live batch")
+    parser.add_argument(
+        "--sources",
+        default="worktree",
+        help="whose src/ each measured replay runs, comma-separated commits (alternated on the"
+        " same seeded database) or worktree (the default)",
+    )
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -362,17 +399,22 @@ def main() -> None:
     load = os.getloadavg()
     rows = []
     applied = []
+    folder = tempfile.TemporaryDirectory()
+    sources = export_sources(args.sources.split(","), Path(folder.name))
     for size in sizes:
         with fresh_database(args.database_url) as url:
             asyncio.run(seed(url, size))
-            for index, count in enumerate(processes):
-                result = measure(url, args.projection, count, args.cprofile)
-                progress(f"replay: {result}")
-                rows.append((size, count, "empty" if index == 0 else "full", result))
+            for count in processes:
+                for code, source in sources.items():
+                    result = measure(url, args.projection, count, args.cprofile, source)
+                    progress(f"replay ({code}): {result}")
+                    live = "empty" if not rows or rows[-1][0] != size else "full"
+                    rows.append((size, count, live, result, code))
             if args.apply_events and not args.projection:
                 probe = asyncio.run(apply_probe(url, args.apply_events, args.apply_batch))
                 progress(f"live apply: {probe}")
                 applied.append((size, probe))
+    folder.cleanup()
     print(
         f"Replay benchmark, {datetime.date.today()}, {platform.node()} ({os.cpu_count()} cores),"
         f" load average (1, 5, 15 min) {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} at the start,"
@@ -380,19 +422,20 @@ def main() -> None:
     )
     print()
     print(
-        "| events | projections | fold processes | live tables | replay | events/s"
+        "| events | code | projections | fold processes | live tables | replay | events/s"
         " | Python CPU per event | fold / indexes / catch-up and swap"
         " | peak RSS: replay (before), largest fold process |"
     )
-    print("|---|---|---|---|---|---|---|---|---|")
-    for size, count, live, result in rows:
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for size, count, live, result, code in rows:
         at = result["steps_s"]
         steps = (
             f"{at['folded']:.1f} / {at['indexed'] - at['folded']:.1f} /"
             f" {at['swapped'] - at['indexed']:.1f} s"
         )
         print(
-            f"| {size:,} | {', '.join(args.projection or ['all'])} | {count or 'default'} | {live} |"
+            f"| {size:,} | {code} | {', '.join(args.projection or ['all'])} | {count or 'default'}"
+            f" | {live} |"
             f" {result['seconds']:.1f} s | {result['events_per_s']:,.0f} |"
             f" {result['cpu_us_per_event']:.0f} us | {steps} |"
             f" {result['rss_peak_mib']:,.0f} MiB ({result['rss_before_mib']:,.0f} MiB),"

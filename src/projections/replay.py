@@ -97,6 +97,9 @@ replay_page_events = 5000
 fold_processes_max = 8
 # ... when the store has at least this many events: a child takes about a second to start.
 fold_processes_events_min = 50_000
+# The fresh tables get their indexes on this many connections at once (each index build is a sort
+# on one core; replay runs where the fold used every core).
+fill_connections = 2
 # A child's result (positions and state documents of its tenants) is one JSON line.
 fold_message_bytes_max = 1 << 30
 # Before the swap, catch-up passes without a lock repeat while a pass folds more than this many
@@ -290,11 +293,41 @@ class _Run:
             self.progress(position, self.head, time.monotonic() - self.started)
 
     async def fill(self) -> None:
-        """Give the filled tables the live ones' indexes, constraints and security."""
-        for shape in self.shapes:
-            logger.debug("replay: indexing %s", shape.rebuild)
-            for statement in shape.finish():
-                await self.conn.execute(statement)
+        """Give the filled tables the live ones' indexes, constraints and security: the largest
+        first, on `fill_connections` connections at once (building an index is a sort on one
+        core; the tables are independent)."""
+        sizes = {}
+        cursor = await self.conn.execute(
+            "SELECT relname, pg_total_relation_size(oid) FROM pg_class"
+            " WHERE relname = ANY(%s) AND relkind = 'r' AND pg_table_is_visible(oid)",
+            [[shape.rebuild for shape in self.shapes]],
+        )
+        for name, size in await cursor.fetchall():
+            sizes[name] = int(size)
+        waiting = sorted(self.shapes, key=lambda shape: -sizes.get(shape.rebuild, 0))
+
+        async def finish(conn: AsyncConnection[TupleRow]) -> None:
+            while waiting:
+                shape = waiting.pop(0)
+                logger.debug("replay: indexing %s", shape.rebuild)
+                for statement in shape.finish():
+                    await conn.execute(statement)
+
+        helpers = []
+        try:
+            for _ in range(min(fill_connections, len(waiting)) - 1):
+                # As the session user, like `self.conn` now and the fold's writers: the owner of
+                # the fresh tables until `finish` hands them to the live tables' owner.
+                helpers.append(await AsyncConnection.connect(self.store.conninfo, autocommit=True))
+            try:
+                async with asyncio.TaskGroup() as group:  # one fails: the others are cancelled
+                    for conn in (self.conn, *helpers):
+                        group.create_task(finish(conn))
+            except BaseExceptionGroup as failed:  # the first failure, as a sequential fill's
+                raise failed.exceptions[0] from None
+        finally:
+            for helper in helpers:
+                await helper.close()
 
     async def catch_up(self) -> int:
         """Fold what the store got since, into the fresh tables as the live writer does (rows

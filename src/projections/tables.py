@@ -166,17 +166,19 @@ class Rows:
         self._changes.puts[cache_key] = None
 
     def add(self, table: Table, row: Row) -> None:
-        spec = _spec(table)
-        cache_key = (table.name, self.tenant_id, spec.key_of(row))
+        name = table.name
+        spec = _specs.get(name) or _spec(table)
+        cache_key = (name, self.tenant_id, spec.key_of(row))
         adds = self._changes.adds
         totals = adds.get(cache_key)
         if totals is None:
             totals = adds[cache_key] = {}
-        for name in spec.values:
-            amount = row.get(name)
+        for column in spec.values:
+            amount = row.get(column)
             if amount:
                 # 0 + amount, not amount: the same Decimal as the running total's first step.
-                totals[name] = totals[name] + amount if name in totals else 0 + amount
+                total = totals.get(column)
+                totals[column] = 0 + amount if total is None else total + amount
 
     def insert(self, table: Table, row: Row) -> None:
         self._changes.inserts.setdefault(table.name, []).append(
@@ -265,15 +267,24 @@ class MemoryTables:
             self.appended.setdefault(table_name, []).extend(rows)
 
     def merge_keyed(self, changes: Changes) -> None:
+        keyed = self.keyed
         for (table_name, tenant, key), row in changes.puts.items():
-            stored = self.keyed.setdefault(table_name, {})
+            stored = keyed.get(table_name)
+            if stored is None:
+                stored = keyed[table_name] = {}
             if row is None:
                 stored.pop((tenant, key), None)
             else:
                 stored[(tenant, key)] = row
+        specs: dict[str, tuple[_Spec, dict[tuple[str, Key], Row]]] = {}
         for (table_name, tenant, key), amounts in changes.adds.items():
-            spec = _spec(metadata.tables[table_name])
-            stored = self.keyed.setdefault(table_name, {})
+            found = specs.get(table_name)
+            if found is None:
+                found = specs[table_name] = (
+                    _spec(metadata.tables[table_name]),
+                    self.keyed.setdefault(table_name, {}),
+                )
+            spec, stored = found
             current = stored.get((tenant, key))
             if current is None:
                 current = dict(zip(spec.keys, key, strict=True))

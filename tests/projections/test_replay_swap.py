@@ -11,7 +11,8 @@ from __future__ import annotations
 import asyncio
 import io
 import logging
-from collections.abc import AsyncIterator, Callable
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import date
 from decimal import Decimal
 from typing import Any
@@ -334,6 +335,37 @@ async def test_a_failed_replay_leaves_nothing_behind(
         cursor = await conn.execute("SELECT current_user")
         assert await cursor.fetchone() == ("ledger_app",)
     await replay(store, conn, all_projectors())  # the advisory lock was released
+    assert await _rows(conn) == caught_up
+
+
+async def test_a_failed_index_build_cancels_the_other_and_leaves_nothing_behind(
+    store: PostgresEventStore, conn: AsyncConnection[Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The fresh tables are indexed on two connections: one fails while the other is busy; the
+    busy one is cancelled, the failure is what replay raises, and the live tables stay."""
+    await _append(store, everything(new_tenant()))
+    await catch_up(store, conn, all_projectors())
+    caught_up = await _rows(conn)
+    finish = replay_module._Shape.finish
+    started: list[str] = []
+
+    def failing_finish(self: Any) -> Iterator[Any]:
+        started.append(self.table.name)
+        if len(started) == 1:
+            yield sql.SQL("SELECT pg_sleep(30)")  # busy when the other fails
+        elif len(started) == 2:
+            yield sql.SQL("SELECT 1 / 0")
+        yield from finish(self)
+
+    monkeypatch.setattr(replay_module._Shape, "finish", failing_finish)
+    begun = time.monotonic()
+    with pytest.raises(psycopg.errors.DivisionByZero):
+        await replay(store, conn, all_projectors())
+    assert time.monotonic() - begun < 20  # the sleeping build was cancelled, not waited for
+    monkeypatch.undo()
+    assert await _leftovers(conn) == []
+    assert await _rows(conn) == caught_up
+    await replay(store, conn, all_projectors())
     assert await _rows(conn) == caught_up
 
 
