@@ -49,7 +49,6 @@ import asyncio
 import bisect
 import contextlib
 import functools
-import io
 import itertools
 import os
 import re
@@ -58,7 +57,6 @@ import signal
 import statistics
 import subprocess
 import sys
-import tarfile
 import tempfile
 import time
 import urllib.parse
@@ -74,6 +72,7 @@ import orjson
 root = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(root))
 from bench.databases import fresh_database  # noqa: E402
+from bench.sources import export_src  # noqa: E402
 
 # The `src/` the system runs from: a commit's, exported by `export_source` (the working tree is
 # shared, and half-edited files in it are not the code under test), or the working tree's.
@@ -126,20 +125,7 @@ def export_source(revision: str, folder: Path) -> str:
             check=True,
         ).stdout.split("\n")
         return "worktree" + (f" (changed: {', '.join(c[3:] for c in changed if c)})")
-    commit = subprocess.run(
-        ["git", "-C", str(root), "rev-parse", "--short", revision],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.strip()
-    archive = subprocess.run(
-        ["git", "-C", str(root), "archive", "--format=tar", commit, "src"],
-        capture_output=True,
-        check=True,
-    ).stdout
-    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
-        tar.extractall(folder, filter="data")
-    source_dir = folder / "src"
+    commit, source_dir = export_src(revision, folder)
     sys.path.insert(0, str(source_dir))
     return commit
 

@@ -31,7 +31,6 @@ import argparse
 import asyncio
 import cProfile
 import datetime
-import io
 import json
 import logging
 import os
@@ -41,7 +40,6 @@ import re
 import resource
 import subprocess
 import sys
-import tarfile
 import tempfile
 import time
 from pathlib import Path
@@ -53,6 +51,7 @@ root = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(root))
 
 from bench.databases import fresh_database  # noqa: E402
+from bench.sources import export_src  # noqa: E402
 from tests.projections.scenario import everything  # noqa: E402
 
 from ledger.service import LedgerService  # noqa: E402
@@ -324,20 +323,8 @@ def export_sources(revisions: list[str], folder: Path) -> dict[str, Path]:
         if revision == "worktree":
             sources[revision] = root / "src"
             continue
-        commit = subprocess.run(
-            ["git", "-C", str(root), "rev-parse", "--short", revision],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
-        archive = subprocess.run(
-            ["git", "-C", str(root), "archive", "--format=tar", commit, "src"],
-            capture_output=True,
-            check=True,
-        ).stdout
-        with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
-            tar.extractall(folder / commit, filter="data")
-        sources[commit] = folder / commit / "src"
+        commit, source = export_src(revision, folder / revision)
+        sources[commit] = source
     return sources
 
 
