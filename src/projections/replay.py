@@ -98,11 +98,8 @@ fold_processes_max = 8
 # ... when the store has at least this many events: a child takes about a second to start.
 fold_processes_events_min = 50_000
 # The fresh tables get their indexes on this many connections at once (each index build is a sort
-# on one core; replay runs where the fold used every core), each sorting in up to this much memory
-# (PostgreSQL's default, 64MB, spills the journal lines of a million events to disk; 256MB is
-# what restoring a dump is usually given).
+# on one core; replay runs where the fold used every core).
 fill_connections = 2
-index_build_memory = "256MB"
 # A child's result (positions and state documents of its tenants) is one JSON line.
 fold_message_bytes_max = 1 << 30
 # Before the swap, catch-up passes without a lock repeat while a pass folds more than this many
@@ -318,19 +315,14 @@ class _Run:
 
         helpers = []
         try:
-            for _ in range(min(fill_connections, len(waiting))):
+            for _ in range(min(fill_connections, len(waiting)) - 1):
                 # As the session user, like `self.conn` now and the fold's writers: the owner of
-                # the fresh tables until `finish` hands them to the live tables' owner. Their own
-                # connections, so the sorts' memory is set there and not on the caller's.
-                helper = await AsyncConnection.connect(self.store.conninfo, autocommit=True)
-                helpers.append(helper)
-                await helper.execute(
-                    "SELECT set_config('maintenance_work_mem', %s, false)", [index_build_memory]
-                )
+                # the fresh tables until `finish` hands them to the live tables' owner.
+                helpers.append(await AsyncConnection.connect(self.store.conninfo, autocommit=True))
             try:
                 async with asyncio.TaskGroup() as group:  # one fails: the others are cancelled
-                    for helper in helpers:
-                        group.create_task(finish(helper))
+                    for conn in (self.conn, *helpers):
+                        group.create_task(finish(conn))
             except BaseExceptionGroup as failed:  # the first failure, as a sequential fill's
                 raise failed.exceptions[0] from None
         finally:

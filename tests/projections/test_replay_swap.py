@@ -369,31 +369,6 @@ async def test_a_failed_index_build_cancels_the_other_and_leaves_nothing_behind(
     assert await _rows(conn) == caught_up
 
 
-async def test_the_index_builds_get_their_memory_on_their_own_connections(
-    store: PostgresEventStore, conn: AsyncConnection[Any], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    await _append(store, everything(new_tenant()))
-    cursor = await conn.execute("SHOW maintenance_work_mem")
-    before = await cursor.fetchone()
-    finish = replay_module._Shape.finish
-    seen: list[Any] = []
-
-    def recording_finish(self: Any) -> Iterator[Any]:
-        seen.append(self.table.name)
-        yield sql.SQL(
-            "DO $$ BEGIN IF current_setting('maintenance_work_mem') <> {} THEN "
-            "RAISE 'maintenance_work_mem is %', current_setting('maintenance_work_mem');"
-            " END IF; END $$"
-        ).format(sql.Literal(replay_module.index_build_memory))
-        yield from finish(self)
-
-    monkeypatch.setattr(replay_module._Shape, "finish", recording_finish)
-    await replay(store, conn, all_projectors())
-    assert len(seen) == len({t.name for p in all_projectors() for t in getattr(p, "tables", ())})
-    cursor = await conn.execute("SHOW maintenance_work_mem")
-    assert await cursor.fetchone() == before
-
-
 async def test_a_failed_fold_process_stops_the_replay(
     store: PostgresEventStore, conn: AsyncConnection[Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
