@@ -126,6 +126,12 @@ class TenantState:
     # Keys changed by accepted units since the store last saved them.
     dirty: set[Key] = field(default_factory=set)
 
+    def put_loaded(self, kind: str, ref_id: str, value: State) -> None:
+        """A stored reference, as a load gives it: an invoice is its customer's candidate too."""
+        self.refs[(kind, ref_id)] = value
+        if isinstance(value, InvoiceState):
+            self.invoices_by_customer.setdefault(value.customer_id, set()).add(ref_id)
+
 
 class PositionCounter:
     """Hands out global positions in the order events are accepted (under the append lock)."""
@@ -952,15 +958,14 @@ def encode_state(state: State) -> Any:
     return encoded
 
 
-def ref_columns(value: State) -> tuple[str | None, bool]:
-    """A reference's `customer_id` and `is_open` columns in `ledger_refs`."""
-    is_open = isinstance(value, InvoiceState) and value.open_amount > 0
-    return getattr(value, "customer_id", None), is_open
+def is_open(value: State | None) -> bool:
+    """An invoice with an amount still open: `ledger_refs.is_open`."""
+    return isinstance(value, InvoiceState) and value.open_amount > 0
 
 
 def ref_row(value: State) -> tuple[str | None, bool, Any]:
     """A reference's `customer_id`, `is_open` and `state` columns in `ledger_refs`."""
-    return *ref_columns(value), encode_state(value)
+    return getattr(value, "customer_id", None), is_open(value), encode_state(value)
 
 
 def decode_state(kind: str, encoded: Any) -> State:

@@ -323,10 +323,13 @@ def write_schedules(rows: Rows, contract: Row, before: dict[str, Any], changed_f
         rows.delete(dr_segments, contract_id, line_id, acc.day(seg_start))
     for (seg_start, month), amount in scheduled.items():
         if amount:
-            rows.add_to(dr_schedule_months, (seg_start, month), "amount", _in_units(amount, digits))
+            rows.add(
+                dr_schedule_months,
+                {"seg_start": seg_start, "month": month, "amount": _in_units(amount, digits)},
+            )
     for month, amount in recognised.items():
         if amount:
-            rows.add_to(dr_recognised_months, (month,), "amount", _in_units(amount, digits))
+            rows.add(dr_recognised_months, {"month": month, "amount": _in_units(amount, digits)})
 
 
 def _move(totals: dict[Any, int], new: dict[Any, int], old: dict[Any, int]) -> None:

@@ -166,33 +166,17 @@ class Rows:
         self._changes.puts[cache_key] = None
 
     def add(self, table: Table, row: Row) -> None:
-        name = table.name
-        spec = _specs.get(name) or _spec(table)
-        cache_key = (name, self.tenant_id, spec.key_of(row))
+        spec = _spec(table)
+        cache_key = (table.name, self.tenant_id, spec.key_of(row))
         adds = self._changes.adds
         totals = adds.get(cache_key)
         if totals is None:
             totals = adds[cache_key] = {}
-        for column in spec.values:
-            amount = row.get(column)
+        for name in spec.values:
+            amount = row.get(name)
             if amount:
                 # 0 + amount, not amount: the same Decimal as the running total's first step.
-                total = totals.get(column)
-                totals[column] = 0 + amount if total is None else total + amount
-
-    def add_to(self, table: Table, key: Key, column: str, amount: Any) -> None:
-        """`add` of one amount to one column, the key given as a tuple in the order of the
-        table's key columns: for the projectors' busiest aggregates (a contract change adds to
-        a dozen months), without a row to build and take apart."""
-        if not amount:
-            return
-        cache_key = (table.name, self.tenant_id, key)
-        totals = self._changes.adds.get(cache_key)
-        if totals is None:
-            self._changes.adds[cache_key] = {column: 0 + amount}
-            return
-        total = totals.get(column)
-        totals[column] = 0 + amount if total is None else total + amount
+                totals[name] = totals[name] + amount if name in totals else 0 + amount
 
     def insert(self, table: Table, row: Row) -> None:
         self._changes.inserts.setdefault(table.name, []).append(
@@ -281,11 +265,8 @@ class MemoryTables:
             self.appended.setdefault(table_name, []).extend(rows)
 
     def merge_keyed(self, changes: Changes) -> None:
-        keyed = self.keyed
         for (table_name, tenant, key), row in changes.puts.items():
-            stored = keyed.get(table_name)
-            if stored is None:
-                stored = keyed[table_name] = {}
+            stored = self.keyed.setdefault(table_name, {})
             if row is None:
                 stored.pop((tenant, key), None)
             else:

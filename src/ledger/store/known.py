@@ -31,7 +31,7 @@ import secrets
 from dataclasses import dataclass
 from typing import Any
 
-from ledger.decide import InvoiceState, Needs, PaymentState, State, TenantState
+from ledger.decide import InvoiceState, Needs, PaymentState, State, TenantState, is_open
 
 RefKey = tuple[str, str, str]  # (tenant, kind, ref_id)
 
@@ -122,13 +122,13 @@ class KnownState:
                 if value is _unknown:
                     assumed["refs"].append([tenant, kind, ref_id])
                 elif value is not None:
-                    _put(tenant_state, kind, ref_id, value)
+                    tenant_state.put_loaded(kind, ref_id, value)
                     if isinstance(value, PaymentState):  # the load follows it to its invoices
                         for invoice_id, _amount in value.allocations:
                             invoice = self.refs.get((tenant, "invoice", invoice_id))
                             if invoice is None:
                                 return None
-                            _put(tenant_state, "invoice", invoice_id, invoice)
+                            tenant_state.put_loaded("invoice", invoice_id, invoice)
         for tenant, customer_ids in needs.customers_for_auto_allocation.items():
             tenant_state = state.setdefault(tenant, TenantState())
             for customer_id in customer_ids:
@@ -141,9 +141,9 @@ class KnownState:
                     continue
                 for invoice_id in invoice_ids:
                     invoice = self.refs.get((tenant, "invoice", invoice_id))
-                    if invoice is None or not _open(invoice):
+                    if invoice is None or not is_open(invoice):
                         return None  # never so: closed invoices leave the set
-                    _put(tenant_state, "invoice", invoice_id, invoice)
+                    tenant_state.put_loaded("invoice", invoice_id, invoice)
         assumed["customers"] = [
             [tenant, customer_id]
             for tenant, customer_id in sorted(registering)
@@ -175,7 +175,7 @@ class KnownState:
                     else {
                         invoice_id
                         for invoice_id in loaded_state.invoices_by_customer.get(customer_id, ())
-                        if _open(loaded_state.refs[("invoice", invoice_id)])
+                        if is_open(loaded_state.refs[("invoice", invoice_id)])
                     }
                 )
 
@@ -224,7 +224,7 @@ class KnownState:
                 if isinstance(value, InvoiceState):
                     invoice_ids = self.customers.get((tenant, value.customer_id))
                     if invoice_ids is not None:
-                        if _open(value):
+                        if is_open(value):
                             invoice_ids.add(ref_id)
                         else:
                             invoice_ids.discard(ref_id)
@@ -242,14 +242,3 @@ class KnownState:
         for stream_key in list(itertools.islice(self.streams, len(self.streams) // 2)):
             del self.streams[stream_key]
         self.customers.clear()
-
-
-def _put(tenant_state: TenantState, kind: str, ref_id: str, value: State) -> None:
-    """As `_state_from` in the PostgreSQL store puts a loaded reference."""
-    tenant_state.refs[(kind, ref_id)] = value
-    if isinstance(value, InvoiceState):
-        tenant_state.invoices_by_customer.setdefault(value.customer_id, set()).add(ref_id)
-
-
-def _open(value: State | None) -> bool:
-    return isinstance(value, InvoiceState) and value.open_amount > 0

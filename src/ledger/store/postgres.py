@@ -44,7 +44,6 @@ from ledger.contract import CustomerRegistered
 from ledger.decide import (
     Accepted,
     Existing,
-    InvoiceState,
     Needs,
     Outcome,
     PositionCounter,
@@ -561,11 +560,9 @@ def _state_from(loaded: dict[str, Any]) -> dict[str, TenantState]:
     for tenant, stream_id, version in loaded["streams"]:
         state.setdefault(tenant, TenantState()).stream_versions[stream_id] = int(version or 0)
     for tenant, kind, ref_id, encoded in loaded["refs"]:
-        tenant_state = state.setdefault(tenant, TenantState())
-        decoded = decode_state(kind, encoded)
-        tenant_state.refs[(kind, ref_id)] = decoded
-        if isinstance(decoded, InvoiceState):
-            tenant_state.invoices_by_customer.setdefault(decoded.customer_id, set()).add(ref_id)
+        state.setdefault(tenant, TenantState()).put_loaded(
+            kind, ref_id, decode_state(kind, encoded)
+        )
     return state
 
 
