@@ -18,7 +18,9 @@ and every replay agree on them by construction.
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterator
+import heapq
+from bisect import bisect_left
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from datetime import date
 from decimal import Decimal
@@ -112,6 +114,36 @@ class Existing:
 
 State = ContractState | InvoiceState | PaymentState | ExpenseState | bool | str
 Key = tuple[str, str]  # (kind, id): ("invoice", "INV-1"), ("customer", "C1"), ("currency", "")
+# An invoice's place in auto-allocation's order: oldest due date first, then oldest issued (the
+# position of its `invoice.issued`, unique). `ledger_refs` has an index in the same order.
+OpenKey = tuple[date, int, str]  # (due_date, position, invoice_id)
+
+
+def open_key(invoice_id: str, invoice: InvoiceState) -> OpenKey:
+    return invoice.due_date, invoice.position, invoice_id
+
+
+def insert_key(keys: list[OpenKey], key: OpenKey) -> None:
+    """Into a sorted list, once."""
+    index = bisect_left(keys, key)
+    if index == len(keys) or keys[index] != key:
+        keys.insert(index, key)
+
+
+def remove_key(keys: list[OpenKey], key: OpenKey) -> None:
+    index = bisect_left(keys, key)
+    if index < len(keys) and keys[index] == key:
+        del keys[index]
+
+
+class NeedOpenInvoices(Exception):
+    """Auto-allocation needs more of a customer's open invoices than the state holds: the store
+    loads more of them (a longer prefix in allocation order) and decides the transaction again."""
+
+    def __init__(self, tenant_id: str, customer_id: str) -> None:
+        super().__init__(f"more open invoices of customer {customer_id!r} (tenant {tenant_id})")
+        self.tenant_id = tenant_id
+        self.customer_id = customer_id
 
 
 @dataclass
@@ -121,16 +153,23 @@ class TenantState:
     refs: dict[Key, State] = field(default_factory=dict)
     stream_versions: dict[str, int] = field(default_factory=dict)
     events: dict[str, Existing] = field(default_factory=dict)
-    # customer_id -> ids of invoices that may be open: the candidates for auto-allocation.
-    invoices_by_customer: dict[str, set[str]] = field(default_factory=dict)
+    # customer_id -> the open invoices held in `refs`, in auto-allocation order. Whole for the
+    # customers a load was asked for (`Needs.customers_for_auto_allocation`) up to
+    # `open_through`, and for every customer in the in-memory store.
+    open_invoices: dict[str, list[OpenKey]] = field(default_factory=dict)
+    # customer_id -> the last key of a load that stopped at its limit: stored open invoices
+    # after it are not loaded, and auto-allocation past it asks for more (`NeedOpenInvoices`).
+    open_through: dict[str, OpenKey] = field(default_factory=dict)
     # Keys changed by accepted units since the store last saved them.
     dirty: set[Key] = field(default_factory=set)
 
     def put_loaded(self, kind: str, ref_id: str, value: State) -> None:
-        """A stored reference, as a load gives it: an invoice is its customer's candidate too."""
+        """A stored reference, as a load gives it: an open invoice joins its customer's list."""
         self.refs[(kind, ref_id)] = value
-        if isinstance(value, InvoiceState):
-            self.invoices_by_customer.setdefault(value.customer_id, set()).add(ref_id)
+        if isinstance(value, InvoiceState) and value.open_amount > 0:
+            insert_key(
+                self.open_invoices.setdefault(value.customer_id, []), open_key(ref_id, value)
+            )
 
 
 class PositionCounter:
@@ -176,12 +215,14 @@ Outcome = Accepted | Duplicate | Refused
 class _Overlay:
     """Reads fall through to the tenant state; writes stay here until the unit is accepted."""
 
-    def __init__(self, base: TenantState) -> None:
+    def __init__(self, base: TenantState, tenant_id: str) -> None:
         self.base = base
+        self.tenant_id = tenant_id
         self.refs: dict[Key, State] = {}
         self.stream_versions: dict[str, int] = {}
         self.events: dict[str, Existing] = {}
-        self.new_invoices: dict[str, set[str]] = {}
+        # customer_id -> keys of the invoices this unit issued or changed (opened or closed).
+        self.touched: dict[str, set[OpenKey]] = {}
 
     def get(self, kind: str, ref_id: str) -> Any:
         key = (kind, ref_id)
@@ -193,10 +234,16 @@ class _Overlay:
         key = (kind, ref_id)
         if key not in self.refs:
             self.refs[key] = _clone(self.base.refs[key])
+            self._touch(ref_id, self.refs[key])
         return self.refs[key]
 
     def put(self, kind: str, ref_id: str, state: State) -> None:
         self.refs[(kind, ref_id)] = state
+        self._touch(ref_id, state)
+
+    def _touch(self, ref_id: str, state: State) -> None:
+        if isinstance(state, InvoiceState):
+            self.touched.setdefault(state.customer_id, set()).add(open_key(ref_id, state))
 
     def stream_version(self, stream_id: str) -> int:
         if stream_id in self.stream_versions:
@@ -206,22 +253,36 @@ class _Overlay:
     def existing(self, event_id: str) -> Existing | None:
         return self.events.get(event_id) or self.base.events.get(event_id)
 
-    def open_invoices(self, customer_id: str) -> Iterator[tuple[str, InvoiceState]]:
-        candidates = self.base.invoices_by_customer.get(customer_id, set()) | (
-            self.new_invoices.get(customer_id, set())
-        )
-        for invoice_id in candidates:
-            invoice = self.get("invoice", invoice_id)
-            if isinstance(invoice, InvoiceState) and invoice.open_amount > 0:
-                yield invoice_id, invoice
+    def open_invoices(self, customer_id: str) -> Iterator[tuple[OpenKey, InvoiceState]]:
+        """A customer's open invoices in allocation order, as the unit left them so far: the
+        base's list merged with what the unit touched (issued, or reopened by a refund). Lazy:
+        a payment reads as many as it allocates to."""
+        keys: Iterable[OpenKey] = self.base.open_invoices.get(customer_id, ())
+        touched = self.touched.get(customer_id)
+        if touched:
+            keys = heapq.merge(keys, sorted(touched))
+        previous = None
+        for key in keys:
+            if key == previous:  # in the base's list and touched
+                continue
+            previous = key
+            invoice = self.get("invoice", key[2])
+            if invoice.open_amount > 0:
+                yield key, invoice
 
     def merge(self) -> None:
-        self.base.refs.update(self.refs)
-        self.base.dirty.update(self.refs)
-        self.base.stream_versions.update(self.stream_versions)
-        self.base.events.update(self.events)
-        for customer_id, invoice_ids in self.new_invoices.items():
-            self.base.invoices_by_customer.setdefault(customer_id, set()).update(invoice_ids)
+        base = self.base
+        base.refs.update(self.refs)
+        base.dirty.update(self.refs)
+        base.stream_versions.update(self.stream_versions)
+        base.events.update(self.events)
+        for customer_id, keys in self.touched.items():
+            open_keys = base.open_invoices.setdefault(customer_id, [])
+            for key in keys:
+                if is_open(self.refs[("invoice", key[2])]):
+                    insert_key(open_keys, key)
+                else:
+                    remove_key(open_keys, key)
 
 
 def _clone(state: State) -> State:
@@ -467,7 +528,6 @@ def _invoice_issued(
             position=position,
         ),
     )
-    overlay.new_invoices.setdefault(payload.customer_id, set()).add(payload.invoice_id)
     return {}
 
 
@@ -606,23 +666,26 @@ def _explicit_allocations(
 
 
 def _auto_allocations(overlay: _Overlay, payload: PaymentReceived) -> list[tuple[str, Decimal]]:
-    """Oldest due date first (then oldest issued), among invoices issued by the payment's date."""
-    candidates = sorted(
-        (
-            (invoice.due_date, invoice.position, invoice_id, invoice)
-            for invoice_id, invoice in overlay.open_invoices(payload.customer_id)
-            if invoice.issue_date <= payload.date
-        ),
-        key=lambda candidate: (candidate[0], candidate[1]),
-    )
+    """Oldest due date first (then oldest issued), among invoices issued by the payment's date.
+
+    Reads the customer's open invoices in that order until the payment is spent: O(allocations),
+    not O(open invoices). Past the end of what a load held (`TenantState.open_through`) it asks
+    for more rather than guess."""
+    through = overlay.base.open_through.get(payload.customer_id)
     remaining = payload.amount
     allocations = []
-    for _due, _position, invoice_id, invoice in candidates:
+    for key, invoice in overlay.open_invoices(payload.customer_id):
         if remaining <= 0:
             break
+        if through is not None and key > through:
+            raise NeedOpenInvoices(overlay.tenant_id, payload.customer_id)
+        if invoice.issue_date > payload.date:
+            continue
         applied = min(remaining, invoice.open_amount)
-        allocations.append((invoice_id, applied))
+        allocations.append((key[2], applied))
         remaining -= applied
+    if remaining > 0 and through is not None:
+        raise NeedOpenInvoices(overlay.tenant_id, payload.customer_id)
     return allocations
 
 
@@ -844,6 +907,9 @@ def decide_unit(
 ) -> list[Outcome]:
     """Decide an all-or-nothing unit. On any refusal nothing changes and no position is used.
 
+    `NeedOpenInvoices` (a payment to allocate past the open invoices a load held) leaves `state`
+    with the units before this one merged: the store loads again and decides every unit anew.
+
     With `validate_only` every event is checked as if the unit were appended, and nothing is kept:
     an atomic batch that already failed the stateless checks still learns every other rejection.
     """
@@ -855,7 +921,7 @@ def decide_unit(
         overlay = overlays.get(event.tenant_id)
         if overlay is None:
             overlay = overlays[event.tenant_id] = _Overlay(
-                state.setdefault(event.tenant_id, TenantState())
+                state.setdefault(event.tenant_id, TenantState()), event.tenant_id
             )
         outcome = _decide_event(overlay, event, positions)
         outcomes.append(outcome)
@@ -891,7 +957,29 @@ class Needs:
     refs: dict[str, set[Key]] = field(default_factory=dict)
     streams: dict[str, set[str]] = field(default_factory=dict)
     event_ids: dict[str, set[str]] = field(default_factory=dict)
-    customers_for_auto_allocation: dict[str, set[str]] = field(default_factory=dict)
+    # customer_id -> how many of its open invoices to load, in allocation order (None: all): the
+    # customers of payments without allocations.
+    customers_for_auto_allocation: dict[str, dict[str, int | None]] = field(default_factory=dict)
+
+    def load_open_invoices(self, tenant_id: str, customer_id: str, limit: int | None) -> None:
+        """Load at least `limit` of the customer's open invoices (None: all of them)."""
+        limits = self.customers_for_auto_allocation.setdefault(tenant_id, {})
+        current = limits.get(customer_id, 0)
+        limits[customer_id] = None if current is None or limit is None else max(current, limit)
+
+    def load_more_open_invoices(self, tenant_id: str, customer_id: str) -> None:
+        """After `NeedOpenInvoices`: the next load takes `open_invoices_growth` times as many."""
+        limits = self.customers_for_auto_allocation.setdefault(tenant_id, {})
+        current = limits.get(customer_id)
+        if current is not None:
+            limits[customer_id] = current * open_invoices_growth
+
+
+# How many of a customer's open invoices a load takes per payment to allocate automatically (most
+# payments settle the oldest one or two), and by what factor the next load grows when a payment
+# needs more. A customer with 10,000 open invoices costs a payment a prefix, not all of them.
+open_invoices_per_payment = 16
+open_invoices_growth = 16
 
 
 def needs_of(events: list[ProposedEvent]) -> Needs:
@@ -905,7 +993,10 @@ def needs_of(events: list[ProposedEvent]) -> Needs:
         keys.update(_keys_of(event))
         payload = event.payload
         if isinstance(payload, PaymentReceived) and payload.allocations is None:
-            needs.customers_for_auto_allocation.setdefault(tenant, set()).add(payload.customer_id)
+            limits = needs.customers_for_auto_allocation.setdefault(tenant, {})
+            limits[payload.customer_id] = (
+                limits.get(payload.customer_id) or 0
+            ) + open_invoices_per_payment
     return needs
 
 

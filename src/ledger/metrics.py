@@ -32,6 +32,11 @@ append_paths = Counter(
     " then write), or a guess not written (followed by two)",
     ["path"],
 )
+open_invoice_loads = Counter(
+    "ledger_append_open_invoice_loads",
+    "Loads of a longer prefix of a customer's open invoices, for a payment allocated past the"
+    " one an append transaction first read",
+)
 append_seconds = Histogram(
     "ledger_append_seconds", "Time to validate and append one request", buckets=_latency_buckets_s
 )

@@ -4,10 +4,12 @@ PostgreSQL: the answers, the stored events and `ledger_refs` are those of the tw
 
 from __future__ import annotations
 
+import contextlib
 import re
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
+from unittest import mock
 
 import psycopg
 import pytest
@@ -15,11 +17,12 @@ from hypothesis import given
 from hypothesis import strategies as st
 from prometheus_client import REGISTRY
 
+from ledger import decide
 from ledger.decide import TenantState, ref_row
 from ledger.errors import StoreUnavailableError
 from ledger.service import AppendReport, LedgerService
 from ledger.store import EventStore
-from ledger.store.known import KnownState, known_events_max
+from ledger.store.known import KnownState, OpenInvoices, known_events_max
 from ledger.store.memory import MemoryEventStore
 from ledger.store.postgres import PostgresEventStore
 from tests.ledger import store_builders as b
@@ -117,16 +120,18 @@ async def test_one_writer_appends_in_one_round_trip_and_keeps_exact_references(
     assert stored == {key: ref_row(value) for key, value in expected.refs.items()}, (
         "ledger_refs as the rules keep them"
     )
-    # The writer keeps a customer's open invoices, all of them and only those (a payment's
-    # guess reads them all): I1 and I3 are paid, I2 reopened by the refund.
+    # The writer keeps a customer's open invoices, all of them and only those, in allocation
+    # order: I1 and I3 are paid, I2 reopened by the refund.
+    known = store._known.customers[(tenant, "C1")]
+    assert known.through is None
     assert (
-        store._known.customers[(tenant, "C1")]
-        == {
+        [key[2] for key in known.keys]
+        == [
             invoice_id
             for (kind, invoice_id), value in expected.refs.items()
             if kind == "invoice" and ref_row(value)[1]
-        }
-        == {"I2"}
+        ]
+        == ["I2"]
     )
     allocations = [e.metadata.get("ledger") for e in await store.read(tenant)]
     assert allocations == [e.metadata.get("ledger") for e in await memory.read(tenant)]
@@ -262,7 +267,7 @@ def test_knowledge_is_bounded() -> None:
     """Past `keys_max` the older half goes (references and streams by when they were learnt),
     and every customer's set."""
     known = KnownState(keys_max=10)
-    known.customers[("t", "C1")] = set()
+    known.customers[("t", "C1")] = OpenInvoices([], None)
     state = {"t": TenantState()}
     for number in range(6):
         state["t"].refs[("customer", f"C{number}")] = True
@@ -330,12 +335,32 @@ def relative_state(state: Any, offset: int) -> Any:
     return state
 
 
+@pytest.mark.parametrize(
+    "prefix",
+    [
+        pytest.param(None, id="prefixes-as-configured"),
+        # One open invoice per payment, doubling: nearly every automatic allocation goes past
+        # what was loaded or guessed, and loads again.
+        pytest.param((1, 2), id="prefixes-of-one"),
+    ],
+)
 @property_settings(40)
 @given(case=operations())
 async def test_two_writers_answer_and_store_what_the_rules_say(
     database_url: str,
     module_writers: Writers,
     case: tuple[Stream, list[Operation]],
+    prefix: tuple[int, int] | None,
+) -> None:
+    with contextlib.ExitStack() as stack:
+        if prefix is not None:
+            stack.enter_context(mock.patch.object(decide, "open_invoices_per_payment", prefix[0]))
+            stack.enter_context(mock.patch.object(decide, "open_invoices_growth", prefix[1]))
+        await two_writers_and_the_rules(database_url, module_writers, case)
+
+
+async def two_writers_and_the_rules(
+    database_url: str, module_writers: Writers, case: tuple[Stream, list[Operation]]
 ) -> None:
     stream, plan = case
     tenant = new_tenant()

@@ -17,8 +17,9 @@ the events were decided on. Otherwise it writes nothing and the append takes the
 whose load the writer learns from.
 
 No guess is made when it would surely fail: the open invoices of a registered customer the writer
-does not know (auto-allocation needs them all; of a customer it does not know to be registered it
-assumes, and the call checks, that there are none), an invoice a known payment was applied to but
+does not know (auto-allocation needs them in order, as far as a payment goes; of a customer it does
+not know to be registered it assumes, and the call checks, that there are none), a payment that
+goes past the prefix of them the writer knows, an invoice a known payment was applied to but
 the writer does not know, a unit refused (refusals often come from a key assumed absent that exists; the two round
 trips give the exact answer), or while another writer appends: after a stale guess, guesses resume
 only once a load finds the head where this writer left it.
@@ -28,10 +29,22 @@ from __future__ import annotations
 
 import itertools
 import secrets
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any, cast
 
-from ledger.decide import InvoiceState, Needs, PaymentState, State, TenantState, is_open
+from ledger.decide import (
+    InvoiceState,
+    Needs,
+    OpenKey,
+    PaymentState,
+    State,
+    TenantState,
+    insert_key,
+    is_open,
+    open_key,
+    remove_key,
+)
 
 RefKey = tuple[str, str, str]  # (tenant, kind, ref_id)
 
@@ -60,7 +73,32 @@ class Guess:
 
     # What `ledger_lock_and_load` would load, as the store decodes it (`_state_from`).
     state: dict[str, TenantState]
-    assumed: dict[str, list[list[str]]]  # in `ledger_load`'s form
+    assumed: dict[str, list[list[Any]]]  # in `ledger_load`'s form
+    # (tenant, customer): every open invoice of theirs the writer knows is in `state`, and it does
+    # not know them all: a payment that needs more must take the load.
+    exhausted: set[tuple[str, str]] = field(default_factory=set)
+
+
+@dataclass(slots=True)
+class OpenInvoices:
+    """What the writer knows of a customer's open invoices: exactly the stored ones up to
+    `through`, in allocation order (`through` None: all of them)."""
+
+    keys: list[OpenKey]
+    through: OpenKey | None
+
+
+def open_prefixes(
+    loaded: dict[str, Any], state: dict[str, TenantState]
+) -> Iterator[tuple[str, str, list[OpenKey], OpenKey | None]]:
+    """Per customer whose open invoices a load read (`open`: the ids of the prefix in order and
+    the limit it was read with): their keys in order, and the last one when the prefix stopped
+    at its limit (more may be stored), else None."""
+    for tenant, customer_id, limit, invoice_ids in loaded.get("open", ()):
+        refs = state[tenant].refs if invoice_ids else {}
+        keys = sorted(open_key(i, cast(InvoiceState, refs[("invoice", i)])) for i in invoice_ids)
+        through = keys[-1] if limit is not None and len(keys) >= limit else None
+        yield tenant, customer_id, keys, through
 
 
 class KnownState:
@@ -73,9 +111,8 @@ class KnownState:
         self.stamp = 0
         self.refs: dict[RefKey, State | None] = {}  # None: known to be absent
         self.streams: dict[tuple[str, str], int] = {}  # 0: no event in the stream
-        # (tenant, customer) -> ids of the customer's open invoices, all of them. Closed ones leave
-        # (a payment's guess reads every id here; a customer may have thousands of invoices).
-        self.customers: dict[tuple[str, str], set[str]] = {}
+        # (tenant, customer) -> its open invoices in allocation order, as far as a load read them.
+        self.customers: dict[tuple[str, str], OpenInvoices] = {}
         # False after another writer was seen appending, until a load finds it quiet.
         self.calm = True
 
@@ -100,7 +137,8 @@ class KnownState:
         register; the call also checks that they have no open invoice, so that the writer knows
         every invoice of theirs from then on."""
         registering = set(registering)  # the caller's stays as it was
-        assumed: dict[str, list[list[str]]] = {
+        exhausted: set[tuple[str, str]] = set()
+        assumed: dict[str, list[list[Any]]] = {
             # Event ids are new in all but retries: every one is assumed absent, never kept.
             "event_ids": [[t, i] for t, ids in needs.event_ids.items() for i in ids],
             "streams": [],
@@ -129,33 +167,41 @@ class KnownState:
                             if invoice is None:
                                 return None
                             tenant_state.put_loaded("invoice", invoice_id, invoice)
-        for tenant, customer_ids in needs.customers_for_auto_allocation.items():
+        for tenant, limits in needs.customers_for_auto_allocation.items():
             tenant_state = state.setdefault(tenant, TenantState())
-            for customer_id in customer_ids:
-                invoice_ids = self.customers.get((tenant, customer_id))
-                if invoice_ids is None:
+            for customer_id, limit in limits.items():
+                known = self.customers.get((tenant, customer_id))
+                if known is None:
                     if self.refs.get((tenant, "customer", customer_id), None) is not None:
                         return None  # a registered customer: its invoices must be loaded
                     # Not registered, as far as the writer knows: no invoices, checked.
                     registering.add((tenant, customer_id))
                     continue
-                for invoice_id in invoice_ids:
-                    invoice = self.refs.get((tenant, "invoice", invoice_id))
+                # What a load with this limit would read: the first `limit`, and through the
+                # last of them if more are stored (or may be: beyond what the writer knows).
+                prefix = known.keys if limit is None else known.keys[:limit]
+                for key in prefix:
+                    invoice = self.refs.get((tenant, "invoice", key[2]))
                     if invoice is None or not is_open(invoice):
-                        return None  # never so: closed invoices leave the set
-                    tenant_state.put_loaded("invoice", invoice_id, invoice)
+                        return None  # never so: closed invoices leave the list
+                    tenant_state.put_loaded("invoice", key[2], invoice)
+                if len(prefix) < len(known.keys):
+                    tenant_state.open_through[customer_id] = prefix[-1]
+                elif known.through is not None:
+                    tenant_state.open_through[customer_id] = known.through
+                    exhausted.add((tenant, customer_id))
         assumed["customers"] = [
-            [tenant, customer_id]
+            [tenant, customer_id, 1]  # one open invoice is enough to prove the guess wrong
             for tenant, customer_id in sorted(registering)
             if (tenant, customer_id) not in self.customers
         ]
-        return Guess(state, assumed)
+        return Guess(state, assumed, exhausted)
 
     def learn_loaded(
         self, loaded: dict[str, Any], needs: Needs, state: dict[str, TenantState]
     ) -> None:
-        """Keep what a load under the lock found (`state`: decoded from it, not yet decided on)."""
-        self.seen(int(loaded["head"]), int(loaded["stamp"]))
+        """Keep what a load under the lock found (`state`: decoded from it, not yet decided on).
+        The caller has told `seen` the head and stamp it was loaded at."""
         for tenant, stream_id, version in loaded["streams"]:
             self.streams[(tenant, stream_id)] = int(version or 0)
         for tenant, tenant_state in state.items():
@@ -166,18 +212,8 @@ class KnownState:
             for kind, ref_id in keys:
                 if (kind, ref_id) not in loaded_refs:
                     self.refs[(tenant, kind, ref_id)] = None
-        for tenant, customer_ids in needs.customers_for_auto_allocation.items():
-            loaded_state = state.get(tenant)
-            for customer_id in customer_ids:
-                self.customers[(tenant, customer_id)] = (
-                    set()
-                    if loaded_state is None
-                    else {
-                        invoice_id
-                        for invoice_id in loaded_state.invoices_by_customer.get(customer_id, ())
-                        if is_open(loaded_state.refs[("invoice", invoice_id)])
-                    }
-                )
+        for tenant, customer_id, prefix, through in open_prefixes(loaded, state):
+            self.customers[(tenant, customer_id)] = OpenInvoices(prefix, through)
 
     def seen(self, head: int, stamp: int) -> None:
         """The stored state is at `(head, stamp)` (read under the lock)."""
@@ -198,8 +234,8 @@ class KnownState:
             self.streams[(tenant, stream_id)] = 0
         for tenant, kind, ref_id in guess.assumed["refs"]:
             self.refs[(tenant, kind, ref_id)] = None
-        for tenant, customer_id in guess.assumed["customers"]:
-            self.customers[(tenant, customer_id)] = set()
+        for tenant, customer_id, _limit in guess.assumed["customers"]:
+            self.customers[(tenant, customer_id)] = OpenInvoices([], None)
 
     def missed(self, answer: dict[str, Any]) -> None:
         """A guess was not written: someone else appended (stale), or an assumed key exists."""
@@ -222,12 +258,13 @@ class KnownState:
                 value = tenant_state.refs[(kind, ref_id)]
                 self.refs[(tenant, kind, ref_id)] = value
                 if isinstance(value, InvoiceState):
-                    invoice_ids = self.customers.get((tenant, value.customer_id))
-                    if invoice_ids is not None:
-                        if is_open(value):
-                            invoice_ids.add(ref_id)
-                        else:
-                            invoice_ids.discard(ref_id)
+                    known = self.customers.get((tenant, value.customer_id))
+                    if known is not None:
+                        key = open_key(ref_id, value)
+                        if not is_open(value):
+                            remove_key(known.keys, key)
+                        elif known.through is None or key <= known.through:
+                            insert_key(known.keys, key)
         for tenant, stream_id, version in streams:
             self.streams[(tenant, stream_id)] = version
         self.head, self.stamp = head, stamp

@@ -44,6 +44,7 @@ from ledger.contract import CustomerRegistered
 from ledger.decide import (
     Accepted,
     Existing,
+    NeedOpenInvoices,
     Needs,
     Outcome,
     PositionCounter,
@@ -55,9 +56,9 @@ from ledger.decide import (
     ref_row,
 )
 from ledger.errors import StoreError, StoreUnavailableError, invariant
-from ledger.metrics import append_paths
+from ledger.metrics import append_paths, open_invoice_loads
 from ledger.store import RecordedEvent, Unit, append_batch_events_max, read_limit_max
-from ledger.store.known import KnownState, known_events_max, new_stamp
+from ledger.store.known import KnownState, known_events_max, new_stamp, open_prefixes
 
 logger = logging.getLogger(__name__)
 
@@ -86,6 +87,7 @@ _migrations = (
     "005_lock_and_load_custom_plans.sql",
     "006_lock_and_load_generic_plans.sql",
     "007_one_round_trip.sql",
+    "008_open_invoices_in_order.sql",
 )
 
 select_events = """
@@ -320,7 +322,7 @@ class PostgresEventStore:
                 if results is not None:
                     return results
             for tenant, customer_id in registering:
-                needs.customers_for_auto_allocation.setdefault(tenant, set()).add(customer_id)
+                needs.load_open_invoices(tenant, customer_id, 1)  # none, or a refusal
             return await self._append_locked(conn, units, needs, learn)
         except BaseException:
             self._known.forget()
@@ -337,11 +339,18 @@ class PostgresEventStore:
         """One round trip: decide on what the writer knows, then lock, check that nothing it
         assumed changed, write and commit (`ledger.store.known`). None when no guess was written."""
         known = self._known
-        guess = known.guess(needs, registering)
-        if guess is None or known.head is None:
-            return None
-        state = guess.state
-        results, accepted, new_head = _decide(state, units, known.head)
+        while True:
+            guess = known.guess(needs, registering)
+            if guess is None or known.head is None:
+                return None
+            state = guess.state
+            try:
+                results, accepted, new_head = _decide(state, units, known.head)
+                break
+            except NeedOpenInvoices as need:
+                if (need.tenant_id, need.customer_id) in guess.exhausted:
+                    return None  # the writer knows no more of them: the load reads further
+                needs.load_more_open_invoices(need.tenant_id, need.customer_id)
         if any(isinstance(outcome, Refused) for outcomes in results for outcome in outcomes):
             return None  # refusals often come from a key assumed absent: ask the stored state
         stamp = new_stamp()
@@ -394,12 +403,29 @@ class PostgresEventStore:
             raise StoreError("ledger_lock_and_load returned nothing")
         loaded = loaded_row[0]
         head, stamp = int(loaded["head"]), int(loaded["stamp"])
-        state = _state_from(loaded)
-        if learn:
-            self._known.learn_loaded(loaded, needs, state)
-        else:
-            self._known.seen(head, stamp)
-        results, accepted, new_head = _decide(state, units, head)
+        self._known.seen(head, stamp)
+        while True:
+            state = _state_from(loaded)
+            if learn:
+                self._known.learn_loaded(loaded, needs, state)
+            try:
+                results, accepted, new_head = _decide(state, units, head)
+                break
+            except NeedOpenInvoices as need:
+                # A payment to allocate past the prefix of its customer's open invoices that was
+                # loaded: load a longer one, under the lock still held, and decide again.
+                limits = needs.customers_for_auto_allocation[need.tenant_id]
+                invariant(
+                    limits.get(need.customer_id) is not None,
+                    "a load of all of a customer's open invoices must be enough",
+                )
+                needs.load_more_open_invoices(need.tenant_id, need.customer_id)
+                open_invoice_loads.inc()
+                cursor = await conn.execute("SELECT ledger_load(%s::jsonb)", [_needs_json(needs)])
+                reloaded = await cursor.fetchone()
+                if reloaded is None:
+                    raise StoreError("ledger_load returned nothing") from None
+                loaded = {**reloaded[0], "head": head, "stamp": stamp}
         rows: list[list[Any]] = []
         # Round trip 2: write the events, the changed references and the head; notify; commit.
         async with conn.pipeline():
@@ -544,9 +570,9 @@ def _needs_json(needs: Needs) -> str:
         "streams": [[t, s] for t, streams in needs.streams.items() for s in streams],
         "refs": [[t, k, i] for t, keys in needs.refs.items() for k, i in keys],
         "customers": [
-            [t, c]
-            for t, customers in needs.customers_for_auto_allocation.items()
-            for c in customers
+            [t, c, limit]
+            for t, limits in needs.customers_for_auto_allocation.items()
+            for c, limit in limits.items()
         ],
     }
     return orjson.dumps(document).decode()
@@ -563,6 +589,9 @@ def _state_from(loaded: dict[str, Any]) -> dict[str, TenantState]:
         state.setdefault(tenant, TenantState()).put_loaded(
             kind, ref_id, decode_state(kind, encoded)
         )
+    for tenant, customer_id, _keys, through in open_prefixes(loaded, state):
+        if through is not None:
+            state[tenant].open_through[customer_id] = through
     return state
 
 
