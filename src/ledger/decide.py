@@ -232,18 +232,24 @@ class _Overlay:
 
     def for_update(self, kind: str, ref_id: str) -> Any:
         key = (kind, ref_id)
-        if key not in self.refs:
-            self.refs[key] = _clone(self.base.refs[key])
-            self._touch(ref_id, self.refs[key])
-        return self.refs[key]
+        state = self.refs.get(key)
+        if state is None:
+            state = self.refs[key] = _clone(self.base.refs[key])
+            if kind == "invoice":  # its place in its customer's open list may change
+                self._touch(ref_id, state)
+        return state
 
     def put(self, kind: str, ref_id: str, state: State) -> None:
         self.refs[(kind, ref_id)] = state
-        self._touch(ref_id, state)
+        if kind == "invoice":
+            self._touch(ref_id, state)
 
-    def _touch(self, ref_id: str, state: State) -> None:
-        if isinstance(state, InvoiceState):
-            self.touched.setdefault(state.customer_id, set()).add(open_key(ref_id, state))
+    def _touch(self, ref_id: str, invoice: Any) -> None:
+        touched = self.touched
+        keys = touched.get(invoice.customer_id)
+        if keys is None:
+            keys = touched[invoice.customer_id] = set()
+        keys.add((invoice.due_date, invoice.position, ref_id))
 
     def stream_version(self, stream_id: str) -> int:
         if stream_id in self.stream_versions:
@@ -276,13 +282,20 @@ class _Overlay:
         base.dirty.update(self.refs)
         base.stream_versions.update(self.stream_versions)
         base.events.update(self.events)
+        refs = self.refs
         for customer_id, keys in self.touched.items():
-            open_keys = base.open_invoices.setdefault(customer_id, [])
+            open_keys = base.open_invoices.get(customer_id)
+            if open_keys is None:
+                open_keys = base.open_invoices[customer_id] = []
             for key in keys:
-                if is_open(self.refs[("invoice", key[2])]):
-                    insert_key(open_keys, key)
-                else:
-                    remove_key(open_keys, key)
+                invoice = refs[("invoice", key[2])]
+                index = bisect_left(open_keys, key)  # insert_key and remove_key, inline
+                listed = index < len(open_keys) and open_keys[index] == key
+                if invoice.open_amount > 0:  # type: ignore[union-attr]
+                    if not listed:
+                        open_keys.insert(index, key)
+                elif listed:
+                    del open_keys[index]
 
 
 def _clone(state: State) -> State:
