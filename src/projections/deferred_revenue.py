@@ -34,7 +34,7 @@ from __future__ import annotations
 
 from bisect import bisect_right
 from collections.abc import Iterable
-from datetime import date
+from datetime import date, timedelta
 from decimal import ROUND_HALF_EVEN, Decimal
 from functools import lru_cache
 from typing import Any
@@ -315,7 +315,14 @@ def write_schedules(rows: Rows, contract: Row, before: dict[str, Any], changed_f
         for row in new.segment_rows(contract_id, line_id, digits):
             rows.put(dr_segments, row)
             stale.discard((line_id, row["seg_start"].isoformat()))
-        old = _RecognisedBy(before.get(line_id), digits)
+        old_line = before.get(line_id)
+        months = None if old_line is not None else _fresh_line_months(new, changed_from)
+        if months is not None:
+            _move(scheduled, months, {})
+            for (_start, month), amount in months.items():
+                recognised[month] = recognised.get(month, 0) + amount
+            continue
+        old = _RecognisedBy(old_line, digits)
         if new.latest() != old.latest():
             _move(scheduled, schedule_months(new), schedule_months(old))
         _move(recognised, recognised_months(new, old, changed_from), {})
@@ -398,8 +405,11 @@ class _Spread:
             if satisfied is not None and satisfied <= through:
                 return self.base + self.amount
             return self.base
+        return self.by_elapsed((through - self.start).days + 1)
+
+    def by_elapsed(self, elapsed: int) -> int:
+        """A ratable segment's recognition after `elapsed` days of it (the first counts 1)."""
         days = self.days
-        elapsed = (through - self.start).days + 1
         if days <= 0 or elapsed >= days:
             return self.base + self.amount
         if elapsed <= 0:
@@ -520,12 +530,50 @@ def schedule_months(line: _RecognisedBy) -> dict[tuple[date, date], int]:
         return {}
     found: dict[tuple[date, date], int] = {}
     previous = 0
-    for month_end in _month_ends(start, last_day):
-        boundary = min(month_end, last_day)
-        current = line(boundary)
-        found[(start, boundary.replace(day=1))] = current - previous
+    steps = _month_steps(start, last_day)
+    spread = line.spreads[0] if len(line.spreads) == 1 else None
+    if spread is not None:  # one segment in integers (a signature's): by elapsed days, no dates
+        by_elapsed = spread.by_elapsed
+        for month, elapsed in steps:
+            current = by_elapsed(elapsed)
+            found[(start, month)] = current - previous
+            previous = current
+        return found
+    for month, elapsed in steps:
+        current = line(start + timedelta(days=elapsed - 1))
+        found[(start, month)] = current - previous
         previous = current
     return found
+
+
+@lru_cache(maxsize=4096)
+def _month_steps(start: date, last_day: date) -> tuple[tuple[date, int], ...]:
+    """(first day of the month, days from `start` to the month's end or `last_day`, whichever
+    comes first, both counted) for every month from `start`'s to `last_day`'s. Terms repeat."""
+    return tuple(
+        (month_end.replace(day=1), (min(month_end, last_day) - start).days + 1)
+        for month_end in _month_ends(start, last_day)
+    )
+
+
+def _fresh_line_months(
+    line: _RecognisedBy, changed_from: date
+) -> dict[tuple[date, date], int] | None:
+    """The months of a line that is new on `changed_from` (a signature's, or one an amendment
+    adds) with one unsatisfied segment from that day, as `schedule_months` gives them; they are
+    also what it recognises in each month (its recognition by each month's end, less the month
+    before's, from zero), so `recognised_months` need not walk the term again. A point-in-time
+    line recognises nothing until it is satisfied: no months. None for any other line."""
+    if len(line.ordered) != 1:
+        return None
+    segment = line.ordered[0]
+    if segment["seg_start"] != changed_from or segment["satisfied_on"] is not None:
+        return None
+    if segment["recognition"] == "ratable" and segment["seg_end"] > changed_from:
+        return schedule_months(line)
+    if segment["recognition"] == "point_in_time" and segment["base"] == 0:
+        return {}
+    return None
 
 
 def recognised_months(

@@ -19,9 +19,11 @@ from hypothesis import strategies as st
 
 from projections import accounting as acc
 from projections.deferred_revenue import (
+    _fresh_line_months,
     _RecognisedBy,
     _spread,
     minor_units_max,
+    recognised_months,
     round_half_even,
 )
 
@@ -181,3 +183,46 @@ def test_not_whole_or_too_large_stays_on_decimals() -> None:
     assert _spread({**fraction, "amount": Decimal("0.005")}, 2) is None
     assert _spread({**fraction, "base": Decimal("1.0000001")}, 2) is None
     assert _spread({**fraction, "amount": Decimal(minor_units_max + 1).scaleb(-2)}, 2) is None
+
+
+@settings(max_examples=200)
+@given(
+    start=st.dates(min_value=date(2000, 1, 1), max_value=date(2090, 12, 31)),
+    days=st.integers(min_value=1, max_value=6 * 366),
+    amount=st.integers(min_value=-(10**15), max_value=10**15),
+    digits=st.sampled_from(digits_choices),
+    recognition=st.sampled_from(("ratable", "point_in_time")),
+    whole=st.booleans(),
+)
+def test_a_new_lines_months_are_its_schedule_and_its_recognition(
+    start: date, days: int, amount: int, digits: int, recognition: str, whole: bool
+) -> None:
+    """`write_schedules` takes a line new on its start (a signature's) the short way: its
+    schedule months, by elapsed days, are also its recognised months. The long way (every month
+    end through `_RecognisedBy`, against no old line) gives the same, whole minor units or not."""
+    segment = segment_of(start, days, 0, amount, digits, recognition)
+    if not whole:  # a line in full precision stays on Decimals
+        segment["amount"] += Decimal("0.0000001")
+    line = {"recognition": recognition, "segments": [stored(segment)]}
+    new, nothing = _RecognisedBy(line, digits), _RecognisedBy(None, digits)
+    assert (new.spreads[0] is not None) == whole
+    months = _fresh_line_months(new, start)
+    assert months is not None
+    long_way = recognised_months(new, nothing, start)
+    assert {month: amount for (_start, month), amount in months.items() if amount} == long_way
+    last = start + timedelta(days=days - 1)
+    expected_schedule: dict[tuple[date, date], int] = {}
+    if recognition == "ratable":  # every month end (or the last day) through the Decimal path
+        previous = 0
+        for month_start in sorted(
+            {start.replace(day=1)}
+            | {(start + timedelta(days=n)).replace(day=1) for n in range(0, days, 27)}
+            | {last.replace(day=1)}
+        ):
+            month_end = (month_start + timedelta(days=32)).replace(day=1) - acc.one_day
+            current = decimal_recognised(segment, min(month_end, last), digits)
+            expected_schedule[(start, month_start)] = current - previous
+            previous = current
+    assert months == expected_schedule
+    # Not new there (or satisfied, or amended): the long way.
+    assert _fresh_line_months(new, start + acc.one_day) is None
