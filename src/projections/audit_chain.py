@@ -166,20 +166,26 @@ class AuditChain:
         yield audit_heads, ()
 
     def apply(self, rows: Rows, event: ProjectedEvent) -> None:
+        # `next_link` and `head_of` inline, as plain values: this runs for every event.
         stored = rows.get(audit_heads)
-        head = Head() if stored is None else Head(stored["n"], stored["hash"], stored["position"])
+        if stored is None:
+            n, previous_hash, previous_position = 0, genesis_hash, 0
+        else:
+            n, previous_hash, previous_position = stored["n"], stored["hash"], stored["position"]
         # The writer applies a tenant's events once each, in position order; a chain that went
         # backwards would make every later verification fail, so refuse the batch instead.
-        invariant(
-            event.position > head.position,
-            f"audit chain of {event.tenant_id}: position {event.position} after {head.position}",
-        )
-        link = next_link(head, event)
+        if event.position <= previous_position:
+            invariant(
+                False,
+                f"audit chain of {event.tenant_id}: position {event.position} after "
+                f"{previous_position}",
+            )
+        link_hash = chain_hash(previous_hash, event)
         rows.insert(
             audit_links,
-            {"position": link.position, "n": link.n, "event_id": link.event_id, "hash": link.hash},
+            {"position": event.position, "n": n + 1, "event_id": event.event_id, "hash": link_hash},
         )
-        rows.put(audit_heads, head_of(link).as_json())
+        rows.put(audit_heads, {"n": n + 1, "hash": link_hash, "position": event.position})
 
 
 # --- where a chain breaks: the pure half of verification --------------------------------------
