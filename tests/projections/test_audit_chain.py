@@ -31,6 +31,7 @@ from psycopg.types.json import Jsonb
 from ledger.api import make_app
 from ledger.auth import issue_token
 from ledger.contract import canonical_json
+from ledger.errors import InvariantError
 from ledger.relay import to_message
 from ledger.service import LedgerService
 from ledger.store import RecordedEvent
@@ -52,7 +53,7 @@ from projections.audit_chain import (
 from projections.audit_verify import verify
 from projections.core import ProjectedEvent, ProjectionWriter
 from projections.replay import catch_up, replay
-from projections.tables import MemoryTables, read_rows
+from projections.tables import Changes, MemoryTables, Rows, read_rows
 from tests.ledger.events import customer, new_tenant
 from tests.projections.scenario import everything
 
@@ -558,6 +559,31 @@ def test_the_projector_is_registered() -> None:
     from projections.registry import all_projectors
 
     assert [p for p in all_projectors() if isinstance(p, audit_chain.AuditChain)]
+
+
+def test_the_projector_links_each_event_to_the_head_and_refuses_to_go_back() -> None:
+    """Applied in memory: link n's hash is `chain_hash` of link n-1's (the genesis hash first),
+    the head follows, and an event at or below the head's position is refused, naming both."""
+
+    def event(position: int) -> ProjectedEvent:
+        return ProjectedEvent(
+            position, "t", f"e{position}", "ledger.customer.registered.v1", "customer/C",
+            "2026-01-15T10:00:00Z", {"customer_id": "C"}, {},
+        )  # fmt: skip
+
+    tables = MemoryTables()
+    tables.apply([AuditChain()], [event(3), event(7)])
+    first = chain_hash(genesis_hash, event(3))
+    second = chain_hash(first, event(7))
+    assert tables.rows(audit_links) == [
+        {"tenant_id": "t", "position": 3, "n": 1, "event_id": "e3", "hash": first},
+        {"tenant_id": "t", "position": 7, "n": 2, "event_id": "e7", "hash": second},
+    ]
+    assert tables.rows(audit_heads) == [{"tenant_id": "t", "n": 2, "hash": second, "position": 7}]
+    cache = {("audit_heads", "t", ()): {"n": 2, "hash": second, "position": 7}}
+    for position in (7, 5):
+        with pytest.raises(InvariantError, match=f"position {position} after 7"):
+            AuditChain().apply(Rows("t", dict(cache), Changes()), event(position))
 
 
 def _rendered_again(text: str) -> str:
