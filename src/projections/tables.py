@@ -527,10 +527,11 @@ def _upsert_statement(table_name: str, name: str, add: bool) -> str:
     ).as_string()
 
 
-def _json_default(value: Any) -> Any:
-    if isinstance(value, Decimal):
-        return str(value)
-    raise TypeError(f"cannot write {type(value).__name__} as JSON")
+# What orjson cannot write itself: Decimals, as their exact text. The method itself, not a
+# function around it: it is called for every amount of every row written (~10 per event in a
+# replay), and a Python frame doubled the cost (344 against 178 ns per amount). Any other type
+# fails as it should: orjson raises "Type is not JSON serializable: <type>".
+_json_default = Decimal.__str__
 
 
 async def read_rows(conn: AsyncConnection[TupleRow], table: Table) -> list[Row]:

@@ -6,8 +6,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import date
+from decimal import Decimal
 
+import orjson
 import psycopg
+import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import create_engine, pool
@@ -16,7 +19,7 @@ from ledger.service import LedgerService
 from ledger.store.postgres import PostgresEventStore
 from projections import registry
 from projections.reports import KINDS, catch_up_tenant, report
-from projections.tables import metadata
+from projections.tables import _json_default, metadata
 from tests.ledger import store_builders as b
 from tests.ledger.events import new_tenant
 from tests.projections.scenario import everything, journal, with_tenant
@@ -202,3 +205,17 @@ async def test_migration_0005_fills_the_payables_from_the_events(
         assert {row[0] for row in both["gl_payables"]} == set(tenants)
     finally:
         await store.close()
+
+
+def test_rows_are_written_with_decimals_exact_and_nothing_else_guessed() -> None:
+    """The rows' JSON (`insert_json_rows`, the upserts): a Decimal as its exact text, dates as ISO
+    8601, and any other type orjson does not know refused, not turned into some text."""
+    rows: list[dict[str, object]] = [
+        {"amount": Decimal("1.10"), "neg": Decimal("-0.00"), "big": Decimal("1E+3")}
+    ]
+    rows[0]["day"] = date(2026, 2, 28)
+    assert orjson.dumps(rows, default=_json_default) == (
+        b'[{"amount":"1.10","neg":"-0.00","big":"1E+3","day":"2026-02-28"}]'
+    )
+    with pytest.raises(TypeError, match="not JSON serializable"):
+        orjson.dumps([{"amount": 1.1j}], default=_json_default)
