@@ -235,21 +235,17 @@ class _Overlay:
         state = self.refs.get(key)
         if state is None:
             state = self.refs[key] = _clone(self.base.refs[key])
-            if kind == "invoice":  # its place in its customer's open list may change
+            if isinstance(state, InvoiceState):  # its place in its customer's open list may change
                 self._touch(ref_id, state)
         return state
 
     def put(self, kind: str, ref_id: str, state: State) -> None:
         self.refs[(kind, ref_id)] = state
-        if kind == "invoice":
+        if isinstance(state, InvoiceState):
             self._touch(ref_id, state)
 
-    def _touch(self, ref_id: str, invoice: Any) -> None:
-        touched = self.touched
-        keys = touched.get(invoice.customer_id)
-        if keys is None:
-            keys = touched[invoice.customer_id] = set()
-        keys.add((invoice.due_date, invoice.position, ref_id))
+    def _touch(self, ref_id: str, invoice: InvoiceState) -> None:
+        self.touched.setdefault(invoice.customer_id, set()).add(open_key(ref_id, invoice))
 
     def stream_version(self, stream_id: str) -> int:
         if stream_id in self.stream_versions:
@@ -282,20 +278,13 @@ class _Overlay:
         base.dirty.update(self.refs)
         base.stream_versions.update(self.stream_versions)
         base.events.update(self.events)
-        refs = self.refs
         for customer_id, keys in self.touched.items():
-            open_keys = base.open_invoices.get(customer_id)
-            if open_keys is None:
-                open_keys = base.open_invoices[customer_id] = []
+            open_keys = base.open_invoices.setdefault(customer_id, [])
             for key in keys:
-                invoice = refs[("invoice", key[2])]
-                index = bisect_left(open_keys, key)  # insert_key and remove_key, inline
-                listed = index < len(open_keys) and open_keys[index] == key
-                if invoice.open_amount > 0:  # type: ignore[union-attr]
-                    if not listed:
-                        open_keys.insert(index, key)
-                elif listed:
-                    del open_keys[index]
+                if is_open(self.refs[("invoice", key[2])]):
+                    insert_key(open_keys, key)
+                else:
+                    remove_key(open_keys, key)
 
 
 def _clone(state: State) -> State:
@@ -970,22 +959,19 @@ class Needs:
     refs: dict[str, set[Key]] = field(default_factory=dict)
     streams: dict[str, set[str]] = field(default_factory=dict)
     event_ids: dict[str, set[str]] = field(default_factory=dict)
-    # customer_id -> how many of its open invoices to load, in allocation order (None: all): the
-    # customers of payments without allocations.
-    customers_for_auto_allocation: dict[str, dict[str, int | None]] = field(default_factory=dict)
+    # customer_id -> how many of its open invoices to load, in allocation order: the customers of
+    # payments without allocations.
+    customers_for_auto_allocation: dict[str, dict[str, int]] = field(default_factory=dict)
 
-    def load_open_invoices(self, tenant_id: str, customer_id: str, limit: int | None) -> None:
-        """Load at least `limit` of the customer's open invoices (None: all of them)."""
+    def load_open_invoices(self, tenant_id: str, customer_id: str, limit: int) -> None:
+        """Load at least `limit` of the customer's open invoices."""
         limits = self.customers_for_auto_allocation.setdefault(tenant_id, {})
-        current = limits.get(customer_id, 0)
-        limits[customer_id] = None if current is None or limit is None else max(current, limit)
+        limits[customer_id] = max(limits.get(customer_id, 0), limit)
 
     def load_more_open_invoices(self, tenant_id: str, customer_id: str) -> None:
-        """After `NeedOpenInvoices`: the next load takes `open_invoices_growth` times as many."""
-        limits = self.customers_for_auto_allocation.setdefault(tenant_id, {})
-        current = limits.get(customer_id)
-        if current is not None:
-            limits[customer_id] = current * open_invoices_growth
+        """After `NeedOpenInvoices`: the next load takes `open_invoices_growth` times as many
+        (it ends: a load that stops short of its limit holds them all)."""
+        self.customers_for_auto_allocation[tenant_id][customer_id] *= open_invoices_growth
 
 
 # How many of a customer's open invoices a load takes per payment to allocate automatically (most
@@ -1008,8 +994,8 @@ def needs_of(events: list[ProposedEvent]) -> Needs:
         if isinstance(payload, PaymentReceived) and payload.allocations is None:
             limits = needs.customers_for_auto_allocation.setdefault(tenant, {})
             limits[payload.customer_id] = (
-                limits.get(payload.customer_id) or 0
-            ) + open_invoices_per_payment
+                limits.get(payload.customer_id, 0) + open_invoices_per_payment
+            )
     return needs
 
 

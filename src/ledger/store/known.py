@@ -97,7 +97,7 @@ def open_prefixes(
     for tenant, customer_id, limit, invoice_ids in loaded.get("open", ()):
         refs = state[tenant].refs if invoice_ids else {}
         keys = sorted(open_key(i, cast(InvoiceState, refs[("invoice", i)])) for i in invoice_ids)
-        through = keys[-1] if limit is not None and len(keys) >= limit else None
+        through = keys[-1] if len(keys) >= limit else None
         yield tenant, customer_id, keys, through
 
 
@@ -179,7 +179,7 @@ class KnownState:
                     continue
                 # What a load with this limit would read: the first `limit`, and through the
                 # last of them if more are stored (or may be: beyond what the writer knows).
-                prefix = known.keys if limit is None else known.keys[:limit]
+                prefix = known.keys[:limit]
                 for key in prefix:
                     invoice = self.refs.get((tenant, "invoice", key[2]))
                     if invoice is None or not is_open(invoice):

@@ -414,11 +414,6 @@ class PostgresEventStore:
             except NeedOpenInvoices as need:
                 # A payment to allocate past the prefix of its customer's open invoices that was
                 # loaded: load a longer one, under the lock still held, and decide again.
-                limits = needs.customers_for_auto_allocation[need.tenant_id]
-                invariant(
-                    limits.get(need.customer_id) is not None,
-                    "a load of all of a customer's open invoices must be enough",
-                )
                 needs.load_more_open_invoices(need.tenant_id, need.customer_id)
                 open_invoice_loads.inc()
                 cursor = await conn.execute("SELECT ledger_load(%s::jsonb)", [_needs_json(needs)])
