@@ -436,9 +436,19 @@ async def _scans_and_inserts(conninfo: str) -> tuple[dict[str, int], int]:
         return scans, row[0]
 
 
+async def _flush_writer_stats(store: PostgresEventStore) -> None:
+    """Have the store's writer backend report all of its statistics now. A backend reports them
+    within a second of going idle, but that report takes only the entries it can lock without
+    waiting and leaves the rest for a later one (PostgreSQL 15's shared-memory statistics): a
+    reading could see the inserts and miss scans still pending, and count them as the next
+    append's. `pg_stat_force_next_flush()` makes the report before this statement's
+    ReadyForQuery wait for every lock."""
+    conn = await store._writer_connection()
+    await conn.execute("SELECT pg_stat_force_next_flush()")
+
+
 async def _scans_once_flushed(conninfo: str, inserts_at_least: int) -> dict[str, int]:
-    """The index scan counts once the writer's statistics include `inserts_at_least` inserts (a
-    backend reports its statistics within about a second of going idle)."""
+    """The index scan counts once the writer's statistics include `inserts_at_least` inserts."""
     deadline = asyncio.get_running_loop().time() + stats_flush_timeout_s
     while True:
         scans, inserts = await _scans_and_inserts(conninfo)
@@ -464,8 +474,10 @@ async def test_lookups_keep_to_the_unique_indexes_as_the_store_grows(
         for start in range(tiny_store_appends, grown_store_events, grown_store_unit_events):
             end = min(start + grown_store_unit_events, grown_store_events)
             await book.accept(*(customer(f"C{index}") for index in range(start, end)))
+        await _flush_writer_stats(store)
         before = await _scans_once_flushed(conninfo, grown_store_events)
         await book.accept(customer("C-last"))
+        await _flush_writer_stats(store)
         after = await _scans_once_flushed(conninfo, grown_store_events + 1)
     finally:
         await store.close()
