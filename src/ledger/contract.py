@@ -92,9 +92,15 @@ def _parse_date(value: Any) -> date:
         ) from None
 
 
+def _money_text(value: str | Decimal) -> str:
+    """A money value as the contract's string: a Python caller's `Decimal` in fixed point, so the
+    same checks (sign, digits, size) apply to it as to the JSON string it stands for."""
+    return value if isinstance(value, str) else format(value, "f")
+
+
 def _parse_money(value: Any) -> Decimal:
     if isinstance(value, Decimal):
-        return value
+        value = _money_text(value)  # then checked as that string: "NaN" and "-5" are refused
     if isinstance(value, (bool, int | float)):
         raise PydanticCustomError(
             "invalid_amount", 'must be a decimal string such as "1200.00", not a JSON number'
@@ -539,7 +545,9 @@ def _normalised_data(
     rejections: list[Rejection] = []
     for name in spec.fields:
         if name in data:
-            data[name] = _normalise_amount(data[name], digits, currency, f"data.{name}", rejections)
+            data[name] = _normalise_amount(
+                _money_text(data[name]), digits, currency, f"data.{name}", rejections
+            )
     for list_name, item_fields in spec.list_fields:
         items = data.get(list_name)
         if not items:
@@ -550,7 +558,7 @@ def _normalised_data(
             for name in item_fields:
                 if name in item:
                     item[name] = _normalise_amount(
-                        item[name],
+                        _money_text(item[name]),
                         digits,
                         currency,
                         f"data.{list_name}[{index}].{name}",

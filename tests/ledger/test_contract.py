@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
 import pytest
@@ -711,6 +712,36 @@ def test_every_required_payload_field_is_named_when_missing(kind: str) -> None:
 def test_every_payload_refuses_an_unknown_field(kind: str) -> None:
     raw = with_data(kind, (("note",), "hello"))
     assert codes_and_fields(parse_event(raw)) == [(C.unknown_field, "data.note")]
+
+
+# --- Python callers' values ------------------------------------------------------------------
+
+
+def test_a_python_callers_decimal_is_money_as_its_string() -> None:
+    """`LedgerService.append` takes Python dicts: a `Decimal` amount is the decimal string it
+    stands for, padded and hashed the same, and refused for the same reasons (it once raised
+    AttributeError out of the gate)."""
+    as_text = accepted(parse_event(with_data("invoice.written_off", (("amount",), "10.5"))))
+    as_decimal = accepted(
+        parse_event(with_data("invoice.written_off", (("amount",), Decimal("10.5"))))
+    )
+    exponent = accepted(
+        parse_event(with_data("invoice.written_off", (("amount",), Decimal("1.05E+1"))))
+    )
+    assert as_decimal.data == as_text.data == exponent.data
+    assert as_decimal.data["amount"] == "10.50"
+    assert as_decimal.content_hash == as_text.content_hash == exponent.content_hash
+    line = with_data("invoice.issued", (("lines", 0, "amount"), Decimal("100.0")))
+    assert accepted(parse_event(line)).data["lines"][0]["amount"] == "100.00"
+    for value, code in [
+        (Decimal("-5"), C.negative_amount),
+        (Decimal("NaN"), C.invalid_amount),
+        (Decimal("Infinity"), C.invalid_amount),
+        (Decimal("10.001"), C.amount_too_many_digits),
+        (Decimal("1E+15"), C.invalid_amount),
+    ]:
+        raw = with_data("invoice.written_off", (("amount",), value))
+        assert codes_and_fields(parse_event(raw)) == [(code, "data.amount")], value
 
 
 # --- the content hash and the time -----------------------------------------------------------
