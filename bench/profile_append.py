@@ -35,6 +35,7 @@ from bench.events import stream  # noqa: E402
 import ledger.service  # noqa: E402
 import ledger.store.known  # noqa: E402
 import ledger.store.postgres  # noqa: E402
+from ledger.runtime import settle_memory  # noqa: E402
 from ledger.service import LedgerService  # noqa: E402
 from ledger.store.postgres import PostgresEventStore  # noqa: E402
 
@@ -167,6 +168,7 @@ def main() -> None:
     )
     parser.add_argument("--cprofile", type=int, default=0, metavar="N")
     args = parser.parse_args()
+    settle_memory()  # the garbage collector as `ledger` commands and bench/append.py run it
     instrument()
     profiler = cProfile.Profile() if args.cprofile else None
     with fresh_database(args.database_url) as url:
