@@ -51,9 +51,9 @@ async def ledger_whole(url: str, count: int, captured: list[Batch] | None) -> fl
     events_json, ref_rows = postgres_store._events_json, postgres_store._ref_rows
 
     def capture_events(accepted: list[Any]) -> str:
-        written["events"] = events_json(accepted)
-        written["head"] = accepted[-1].position
-        return written["events"]
+        text = events_json(accepted)
+        written["events"], written["head"] = text, accepted[-1].position
+        return text
 
     def capture_refs(state: Any) -> list[list[Any]]:
         rows = ref_rows(state)
