@@ -749,6 +749,22 @@ def default_stream_id(payload: Payload) -> str:
     return f"{payload.stream_prefix}/{getattr(payload, payload.stream_key)}"
 
 
+_utc_cache: dict[datetime, tuple[datetime, str]] = {}
+
+
+def _in_utc(moment: datetime) -> tuple[datetime, str]:
+    """The instant in UTC, and as RFC 3339 text with "Z". Cached by the instant (equal instants
+    in other offsets hash alike and have the same answer); bounded as the parsed values are."""
+    found = _utc_cache.get(moment)
+    if found is None:
+        utc = moment.astimezone(UTC)
+        found = (utc, utc.isoformat().replace("+00:00", "Z"))
+        if len(_utc_cache) >= _parsed_cache_max:
+            _utc_cache.clear()
+        _utc_cache[moment] = found
+    return found
+
+
 def _proposed(
     envelope: dict[str, Any], kind: str, payload: Payload, data: dict[str, Any]
 ) -> ProposedEvent:
@@ -759,7 +775,7 @@ def _proposed(
         value = envelope[optional]
         if value is not None:
             metadata[optional] = value
-    time_utc = envelope["time"].astimezone(UTC)
+    time_utc, time_text = _in_utc(envelope["time"])
     # The idempotency fingerprint: everything the publisher said except the precondition
     # `expectedversion`, so a retry after a lost answer is a duplicate, not a version conflict.
     content = {
@@ -768,7 +784,7 @@ def _proposed(
         "type": envelope["type"],
         "source": envelope["source"],
         "subject": stream_id,
-        "time": time_utc.isoformat().replace("+00:00", "Z"),
+        "time": time_text,
         "data": data,
     }
     return ProposedEvent(

@@ -308,6 +308,7 @@ def test_the_caches_of_parsed_values_stay_bounded(monkeypatch: pytest.MonkeyPatc
         raw["data"]["date"] = f"2026-02-{day:02d}"
         raw["data"]["amount"] = f"{day}.5"
         assert isinstance(parse_event(raw), ProposedEvent)
-    for cache in (contract._money_cache, contract._date_cache, contract._time_cache):
+    caches = (contract._money_cache, contract._date_cache, contract._time_cache)
+    for cache in (*caches, contract._utc_cache):
         assert 0 < len(cache) <= 8
     assert all(0 < len(cache) <= 8 for cache in contract._padded_cache.values())
