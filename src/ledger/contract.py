@@ -856,7 +856,14 @@ def _parse_checked(raw: Any) -> ProposedEvent | list[Rejection]:
         payload = model.model_validate(envelope.data)
     except ValidationError as error:
         return _rejections_from(error, "data")
-    data, rejections = _normalised_data(kind, payload, envelope.data)
+    raw_data = envelope.data
+    if any(type(value) is date for value in raw_data.values()):
+        # A Python caller's `date`: stored, hashed and handed on as the ISO text it stands for.
+        raw_data = {
+            name: value.isoformat() if type(value) is date else value
+            for name, value in raw_data.items()
+        }
+    data, rejections = _normalised_data(kind, payload, raw_data)
     if rejections:
         return rejections
     rules = _event_rules.get(model)

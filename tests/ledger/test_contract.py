@@ -12,7 +12,7 @@ hash used for idempotency ignores formatting and `expectedversion` but not conte
 from __future__ import annotations
 
 import copy
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -742,6 +742,17 @@ def test_a_python_callers_decimal_is_money_as_its_string() -> None:
     ]:
         raw = with_data("invoice.written_off", (("amount",), value))
         assert codes_and_fields(parse_event(raw)) == [(code, "data.amount")], value
+
+
+def test_a_python_callers_date_is_stored_as_its_iso_text() -> None:
+    as_text = accepted(parse_event(with_data("invoice.written_off", (("date",), "2026-06-30"))))
+    as_date = accepted(
+        parse_event(with_data("invoice.written_off", (("date",), date(2026, 6, 30))))
+    )
+    assert as_date.data == as_text.data
+    assert as_date.data["date"] == "2026-06-30"
+    assert as_date.content_hash == as_text.content_hash
+    assert as_date.payload == as_text.payload
 
 
 # --- the content hash and the time -----------------------------------------------------------
