@@ -13,13 +13,14 @@ refused, because a float has already lost the amount the publisher meant.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from decimal import Decimal
-from typing import Annotated, Any, ClassVar, Literal, get_args
+from typing import Annotated, Any, ClassVar, Literal, TypeVar, get_args
 
 import orjson
 from pydantic import (
@@ -878,54 +879,43 @@ def _parse_checked(raw: Any) -> ProposedEvent | list[Rejection]:
 
 # Parsed money, dates and times by their text: a stream repeats them (prices, days, seconds), and
 # Decimal, date and datetime are immutable. Each is emptied when full, so memory stays bounded.
+_Parsed = TypeVar("_Parsed")
 _money_cache: dict[str, Decimal] = {}
 _date_cache: dict[str, date] = {}
 _time_cache: dict[str, datetime] = {}
 
 
-def _fast_money(value: Any) -> Decimal:
-    if type(value) is not str:
-        raise Bail  # a Decimal from a Python caller, a JSON number: pydantic's path says which
-    amount = _money_cache.get(value)
-    if amount is None:
-        try:
-            amount = parse_amount(value, digits_max=4)
-        except MoneyFormatError:
-            raise Bail from None
-        if len(_money_cache) >= _parsed_cache_max:
-            _money_cache.clear()
-        _money_cache[value] = amount
-    return amount
+def _cached_parse(
+    parse: Callable[[str], _Parsed],
+    errors: type[Exception],
+    cache: dict[str, _Parsed],
+) -> Callable[[Any], _Parsed]:
+    """`parse` for the fast path: a str only (a Python caller's `Decimal` or `date`, a JSON
+    number: pydantic's path says what they are), looked up by its text first, `Bail` at
+    `errors` (pydantic's path words them)."""
 
+    def parsed(value: Any) -> _Parsed:
+        if type(value) is not str:
+            raise Bail
+        found = cache.get(value)
+        if found is None:
+            try:
+                found = parse(value)
+            except errors:
+                raise Bail from None
+            if len(cache) >= _parsed_cache_max:
+                cache.clear()
+            cache[value] = found
+        return found
 
-def _fast_date(value: Any) -> date:
-    if type(value) is not str:
-        raise Bail
-    parsed = _date_cache.get(value)
-    if parsed is None:
-        try:
-            parsed = _parse_date(value)
-        except PydanticCustomError:
-            raise Bail from None
-        if len(_date_cache) >= _parsed_cache_max:
-            _date_cache.clear()
-        _date_cache[value] = parsed
     return parsed
 
 
-def _fast_time(value: Any) -> datetime:
-    if type(value) is not str:
-        raise Bail
-    parsed = _time_cache.get(value)
-    if parsed is None:
-        try:
-            parsed = _parse_time(value)
-        except PydanticCustomError:
-            raise Bail from None
-        if len(_time_cache) >= _parsed_cache_max:
-            _time_cache.clear()
-        _time_cache[value] = parsed
-    return parsed
+_fast_money = _cached_parse(
+    functools.partial(parse_amount, digits_max=4), MoneyFormatError, _money_cache
+)
+_fast_date = _cached_parse(_parse_date, PydanticCustomError, _date_cache)
+_fast_time = _cached_parse(_parse_time, PydanticCustomError, _time_cache)
 
 
 _fast_patterns = {
