@@ -417,9 +417,13 @@ class Envelope(BaseModel):
     ]
     expectedversion: Annotated[int, Field(ge=0)] | None = None
     datacontenttype: Literal["application/json"] | None = None
-    dataschema: Annotated[str, StringConstraints(max_length=source_length_max)] | None = None
-    traceparent: Annotated[str, StringConstraints(max_length=128)] | None = None
-    tracestate: Annotated[str, StringConstraints(max_length=512)] | None = None
+    # Kept in the stored metadata (JSONB), which cannot hold NUL: refused here, with the field
+    # named, rather than by the database.
+    dataschema: (
+        Annotated[str, StringConstraints(max_length=source_length_max, pattern=_no_nul)] | None
+    ) = None
+    traceparent: Annotated[str, StringConstraints(max_length=128, pattern=_no_nul)] | None = None
+    tracestate: Annotated[str, StringConstraints(max_length=512, pattern=_no_nul)] | None = None
     data: dict[str, Any]
 
 

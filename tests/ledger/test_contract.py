@@ -336,6 +336,16 @@ rejection_cases = [
     pytest.param(
         with_envelope("invoice.issued", data=[]), C.invalid_value, "data", id="data-not-object"
     ),
+    *(
+        # Kept in the stored metadata: JSONB cannot hold NUL (the database refused it, unnamed).
+        pytest.param(
+            with_envelope("invoice.issued", **{name: "00-a\x00b"}),
+            C.invalid_value,
+            name,
+            id=f"{name}-nul",
+        )
+        for name in ("dataschema", "traceparent", "tracestate")
+    ),
     # The payload's shape.
     pytest.param(
         with_data("invoice.issued", (("total",), DELETE)),
