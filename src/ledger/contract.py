@@ -366,7 +366,7 @@ def _parse_tenant(value: Any) -> str:
 
 def _parse_time(value: Any) -> datetime:
     if isinstance(value, datetime) and value.tzinfo is not None:
-        return value
+        return _in_utc_range(value)
     if not isinstance(value, str):
         raise PydanticCustomError("invalid_time", "must be an RFC 3339 timestamp string")
     try:
@@ -383,7 +383,18 @@ def _parse_time(value: Any) -> datetime:
         raise PydanticCustomError(
             "invalid_time", "is not a valid RFC 3339 timestamp (e.g. 2026-01-31T12:00:00Z)"
         )
-    return parsed
+    return _in_utc_range(parsed)
+
+
+def _in_utc_range(moment: datetime) -> datetime:
+    """The time is kept in UTC: 0001-01-01T00:30:00+01:00 has no UTC form (year 0)."""
+    try:
+        moment.astimezone(UTC)
+    except OverflowError:
+        raise PydanticCustomError(
+            "invalid_time", "falls outside the years 1-9999 once converted to UTC"
+        ) from None
+    return moment
 
 
 class Envelope(BaseModel):

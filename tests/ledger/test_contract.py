@@ -12,7 +12,7 @@ hash used for idempotency ignores formatting and `expectedversion` but not conte
 from __future__ import annotations
 
 import copy
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta, timezone
 from decimal import Decimal
 from typing import Any
 
@@ -335,6 +335,18 @@ rejection_cases = [
     ),
     pytest.param(
         with_envelope("invoice.issued", data=[]), C.invalid_value, "data", id="data-not-object"
+    ),
+    *(
+        # No UTC form (it raised OverflowError out of the gate).
+        pytest.param(with_envelope("invoice.issued", time=time), C.invalid_time, "time", id=name)
+        for name, time in (
+            ("time-before-year-1-in-utc", "0001-01-01T00:30:00+01:00"),
+            ("time-after-year-9999-in-utc", "9999-12-31T23:30:00-02:00"),
+            (
+                "python-datetime-before-year-1-in-utc",
+                datetime(1, 1, 1, 0, 30, tzinfo=timezone(timedelta(hours=1))),
+            ),
+        )
     ),
     *(
         # Kept in the stored metadata: JSONB cannot hold NUL (the database refused it, unnamed).
