@@ -84,17 +84,31 @@ Label = Annotated[
 ]
 
 
+# The business dates the ledger keeps: wide for any real book, and far from `date`'s own limits
+# (years 1 and 9999), which the read models step past (the day before a change, the month ends
+# after a contract's last day). A contract ending in 9999 was accepted and then broke every
+# projection of its tenant.
+date_min = date(1900, 1, 1)
+date_max = date(2999, 12, 31)
+
+
 def _parse_date(value: Any) -> date:
     if isinstance(value, date) and not isinstance(value, datetime):
-        return value
-    if not isinstance(value, str) or not _date_pattern.fullmatch(value):
+        parsed = value
+    elif not isinstance(value, str) or not _date_pattern.fullmatch(value):
         raise PydanticCustomError("invalid_date", "must be an ISO 8601 date such as 2026-01-31")
-    try:
-        return date.fromisoformat(value)
-    except ValueError:
+    else:
+        try:
+            parsed = date.fromisoformat(value)
+        except ValueError:
+            raise PydanticCustomError(
+                "invalid_date", "is not a real calendar date (YYYY-MM-DD)"
+            ) from None
+    if not date_min <= parsed <= date_max:
         raise PydanticCustomError(
-            "invalid_date", "is not a real calendar date (YYYY-MM-DD)"
-        ) from None
+            "invalid_date", f"must be between {date_min} and {date_max} (the dates kept)"
+        )
+    return parsed
 
 
 def _money_text(value: str | Decimal) -> str:
@@ -134,7 +148,13 @@ def _parse_currency(value: Any) -> str:
 BusinessDate = Annotated[
     date,
     BeforeValidator(_parse_date),
-    WithJsonSchema({"type": "string", "format": "date", "description": "ISO 8601 date"}),
+    WithJsonSchema(
+        {
+            "type": "string",
+            "format": "date",
+            "description": f"ISO 8601 date from {date_min} to {date_max}",
+        }
+    ),
 ]
 Money = Annotated[
     Decimal,

@@ -64,6 +64,7 @@ from typing import Any, Protocol
 from psycopg import AsyncConnection
 from psycopg.rows import TupleRow
 
+from ledger.contract import date_max, date_min
 from ledger.store.postgres import PostgresEventStore
 from projections import accounting as acc
 from projections.ar_aging import BUCKETS, bucket_of
@@ -167,9 +168,12 @@ def parse_as_of(text: str | None) -> date:
     try:
         if len(text) != 10:
             raise ValueError(text)
-        return date.fromisoformat(text)
+        as_of = date.fromisoformat(text)
     except ValueError:
         raise ReportError("as_of", f"{text!r} is not a date (YYYY-MM-DD)") from None
+    if not date_min <= as_of <= date_max:
+        raise ReportError("as_of", f"must be between {date_min} and {date_max} (the dates kept)")
+    return as_of
 
 
 # The list each report pages (`limit` and `after`), by its key; `limit` also caps AR aging's
