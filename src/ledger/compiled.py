@@ -126,8 +126,9 @@ def _value_code(writer: _Writer, hint: Any, info: FieldInfo | None, indent: str)
     if validators:
         [validator] = validators
         translation = writer.translations.get(validator.func)
-        if translation is None:
-            raise NotImplementedError(f"no fast translation of {validator.func!r}")
+        others = [c for c in constraints if not isinstance(c, BeforeValidator | WithJsonSchema)]
+        if translation is None or others:
+            raise NotImplementedError(f"no fast translation of {validator.func!r} with {others}")
         return [indent + line for line in writer.code(translation).splitlines()]
     if base is str:
         return [indent + _string_checks(writer, constraints)]
@@ -192,6 +193,11 @@ def _compile(writer: _Writer, model: type[BaseModel], *, construct: bool) -> Cal
         if info.alias is not None or info.validation_alias is not None:
             raise NotImplementedError(f"{model.__name__}.{name}: no aliases")
         hint = hints[name]
+        if get_origin(hint) is Annotated and any(
+            constraint not in get_args(hint)[1:] for constraint in info.metadata
+        ):
+            # `Field(...)` limits on top of the type's own: not read here, so not compiled.
+            raise NotImplementedError(f"{model.__name__}.{name}: Field() limits on an Annotated")
         if name in required:
             lines.append(f"    v = raw[{name!r}]")
             lines += _value_code(writer, hint, info, "    ")

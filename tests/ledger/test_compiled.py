@@ -300,7 +300,11 @@ def test_the_compiler_refuses_a_field_it_cannot_translate() -> None:
         model_config = ConfigDict(extra="forbid", strict=True)
         name: str = Field(default="x")
 
-    for model in (Lax, Loose, Defaulted):
+    class Doubled(BaseModel):
+        model_config = ConfigDict(extra="forbid", strict=True)
+        name: contract.Id = Field(max_length=5)
+
+    for model in (Lax, Loose, Defaulted, Doubled):
         with pytest.raises(NotImplementedError):
             compile_validator(model, patterns={}, translations={})
 
