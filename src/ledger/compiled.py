@@ -176,6 +176,9 @@ def _compile(writer: _Writer, model: type[BaseModel], *, construct: bool) -> Cal
     config = model.model_config
     if config.get("extra") != "forbid" or not config.get("strict"):
         raise NotImplementedError(f"{model.__name__}: only strict models that forbid extras")
+    if set(config) - {"extra", "strict", "frozen"}:
+        # e.g. str_strip_whitespace or str_max_length change every field: not read here.
+        raise NotImplementedError(f"{model.__name__}: settings {sorted(config)} not compiled")
     if model.__pydantic_post_init__ or model.__private_attributes__:
         raise NotImplementedError(f"{model.__name__}: no post-init or private attributes")
     hints = typing.get_type_hints(model, include_extras=True)

@@ -304,7 +304,11 @@ def test_the_compiler_refuses_a_field_it_cannot_translate() -> None:
         model_config = ConfigDict(extra="forbid", strict=True)
         name: contract.Id = Field(max_length=5)
 
-    for model in (Lax, Loose, Defaulted, Doubled):
+    class Stripped(BaseModel):
+        model_config = ConfigDict(extra="forbid", strict=True, str_strip_whitespace=True)
+        name: str
+
+    for model in (Lax, Loose, Defaulted, Doubled, Stripped):
         with pytest.raises(NotImplementedError):
             compile_validator(model, patterns={}, translations={})
 
