@@ -41,6 +41,8 @@ logger = logging.getLogger(__name__)
 request_events_max = 1000
 request_body_bytes_max = 4 * 1024 * 1024
 events_page_limit_default = 100
+# The largest position, limit or cursor a query takes: PostgreSQL's bigint.
+bigint_max = 2**63 - 1
 retry_after_s = 1
 
 accepted_media_types = frozenset(
@@ -219,13 +221,25 @@ async def post_events(request: web.Request) -> web.Response:
     )
 
 
+def _whole_number(text: str) -> int | None:
+    """ASCII digits up to PostgreSQL's bigint, or None. (`str.isdigit` also takes "²", which
+    `int` refuses, and a position past bigint cannot be stored, looked up or answered.)"""
+    if not (text.isascii() and text.isdigit()):
+        return None
+    value = int(text)
+    return value if value <= bigint_max else None
+
+
 def _int_param(request: web.Request, name: str, default: int, minimum: int) -> int | web.Response:
     text = request.query.get(name)
     if text is None or text == "":
         return default
-    if not text.isdigit() or int(text) < minimum:
-        return _query_error(400, "invalid_value", f"must be an integer >= {minimum}", name)
-    return int(text)
+    value = _whole_number(text)
+    if value is None or value < minimum:
+        return _query_error(
+            400, "invalid_value", f"must be a whole number from {minimum} to {bigint_max}", name
+        )
+    return value
 
 
 def _queried_tenant(
@@ -281,10 +295,11 @@ async def get_report(request: web.Request) -> web.Response:
         return _query_error(status, f"invalid_{error.field}", error.reason, error.field)
     limit: int | None = None
     if request.query.get("limit"):
-        text = request.query["limit"]
-        if not text.isdigit():
-            return _query_error(400, "invalid_value", "must be an integer >= 0", "limit")
-        limit = int(text)
+        limit = _whole_number(request.query["limit"])
+        if limit is None:
+            return _query_error(
+                400, "invalid_value", f"must be a whole number from 0 to {bigint_max}", "limit"
+            )
     after = request.query.get("after")
     invoices_after = request.query.get("invoices_after")
     try:

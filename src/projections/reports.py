@@ -181,17 +181,23 @@ def parse_as_of(text: str | None) -> date:
 PAGED = {"ar-aging": "customers", "deferred-revenue": "contracts", "mrr-movements": "customers"}
 
 
+# A report's largest `limit`: PostgreSQL's bigint, which its LIMIT takes.
+limit_max = 2**63 - 1
+
+
 def check_page(
     kind: str, limit: int | None, after: str | None, invoices_after: str | None = None
 ) -> None:
     """A ReportError naming the field when `limit`, `after` or `invoices_after` cannot apply
     to the report."""
-    if limit is not None and limit < 0:
-        raise ReportError("limit", "must be a whole number >= 0")
+    if limit is not None and not 0 <= limit <= limit_max:
+        raise ReportError("limit", f"must be a whole number from 0 to {limit_max}")
     if after is not None and kind not in PAGED:
         raise ReportError("after", f"{kind} has no list to page (only {', '.join(PAGED)})")
     if after == "":
         raise ReportError("after", "must not be empty")
+    if after is not None and "\x00" in after:
+        raise ReportError("after", "must not contain NUL (no id does)")
     if invoices_after is not None:
         if kind != "ar-aging":
             raise ReportError("invoices_after", f"{kind} has no invoice list (only ar-aging)")
@@ -203,6 +209,8 @@ def parse_invoices_cursor(text: str) -> tuple[date, int]:
     `DUE_DATE:POSITION` of its last invoice, the next page's `invoices_after`."""
     due, _, position = text.partition(":")
     try:
+        if not (position.isascii() and position.isdigit()) or int(position) > limit_max:
+            raise ValueError(position)  # a position is a bigint's digits
         return date.fromisoformat(due), int(position)
     except ValueError:
         raise ReportError(
