@@ -162,12 +162,12 @@ class Session:
         if not isinstance(message, dict):
             return self._error(ErrorCode.not_an_object, "", "a frame must be a JSON object")
         kind = message.get("type")
-        if kind not in ("subscribe", "unsubscribe"):
+        if not isinstance(kind, str) or kind not in ("subscribe", "unsubscribe"):
             return self._error(
                 ErrorCode.unknown_type, "type", f"{kind!r} is not subscribe or unsubscribe"
             )
         channel = message.get("channel")
-        if channel not in channels:
+        if not isinstance(channel, str) or channel not in channels:  # a list is unhashable
             return self._error(
                 ErrorCode.unknown_channel,
                 "channel",

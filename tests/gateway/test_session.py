@@ -177,6 +177,10 @@ def test_an_unavailable_snapshot_is_said_and_updates_still_come() -> None:
         (b"[1, 2]", ErrorCode.not_an_object, ""),
         (b'{"type": "publish", "channel": "kpi:update"}', ErrorCode.unknown_type, "type"),
         (b'{"type": "subscribe", "channel": "gl:update"}', ErrorCode.unknown_channel, "channel"),
+        # Unhashable: the set lookup raised TypeError and the connection dropped.
+        (b'{"type": "subscribe", "channel": []}', ErrorCode.unknown_channel, "channel"),
+        (b'{"type": "subscribe", "channel": {}}', ErrorCode.unknown_channel, "channel"),
+        (b'{"type": ["subscribe"], "channel": "kpi:update"}', ErrorCode.unknown_type, "type"),
         (
             b'{"type": "subscribe", "channel": "kpi:update", "tenant": "a b"}',
             ErrorCode.tenant_invalid,
