@@ -155,6 +155,11 @@ async def _events_command(settings: Settings, args: argparse.Namespace) -> int:
 
     if not tenant_pattern.match(args.tenant):
         return _fail(f"events: --tenant {args.tenant!r} is not a valid tenant id")
+    bigint_max = 2**63 - 1  # a position, as PostgreSQL keeps it
+    if not 1 <= args.from_position <= bigint_max:
+        return _fail(f"events: --from-position must be from 1 to {bigint_max}")
+    if args.limit is not None and args.limit < 0:
+        return _fail("events: --limit must be 0 or more")
     async with open_service(settings) as service:
         position, remaining = args.from_position, args.limit
         while remaining is None or remaining > 0:

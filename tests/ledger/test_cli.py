@@ -125,6 +125,11 @@ def test_usage_errors_and_unreachable_database_are_one_line(
     bad_tenant = ledger(database_url, "events", "--tenant", "no spaces allowed")
     assert bad_tenant.returncode == 2
     assert b"--tenant" in bad_tenant.stderr
+    for option, value in (("--from-position", "0"), ("--from-position", str(2**63))):
+        refused = ledger(database_url, "events", "--tenant", "acme", option, value)
+        assert refused.returncode == 2 and option.encode() in refused.stderr, refused.stderr
+    refused = ledger(database_url, "events", "--tenant", "acme", "--limit", "-5")
+    assert refused.returncode == 2 and b"--limit" in refused.stderr
 
     down = ledger(
         "postgresql://postgres@127.0.0.1:1/postgres?connect_timeout=2", "append", "-", stdin=b""
