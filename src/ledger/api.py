@@ -32,7 +32,7 @@ from ledger.auth import AuthError, may_act_for, tenant_of
 from ledger.contract import tenant_pattern
 from ledger.errors import LedgerError, RejectionCode, StoreError, StoreUnavailableError
 from ledger.service import LedgerService
-from ledger.store import read_limit_max
+from ledger.store import position_max, read_limit_max
 
 logger = logging.getLogger(__name__)
 
@@ -41,8 +41,6 @@ logger = logging.getLogger(__name__)
 request_events_max = 1000
 request_body_bytes_max = 4 * 1024 * 1024
 events_page_limit_default = 100
-# The largest position, limit or cursor a query takes: PostgreSQL's bigint.
-bigint_max = 2**63 - 1
 retry_after_s = 1
 
 accepted_media_types = frozenset(
@@ -227,7 +225,7 @@ def _whole_number(text: str) -> int | None:
     if not (text.isascii() and text.isdigit()):
         return None
     value = int(text)
-    return value if value <= bigint_max else None
+    return value if value <= position_max else None
 
 
 def _int_param(request: web.Request, name: str, default: int, minimum: int) -> int | web.Response:
@@ -237,7 +235,7 @@ def _int_param(request: web.Request, name: str, default: int, minimum: int) -> i
     value = _whole_number(text)
     if value is None or value < minimum:
         return _query_error(
-            400, "invalid_value", f"must be a whole number from {minimum} to {bigint_max}", name
+            400, "invalid_value", f"must be a whole number from {minimum} to {position_max}", name
         )
     return value
 
@@ -298,7 +296,7 @@ async def get_report(request: web.Request) -> web.Response:
         limit = _whole_number(request.query["limit"])
         if limit is None:
             return _query_error(
-                400, "invalid_value", f"must be a whole number from 0 to {bigint_max}", "limit"
+                400, "invalid_value", f"must be a whole number from 0 to {position_max}", "limit"
             )
     after = request.query.get("after")
     invoices_after = request.query.get("invoices_after")

@@ -47,7 +47,7 @@ from ledger import logs, metrics
 from ledger.config import Settings
 from ledger.errors import LedgerError, StoreUnavailableError
 from ledger.service import AppendReport, LedgerService, parse_all
-from ledger.store import append_batch_events_max
+from ledger.store import append_batch_events_max, position_max
 
 if TYPE_CHECKING:
     from psycopg import AsyncConnection
@@ -155,9 +155,8 @@ async def _events_command(settings: Settings, args: argparse.Namespace) -> int:
 
     if not tenant_pattern.match(args.tenant):
         return _fail(f"events: --tenant {args.tenant!r} is not a valid tenant id")
-    bigint_max = 2**63 - 1  # a position, as PostgreSQL keeps it
-    if not 1 <= args.from_position <= bigint_max:
-        return _fail(f"events: --from-position must be from 1 to {bigint_max}")
+    if not 1 <= args.from_position <= position_max:
+        return _fail(f"events: --from-position must be from 1 to {position_max}")
     if args.limit is not None and args.limit < 0:
         return _fail("events: --limit must be 0 or more")
     async with open_service(settings) as service:

@@ -65,6 +65,7 @@ from psycopg import AsyncConnection
 from psycopg.rows import TupleRow
 
 from ledger.contract import date_max, date_min
+from ledger.store import position_max
 from ledger.store.postgres import PostgresEventStore
 from projections import accounting as acc
 from projections.ar_aging import BUCKETS, bucket_of
@@ -181,17 +182,13 @@ def parse_as_of(text: str | None) -> date:
 PAGED = {"ar-aging": "customers", "deferred-revenue": "contracts", "mrr-movements": "customers"}
 
 
-# A report's largest `limit`: PostgreSQL's bigint, which its LIMIT takes.
-limit_max = 2**63 - 1
-
-
 def check_page(
     kind: str, limit: int | None, after: str | None, invoices_after: str | None = None
 ) -> None:
     """A ReportError naming the field when `limit`, `after` or `invoices_after` cannot apply
     to the report."""
-    if limit is not None and not 0 <= limit <= limit_max:
-        raise ReportError("limit", f"must be a whole number from 0 to {limit_max}")
+    if limit is not None and not 0 <= limit <= position_max:
+        raise ReportError("limit", f"must be a whole number from 0 to {position_max}")
     if after is not None and kind not in PAGED:
         raise ReportError("after", f"{kind} has no list to page (only {', '.join(PAGED)})")
     if after == "":
@@ -209,7 +206,7 @@ def parse_invoices_cursor(text: str) -> tuple[date, int]:
     `DUE_DATE:POSITION` of its last invoice, the next page's `invoices_after`."""
     due, _, position = text.partition(":")
     try:
-        if not (position.isascii() and position.isdigit()) or int(position) > limit_max:
+        if not (position.isascii() and position.isdigit()) or int(position) > position_max:
             raise ValueError(position)  # a position is a bigint's digits
         return date.fromisoformat(due), int(position)
     except ValueError:

@@ -20,6 +20,8 @@ from ledger.decide import Outcome
 append_batch_events_max = 5000
 # Reads return at most this many events per call; callers page with from_position.
 read_limit_max = 10_000
+# The largest position (PostgreSQL's bigint): what a query may name as a position or a limit.
+position_max = 2**63 - 1
 
 
 @dataclass(frozen=True, slots=True)
