@@ -55,6 +55,10 @@ name_length_max = 500
 memo_length_max = 2000
 lines_count_max = 1000
 source_length_max = 1024
+# An event's content as canonical JSON (envelope and data) is at most this: each field's limit
+# allows more together (1,000 lines of 500 characters of up to 4 bytes), and an event travels
+# whole, in one Kafka message (`ledger.relay.message_bytes_max`, with room for the decisions).
+event_bytes_max = 1024 * 1024
 
 # The bound of each cache of parsed values (money, dates, times, padded amounts) by their text.
 _parsed_cache_max = 4096
@@ -801,6 +805,14 @@ def _in_utc(moment: datetime) -> tuple[datetime, str]:
     return found
 
 
+class _EventTooLarge(Bail):
+    """Over `event_bytes_max`: the fast path steps aside, pydantic's path words the rejection."""
+
+    def __init__(self, size: int) -> None:
+        super().__init__(size)
+        self.size = size
+
+
 def _proposed(
     envelope: dict[str, Any], kind: str, payload: Payload, data: dict[str, Any]
 ) -> ProposedEvent:
@@ -823,6 +835,9 @@ def _proposed(
         "time": time_text,
         "data": data,
     }
+    canonical = canonical_json(content)
+    if len(canonical) > event_bytes_max:
+        raise _EventTooLarge(len(canonical))
     return ProposedEvent(
         tenant_id=envelope["tenantid"],
         event_id=envelope["id"],
@@ -834,7 +849,7 @@ def _proposed(
         data=data,
         metadata=metadata,
         expected_version=envelope["expectedversion"],
-        content_hash=hashlib.sha256(canonical_json(content)).hexdigest(),
+        content_hash=hashlib.sha256(canonical).hexdigest(),
     )
 
 
@@ -907,7 +922,17 @@ def _parse_checked(raw: Any) -> ProposedEvent | list[Rejection]:
         rejections = rules(payload)
         if rejections:
             return rejections
-    return _proposed(envelope.__dict__, kind, payload, data)
+    try:
+        return _proposed(envelope.__dict__, kind, payload, data)
+    except _EventTooLarge as error:
+        return [
+            Rejection(
+                RejectionCode.event_too_large,
+                "data",
+                f"makes the event {error.size:,} bytes as canonical JSON; at most "
+                f"{event_bytes_max:,} are kept",
+            )
+        ]
 
 
 # --- the fast path's pieces ------------------------------------------------------------------

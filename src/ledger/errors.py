@@ -46,6 +46,7 @@ class RejectionCode(StrEnum):
     allocations_exceed_payment = "allocations_exceed_payment"
     journal_line_needs_one_side = "journal_line_needs_one_side"
     journal_unbalanced = "journal_unbalanced"
+    event_too_large = "event_too_large"
     # Against what is already stored (checked under the append lock, in this order).
     exists_with_different_content = "exists_with_different_content"
     duplicate_in_request = "duplicate_in_request"

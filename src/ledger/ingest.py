@@ -25,6 +25,7 @@ import orjson
 
 from ledger import metrics
 from ledger.config import group_timeouts, kafka_fetch_max_wait_ms_default
+from ledger.relay import message_bytes_max
 from ledger.service import AppendReport, LedgerService
 
 logger = logging.getLogger(__name__)
@@ -155,7 +156,10 @@ class Ingest:
             fetch_max_wait_ms=self.fetch_max_wait_ms,
             **group_timeouts(self.session_timeout_ms),
         )
-        producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, acks="all")
+        # Dead letters are the messages as they came, however large the broker let them be.
+        producer = AIOKafkaProducer(
+            bootstrap_servers=self.bootstrap, acks="all", max_request_size=message_bytes_max
+        )
         await consumer.start()
         try:
             await producer.start()

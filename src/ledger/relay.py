@@ -47,6 +47,12 @@ poll_interval_s = 1.0
 broker_check_interval_s = 10.0
 # Reading back one marked message; a live broker answers in milliseconds.
 read_back_timeout_s = 5.0
+# The largest message the relay sends (and asks of the topic it creates). An event's data is at
+# most `ledger.contract.event_bytes_max` (1 MiB), but its message also carries the ledger's
+# decisions (a payment applied automatically to thousands of invoices lists them all) and the
+# attributes: Kafka's default of 1 MiB once left a valid event unpublishable and the relay stuck
+# on it, every later event with it.
+message_bytes_max = 16 * 1024 * 1024
 # Backoff between attempts when the broker or the database is down: doubling, capped.
 retry_delay_initial_s = 0.2
 retry_delay_max_s = 10.0
@@ -299,6 +305,7 @@ class KafkaPublisher:
                 enable_idempotence=self.idempotent,
                 linger_ms=5,
                 max_batch_size=1024 * 1024,
+                max_request_size=message_bytes_max,
             )
             try:
                 await producer.start()
@@ -325,7 +332,14 @@ class KafkaPublisher:
         await admin.start()
         try:
             await admin.create_topics(
-                [NewTopic(topic, num_partitions=partitions, replication_factor=1)]
+                [
+                    NewTopic(
+                        topic,
+                        num_partitions=partitions,
+                        replication_factor=1,
+                        topic_configs={"max.message.bytes": str(message_bytes_max)},
+                    )
+                ]
             )
         except TopicAlreadyExistsError:
             pass

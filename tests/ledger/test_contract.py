@@ -24,6 +24,7 @@ from hypothesis import strategies as st
 from ledger.contract import (
     ProposedEvent,
     canonical_json,
+    event_bytes_max,
     id_length_max,
     lines_count_max,
     name_length_max,
@@ -775,6 +776,23 @@ def test_a_python_callers_date_is_stored_as_its_iso_text() -> None:
     assert as_date.data["date"] == "2026-06-30"
     assert as_date.content_hash == as_text.content_hash
     assert as_date.payload == as_text.payload
+
+
+@pytest.mark.parametrize(("character", "accepted_too"), [("x", True), ("\u20ac", False)])
+def test_an_event_over_event_bytes_max_is_refused_whole(character: str, accepted_too: bool) -> None:
+    """Every field within its own limit, together over the event's: 1,000 lines of 500
+    characters is ~0.6 MB in ASCII and ~1.6 MB in three-byte characters."""
+    lines = [
+        {"description": character * name_length_max, "amount": "1.00"}
+        for _ in range(lines_count_max)
+    ]
+    raw = with_data("invoice.issued", (("lines",), lines), (("total",), f"{lines_count_max}.00"))
+    result = parse_event(raw)
+    if accepted_too:
+        assert len(canonical_json(accepted(result).data)) < event_bytes_max
+        return
+    assert codes_and_fields(result) == [(C.event_too_large, "data")]
+    assert isinstance(result, list) and f"{event_bytes_max:,}" in result[0].message
 
 
 # --- the content hash and the time -----------------------------------------------------------

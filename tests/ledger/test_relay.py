@@ -254,3 +254,37 @@ async def test_restarted_broker_is_refed_by_the_running_relay(
         await task
         await publisher.close()
         broker.stop()
+
+
+async def test_an_event_over_kafkas_default_message_size_is_published(
+    fresh_store: PostgresEventStore, kafka_bootstrap: str
+) -> None:
+    """A payment applied automatically to 3,000 invoices carries every allocation in its
+    decisions: with long ids that is a message of ~1.5 MB, over Kafka's default 1 MiB. The relay
+    once failed on it for good (MessageSizeTooLargeError), and on every event after it."""
+    tenant = new_tenant()
+    service = LedgerService(fresh_store)
+    ids = [f"{index:05d}" + "\U0001d526" * 120 for index in range(3000)]  # ~485 bytes each
+    assert not (await service.append([customer(tenant)])).rejected
+    for start in range(0, len(ids), 1000):
+        batch = [
+            invoice(tenant, invoice_id, amount="1.00") for invoice_id in ids[start : start + 1000]
+        ]
+        assert not (await service.append(batch)).rejected
+    paid = await service.append([payment(tenant, amount="3000.00"), invoice(tenant, "INV-AFTER")])
+    assert not paid.rejected, paid.rejected
+    head = await fresh_store.head()
+    [stored] = [e for e in await fresh_store.read(tenant, head - 1, 1)]
+    message = relay_module.to_message(stored)
+    assert len(dict(message.headers)["ce_ledger"]) > 1024 * 1024
+    topic = f"ledger.events.{uuid.uuid4().hex[:8]}"
+    publisher = KafkaPublisher(kafka_bootstrap, idempotent=False)
+    relay = Relay(fresh_store, publisher, topic=topic, partitions=1)
+    try:
+        await relay.repair_broker()
+        await asyncio.wait_for(relay.catch_up(), deliver_timeout_s)
+    finally:
+        await publisher.close()
+    assert relay.checkpoint == head
+    received = await _consume_all(kafka_bootstrap, topic, head)
+    assert [int(headers["ce_position"]) for _key, headers in received] == list(range(1, head + 1))
