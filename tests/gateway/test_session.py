@@ -5,10 +5,13 @@ field, changing nothing."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import orjson
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from gateway.session import (
     Close,
@@ -268,3 +271,43 @@ def test_the_fast_path_decides_as_the_queue_does() -> None:
     restarted = session.send_now(state("acme", 1, position=999))
     assert restarted is not None and orjson.loads(restarted)["type"] == "snapshot"
     assert session.send_now(state("globex", 9)) is None and frames(session) == []
+
+
+_scalars = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(),
+    st.floats(allow_nan=False, allow_infinity=False),
+    st.text(max_size=10),
+    st.sampled_from(["subscribe", "unsubscribe", "kpi:update", "acme", "globex", "*"]),
+)
+_json = st.recursive(
+    _scalars,
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=3), st.dictionaries(st.text(max_size=5), inner, max_size=3)
+    ),
+    max_leaves=8,
+)
+_frames = st.one_of(
+    _json,
+    st.fixed_dictionaries(
+        {"type": _json, "channel": _json},
+        optional={"tenant": _json, "since": _json, "position": _json},
+    ),
+    st.fixed_dictionaries(
+        {"type": st.sampled_from(["subscribe", "unsubscribe"]), "channel": st.just("kpi:update")},
+        optional={"tenant": _json, "since": _json, "position": _json},
+    ),
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.sampled_from(["acme", "*"]), st.lists(_frames, min_size=1, max_size=4))
+def test_no_frame_raises(token: str, sent: list[Any]) -> None:
+    """Any JSON a client sends is answered (an action or an error frame), never an exception: a
+    list as the channel once raised TypeError and dropped the connection."""
+    session = Session(token)
+    for frame in sent:
+        session.receive(json.dumps(frame))
+    for error in frames(session):
+        assert error["type"] in ("error", "snapshot", "kpi:update"), error
