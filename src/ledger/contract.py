@@ -63,6 +63,14 @@ event_bytes_max = 1024 * 1024
 # The bound of each cache of parsed values (money, dates, times, padded amounts) by their text.
 _parsed_cache_max = 4096
 
+
+def _remember(cache: dict[Any, Any], key: Any, value: Any) -> None:
+    """Into one of those caches: emptied when full, so memory stays bounded."""
+    if len(cache) >= _parsed_cache_max:
+        cache.clear()
+    cache[key] = value
+
+
 _no_control_characters = r"^[^\x00-\x1f\x7f]+$"
 # Free text may hold newlines and tabs, never NUL: PostgreSQL cannot store it in text or jsonb.
 _no_nul = r"^[^\x00]*$"
@@ -564,7 +572,7 @@ def _padded(text: str, digits: int) -> str | None:
     return f"{integer_part}.{fraction_part.ljust(digits, '0')}" if digits else integer_part
 
 
-# Padded amounts by minor digits and text, as the parsed ones (below): bounded, emptied when full.
+# Padded amounts by minor digits and text, as the parsed ones (below; bounded: `_remember`).
 _padded_cache: dict[int, dict[str, str | None]] = {}
 
 
@@ -587,9 +595,7 @@ def _normalise_amount(
         padded = cache[text]
     else:
         padded = _padded(text, digits)
-        if len(cache) >= _parsed_cache_max:
-            cache.clear()
-        cache[text] = padded
+        _remember(cache, text, padded)
     if padded is None:
         path = f"data.{name}" if list_name is None else f"data.{list_name}[{index}].{name}"
         rejections.append(
@@ -794,14 +800,12 @@ _utc_cache: dict[datetime, tuple[datetime, str]] = {}
 
 def _in_utc(moment: datetime) -> tuple[datetime, str]:
     """The instant in UTC, and as RFC 3339 text with "Z". Cached by the instant (equal instants
-    in other offsets hash alike and have the same answer); bounded as the parsed values are."""
+    in other offsets hash alike and have the same answer; bounded: `_remember`)."""
     found = _utc_cache.get(moment)
     if found is None:
         utc = moment.astimezone(UTC)
         found = (utc, utc.isoformat().replace("+00:00", "Z"))
-        if len(_utc_cache) >= _parsed_cache_max:
-            _utc_cache.clear()
-        _utc_cache[moment] = found
+        _remember(_utc_cache, moment, found)
     return found
 
 
@@ -938,7 +942,7 @@ def _parse_checked(raw: Any) -> ProposedEvent | list[Rejection]:
 # --- the fast path's pieces ------------------------------------------------------------------
 
 # Parsed money, dates and times by their text: a stream repeats them (prices, days, seconds), and
-# Decimal, date and datetime are immutable. Each is emptied when full, so memory stays bounded.
+# Decimal, date and datetime are immutable (bounded: `_remember`).
 _Parsed = TypeVar("_Parsed")
 _money_cache: dict[str, Decimal] = {}
 _date_cache: dict[str, date] = {}
@@ -963,9 +967,7 @@ def _cached_parse(
                 found = parse(value)
             except errors:
                 raise Bail from None
-            if len(cache) >= _parsed_cache_max:
-                cache.clear()
-            cache[value] = found
+            _remember(cache, value, found)
         return found
 
     return parsed
