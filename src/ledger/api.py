@@ -32,7 +32,7 @@ from ledger.auth import AuthError, may_act_for, tenant_of
 from ledger.contract import tenant_pattern
 from ledger.errors import LedgerError, RejectionCode, StoreError, StoreUnavailableError
 from ledger.service import LedgerService
-from ledger.store import position_max, read_limit_max
+from ledger.store import position_max, read_limit_max, whole_number
 
 logger = logging.getLogger(__name__)
 
@@ -219,20 +219,11 @@ async def post_events(request: web.Request) -> web.Response:
     )
 
 
-def _whole_number(text: str) -> int | None:
-    """ASCII digits up to PostgreSQL's bigint, or None. (`str.isdigit` also takes "²", which
-    `int` refuses, and a position past bigint cannot be stored, looked up or answered.)"""
-    if not (text.isascii() and text.isdigit()):
-        return None
-    value = int(text)
-    return value if value <= position_max else None
-
-
 def _int_param(request: web.Request, name: str, default: int, minimum: int) -> int | web.Response:
     text = request.query.get(name)
     if text is None or text == "":
         return default
-    value = _whole_number(text)
+    value = whole_number(text)
     if value is None or value < minimum:
         return _query_error(
             400, "invalid_value", f"must be a whole number from {minimum} to {position_max}", name
@@ -293,7 +284,7 @@ async def get_report(request: web.Request) -> web.Response:
         return _query_error(status, f"invalid_{error.field}", error.reason, error.field)
     limit: int | None = None
     if request.query.get("limit"):
-        limit = _whole_number(request.query["limit"])
+        limit = whole_number(request.query["limit"])
         if limit is None:
             return _query_error(
                 400, "invalid_value", f"must be a whole number from 0 to {position_max}", "limit"

@@ -65,7 +65,7 @@ from psycopg import AsyncConnection
 from psycopg.rows import TupleRow
 
 from ledger.contract import date_max, date_min
-from ledger.store import position_max
+from ledger.store import position_max, whole_number
 from ledger.store.postgres import PostgresEventStore
 from projections import accounting as acc
 from projections.ar_aging import BUCKETS, bucket_of
@@ -204,11 +204,12 @@ def check_page(
 def parse_invoices_cursor(text: str) -> tuple[date, int]:
     """AR aging's invoice list is in (due date, position) order; a page's `invoices_next` is
     `DUE_DATE:POSITION` of its last invoice, the next page's `invoices_after`."""
-    due, _, position = text.partition(":")
+    due, _, position_text = text.partition(":")
+    position = whole_number(position_text)
     try:
-        if not (position.isascii() and position.isdigit()) or int(position) > position_max:
-            raise ValueError(position)  # a position is a bigint's digits
-        return date.fromisoformat(due), int(position)
+        if position is None:
+            raise ValueError(position_text)
+        return date.fromisoformat(due), position
     except ValueError:
         raise ReportError(
             "invoices_after",

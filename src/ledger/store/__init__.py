@@ -24,6 +24,16 @@ read_limit_max = 10_000
 position_max = 2**63 - 1
 
 
+def whole_number(text: str) -> int | None:
+    """A position or a limit written in a query: ASCII digits up to `position_max`, else None.
+    (`str.isdigit` also takes "²", which `int` refuses; past bigint nothing can be stored, looked
+    up or answered.)"""
+    if not (text.isascii() and text.isdigit()):
+        return None
+    value = int(text)
+    return value if value <= position_max else None
+
+
 @dataclass(frozen=True, slots=True)
 class Unit:
     events: list[ProposedEvent]
