@@ -23,6 +23,7 @@ from gateway.session import (
     errors_pending_max,
     subscriptions_per_client_max,
 )
+from tests.strategies import json_values
 
 
 def state(tenant: str, seq: int, position: int | None = None, ar: str = "0.00") -> KpiState:
@@ -273,21 +274,7 @@ def test_the_fast_path_decides_as_the_queue_does() -> None:
     assert session.send_now(state("globex", 9)) is None and frames(session) == []
 
 
-_scalars = st.one_of(
-    st.none(),
-    st.booleans(),
-    st.integers(),
-    st.floats(allow_nan=False, allow_infinity=False),
-    st.text(max_size=10),
-    st.sampled_from(["subscribe", "unsubscribe", "kpi:update", "acme", "globex", "*"]),
-)
-_json = st.recursive(
-    _scalars,
-    lambda inner: st.one_of(
-        st.lists(inner, max_size=3), st.dictionaries(st.text(max_size=5), inner, max_size=3)
-    ),
-    max_leaves=8,
-)
+_json = json_values("subscribe", "unsubscribe", "kpi:update", "acme", "globex", "*")
 _frames = st.one_of(
     _json,
     st.fixed_dictionaries(
@@ -301,7 +288,7 @@ _frames = st.one_of(
 )
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=1000, deadline=None)
 @given(st.sampled_from(["acme", "*"]), st.lists(_frames, min_size=1, max_size=4))
 def test_no_frame_raises(token: str, sent: list[Any]) -> None:
     """Any JSON a client sends is answered (an action or an error frame), never an exception: a

@@ -22,6 +22,7 @@ from ledger.store.memory import MemoryEventStore
 from ledger.store.postgres import PostgresEventStore
 from tests.ledger.contract_examples import example_event, examples
 from tests.ledger.events import cloud_event, customer, invoice, new_tenant, payment
+from tests.strategies import json_values
 
 
 @pytest.fixture
@@ -274,20 +275,7 @@ async def test_store_failures_answer_json_without_a_traceback(
 
 # --- no request answers 500 ------------------------------------------------------------------
 
-_scalars = st.one_of(
-    st.none(),
-    st.booleans(),
-    st.integers(min_value=-(2**70), max_value=2**70),
-    st.floats(allow_nan=False, allow_infinity=False),
-    st.text(max_size=12),
-)
-_json = st.recursive(
-    _scalars,
-    lambda inner: st.one_of(
-        st.lists(inner, max_size=3), st.dictionaries(st.text(max_size=8), inner, max_size=3)
-    ),
-    max_leaves=10,
-)
+_json = json_values()
 
 
 @st.composite
