@@ -160,8 +160,9 @@ async def _fold_from(
     started: float,
 ) -> None:
     """Fold every event after `fold.position` (of `tenant`, or all) that `conn` sees."""
-    from ledger.store.postgres import recorded_from_row, select_events
+    from ledger.store.postgres import position_order_settings, recorded_from_row, select_events
 
+    await conn.execute("SELECT " + position_order_settings)  # for the rest of the transaction
     while True:
         cursor = await conn.execute(
             select_events + _after_position,

@@ -30,7 +30,7 @@ from psycopg import AsyncConnection
 from psycopg.rows import TupleRow
 from sqlalchemy import Table
 
-from ledger.store.postgres import configure_connection, select_events
+from ledger.store.postgres import configure_connection, scoped_position_read, select_events
 from projections.core import ProjectedEvent, State, fold, is_table_projector
 from projections.tables import Key, MemoryTables, Row, insert_json_rows, metadata
 
@@ -167,7 +167,7 @@ async def _read(
     query += " ORDER BY position LIMIT %s"
     params.append(job.page_events)
     async with conn.transaction():
-        await conn.execute("SELECT set_config('ledger.tenants', '*', true)")
+        await conn.execute(scoped_position_read, ["*"])
         cursor = await conn.execute(query.encode(), params)
         rows = await cursor.fetchall()
     return [ProjectedEvent.from_row(row) for row in rows]

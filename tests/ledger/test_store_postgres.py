@@ -484,3 +484,65 @@ async def test_lookups_keep_to_the_unique_indexes_as_the_store_grows(
     scanned = {name: after[name] - before[name] for name in after}
     assert scanned["events_event_id_unique"] >= 1, scanned
     assert scanned["events_tenant_position"] == 0, scanned
+
+
+async def _events_scans(conn: AsyncConnection[Any]) -> dict[str, int]:
+    """Scans of `events` so far, as the statistics have them: sequential (`seq`) and by index."""
+    cursor = await conn.execute(
+        "SELECT 'seq', seq_scan FROM pg_stat_user_tables WHERE relname = 'events'"
+        " UNION ALL SELECT indexrelname, idx_scan FROM pg_stat_user_indexes"
+        " WHERE relname = 'events'"
+    )
+    return {name: int(count) for name, count in await cursor.fetchall()}
+
+
+async def test_reads_in_position_order_walk_the_position_index(
+    new_database: Callable[[], str],
+) -> None:
+    """An all-tenants read from the start of a store (the relay catching up, replay's catch-up)
+    and the replay fold's read of a share of the tenants walk the primary key in order and stop
+    at their limit. Under row-level security the planner thought they would see a few rows: here
+    it read the share's tenants through `events_tenant_position` and sorted them, and at 1,000,000
+    events it scanned the whole table and sorted it for every page (`position_order_settings`)."""
+    from projections.replay_fold import FoldJob, _read
+
+    conninfo = new_database()
+    store = await PostgresEventStore.open(conninfo)
+    books = [Book(store) for _ in range(4)]
+    per_book = grown_store_unit_events // len(books)
+    try:
+        for start in range(0, grown_store_events, grown_store_unit_events):
+            for book in books:
+                await book.accept(
+                    *(customer(f"C{index}") for index in range(start, start + per_book))
+                )
+        head = await store.head()
+        assert head == grown_store_events
+        await _flush_writer_stats(store)
+        job = FoldJob(
+            conninfo=conninfo,
+            projections=[],
+            partition=0,
+            partitions=2,
+            until=head,
+            page_events=1000,
+            suffix="",
+            tenants=[books[0].tenant, books[2].tenant],
+        )
+        async with await AsyncConnection.connect(conninfo, autocommit=True) as reader:
+            await postgres_store.configure_connection(reader)
+            async with store._pool.connection() as pooled:  # the pool's one connection
+                await pooled.execute("SELECT pg_stat_force_next_flush()")
+                before = await _events_scans(pooled)
+            read = await store.read(None, 1, 1000)
+            page = await _read(reader, job, 1)
+            await reader.execute("SELECT pg_stat_force_next_flush()")
+            async with store._pool.connection() as pooled:
+                await pooled.execute("SELECT pg_stat_force_next_flush()")
+                after = await _events_scans(pooled)
+    finally:
+        await store.close()
+    assert [event.position for event in read] == list(range(1, 1001))
+    assert len(page) == 1000 and {event.tenant_id for event in page} == set(job.tenants or [])
+    scanned = {name: after[name] - before[name] for name in after}
+    assert scanned == {name: 2 if name == "events_pkey" else 0 for name in after}, scanned
