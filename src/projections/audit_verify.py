@@ -58,7 +58,7 @@ from psycopg import AsyncConnection
 from psycopg.rows import TupleRow
 
 from ledger.store import RecordedEvent
-from ledger.store.postgres import PostgresEventStore
+from ledger.store.postgres import PostgresEventStore, scoped_position_read
 from projections.audit_chain import (
     AuditChain,
     Break,
@@ -314,7 +314,10 @@ async def _links(
 ) -> AsyncGenerator[Link, None]:
     while after < through:
         async with conn.transaction():
-            await conn.execute("SELECT set_config('ledger.tenants', %s, true)", [tenant])
+            # Walk `audit_links_pkey` in order: under row-level security the planner took the
+            # tenant for a few rows and read all its links after `after`, then sorted them, for
+            # every page (quadratic in a tenant's chain).
+            await conn.execute(scoped_position_read, [tenant])
             cursor = await conn.execute(
                 "SELECT position, n, event_id, hash FROM audit_links"
                 " WHERE tenant_id = %s AND position > %s AND position <= %s"
