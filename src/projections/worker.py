@@ -174,6 +174,23 @@ def _group_settings(session_timeout_ms: int | None) -> tuple[float | None, float
     return timeouts["session_timeout_ms"] / 1000, timeouts["heartbeat_interval_ms"] / 1000
 
 
+async def migrate_retrying(database_url: str) -> None:
+    """Apply the migrations once the database answers. A worker started while the database is
+    down or restarting waits for it, as its batches do (before: the app crashed with the
+    connection error and the worker exited)."""
+    from sqlalchemy.exc import OperationalError as SQLAlchemyOperationalError
+
+    delay = retry_delay_initial_s
+    while True:
+        try:
+            await migrate(database_url)
+            return
+        except (psycopg.OperationalError, SQLAlchemyOperationalError, OSError) as error:
+            logger.warning("migrations not applied (%s); retrying in %.1f s", error, delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, retry_delay_max_s)
+
+
 def make_app(settings: Settings, database_url: str, projectors: Sequence[Projector]) -> Any:
     if not settings.kafka_bootstrap:
         raise ValueError("the worker needs LEDGER_KAFKA_BOOTSTRAP")
@@ -198,13 +215,18 @@ def make_app(settings: Settings, database_url: str, projectors: Sequence[Project
             [RedisNotifier(settings.redis_url), KpiPublisher(database_url, settings.redis_url)]
         )
     projecting = _Projecting(database_url, projectors, notifier)
+    migrated = asyncio.Event()
 
     @app.task  # type: ignore[untyped-decorator]
     async def prepare() -> None:
-        await migrate(database_url)
+        await migrate_retrying(database_url)
+        migrated.set()
 
     @app.agent(topic)
     async def project(stream: Any) -> None:
+        # Not a batch before the read models' tables are there: a batch that met a missing table
+        # would be taken for poison and its events skipped.
+        await migrated.wait()
         async for batch in stream.take_events(
             projection_batch_max, within=projection_batch_window_s
         ):

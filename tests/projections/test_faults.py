@@ -268,3 +268,65 @@ async def test_database_restart_with_relay_and_worker_running(
         await private.close()
         server.stop()
         shutil.rmtree(folder, ignore_errors=True)
+
+
+async def test_a_worker_started_while_the_database_is_down_waits_for_it(
+    kafka_environment: dict[str, str], redis_url: str, tmp_path: Path
+) -> None:
+    """The worker's migrations at start-up meet a database that is down (or restarting): it
+    retries them, projects nothing until they are in, and then catches up. Before, the failed
+    migration crashed the faust app and the worker exited (seen in CI, when the database
+    restarted while a slow start-up was still migrating)."""
+    import shutil
+    import tempfile
+
+    from ledger.embedded import EmbeddedPostgres
+
+    folder = Path(tempfile.mkdtemp(prefix="ledger-down-"))
+    server = EmbeddedPostgres.start(folder / "data")
+    private = await PostgresEventStore.open(server.url)
+    tenant = new_tenant()
+    assert not (await LedgerService(private).append([customer(tenant)])).rejected
+    suffix = uuid.uuid4().hex[:8]
+    topic, group = f"ledger.events.{suffix}", f"down-{suffix}"
+    log = tmp_path / "worker.log"
+    await private.close()
+    server.stop()
+    worker = spawn_ledger("worker", private, kafka_environment, redis_url, topic, group, log)
+    relay = None
+    try:
+        deadline = time.monotonic() + settle_timeout_s
+        while "migrations not applied" not in log.read_text():
+            assert worker.poll() is None, log.read_text()[-3000:]
+            assert time.monotonic() < deadline, log.read_text()[-3000:]
+            await asyncio.sleep(0.2)
+        await asyncio.sleep(1.0)  # a retry or two more
+        assert worker.poll() is None, log.read_text()[-3000:]
+        server = EmbeddedPostgres.start(folder / "data")
+        private = await PostgresEventStore.open(server.url)
+        relay = spawn_ledger(
+            "relay", private, kafka_environment, redis_url, topic, group, tmp_path / "relay.log"
+        )
+        assert not (await LedgerService(private).append([invoice(tenant, "INV-1")])).rejected
+        expected = await _expected(private)
+        conn = await _connection(private)
+        try:
+            while await read_states(conn, "event_counts") != expected:
+                assert worker.poll() is None, log.read_text()[-3000:]
+                assert time.monotonic() < deadline, log.read_text()[-3000:]
+                await asyncio.sleep(0.3)
+        finally:
+            await conn.close()
+        assert {state["events"] for _, state in expected.values()} == {2}
+    finally:
+        for process in (worker, relay):
+            if process is None:
+                continue
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+        await private.close()
+        server.stop()
+        shutil.rmtree(folder, ignore_errors=True)
