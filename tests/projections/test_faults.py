@@ -11,7 +11,7 @@ import signal
 import subprocess
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterable
 from pathlib import Path
 
 import orjson
@@ -87,13 +87,7 @@ async def test_kill_9_of_relay_and_worker_loses_nothing_and_applies_nothing_twic
             await asyncio.sleep(0.3)
         assert {state["events"] for _, state in states.values()} == {41}, seed
     finally:
-        for process in processes.values():
-            process.send_signal(signal.SIGTERM)
-        for process in processes.values():
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                process.kill()
+        _stop(processes.values())
         await conn.close()
 
 
@@ -200,13 +194,7 @@ async def test_broker_restart_losing_everything_ends_identical(
             state["events"] for _, state in (await read_states(conn, "event_counts")).values()
         } == {3}
     finally:
-        for process in processes.values():
-            process.send_signal(signal.SIGTERM)
-        for process in processes.values():
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                process.kill()
+        _stop(processes.values())
         broker.stop()
         await conn.close()
 
@@ -258,13 +246,7 @@ async def test_database_restart_with_relay_and_worker_running(
         await settle(private)
         assert {state["events"] for _, state in (await _expected(private)).values()} == {3}
     finally:
-        for process in processes.values():
-            process.send_signal(signal.SIGTERM)
-        for process in processes.values():
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                process.kill()
+        _stop(processes.values())
         await private.close()
         server.stop()
         shutil.rmtree(folder, ignore_errors=True)
@@ -319,14 +301,19 @@ async def test_a_worker_started_while_the_database_is_down_waits_for_it(
             await conn.close()
         assert {state["events"] for _, state in expected.values()} == {2}
     finally:
-        for process in (worker, relay):
-            if process is None:
-                continue
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                process.kill()
+        _stop([process for process in (worker, relay) if process is not None])
         await private.close()
         server.stop()
         shutil.rmtree(folder, ignore_errors=True)
+
+
+def _stop(processes: Iterable[subprocess.Popen[bytes]]) -> None:
+    """SIGTERM to each, then wait for each (30 s, then SIGKILL)."""
+    running = list(processes)
+    for process in running:
+        process.send_signal(signal.SIGTERM)
+    for process in running:
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
