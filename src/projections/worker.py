@@ -9,9 +9,10 @@ on Redis, and their KPI states are recomputed and published for the gateways bes
 (`projections.live`). Faust commits the offsets after the agent has processed the events, so a crash
 re-delivers the uncommitted tail, which the writer skips.
 
-A database outage blocks the batch (retried with backoff) rather than skipping it; a message that is
-not a ledger event (no `ce_position`, bad JSON) is logged and skipped: nothing on the topic can stop
-the worker.
+A database outage, or a database that refuses writes for reasons of its own (read-only, grants,
+schema: `_not_the_events`), blocks the batch (retried with backoff) rather than skipping it; a
+message that is not a ledger event (no `ce_position`, bad JSON) is logged and skipped: nothing on
+the topic can stop the worker.
 """
 
 from __future__ import annotations
@@ -47,6 +48,24 @@ retry_delay_initial_s = 0.2
 retry_delay_max_s = 10.0
 
 
+def _not_the_events(error: BaseException) -> bool:
+    """Whether an error that stopped a batch is the database's doing, not the events': the
+    database gone or refusing (connection, resources, operator, lock and serialisation errors:
+    OperationalError), in the wrong state for writing (read-only after a failover: InternalError),
+    or with a schema or grants other than the writer expects (a table missing, permission denied:
+    ProgrammingError), as the server says (a SQLSTATE: psycopg's own ProgrammingError, "cannot
+    adapt type", comes from an event's values). Such errors block the batch, retried, instead of
+    having its events skipped as poison; what an event can cause (a value the tables refuse:
+    DataError, IntegrityError; a projector's exception) is still found event by event and
+    skipped."""
+    if isinstance(error, psycopg.OperationalError | OSError):
+        return True
+    return (
+        isinstance(error, psycopg.InternalError | psycopg.ProgrammingError)
+        and error.sqlstate is not None
+    )
+
+
 class _Projecting:
     """The worker's I/O around the pure projectors: one connection, retried; the notifier."""
 
@@ -74,10 +93,19 @@ class _Projecting:
                 writer = ProjectionWriter(await self._connection(), self.projectors)
                 applied = await writer.apply(events)
                 return applied, writer.touched
-            except (psycopg.OperationalError, OSError) as error:
+            except Exception as error:
+                if not _not_the_events(error):
+                    raise
                 logger.warning(
-                    "projection batch not applied (%s); retrying in %.1f s", error, delay
+                    "projection batch not applied (%s: %s); retrying in %.1f s",
+                    type(error).__name__,
+                    error,
+                    delay,
                 )
+                # A fresh connection for the next try: one left on a read-only standby after a
+                # failover, or with a role changed since, would fail the same way for ever.
+                if self._conn is not None:
+                    await self._conn.close()
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, retry_delay_max_s)
 

@@ -31,6 +31,9 @@ from tests.projections.scenario import with_tenant
 # A batch must not wait for Redis; the publisher retries from 0.2 s, doubling.
 redis_away_apply_timeout_s = 5
 redis_back_timeout_s = 15
+# Long enough for a few retries of a refused batch (0.2, 0.4, 0.8 s), then back within a 10 s pause.
+refused_writes_s = 2.0
+refused_writes_back_timeout_s = 20
 
 
 async def test_a_message_no_projector_can_apply_is_skipped_and_the_rest_applied(
@@ -72,6 +75,56 @@ async def test_a_message_no_projector_can_apply_is_skipped_and_the_rest_applied(
             assert invoices == ["INV-1", "INV-2"]
             await projecting.apply(real)  # redelivered: skipped by position, nothing doubles
             assert [row["invoice_id"] for row in await read_rows(conn, ar_invoices)] == invoices
+        finally:
+            await conn.close()
+    finally:
+        await store.close()
+
+
+async def test_a_database_refusing_writes_blocks_the_batch_instead_of_skipping_it(
+    new_database: Callable[[], str],
+) -> None:
+    """A database that is up but refuses the writes for reasons of its own (read-only, as a
+    standby is after a failover) is not the events' fault: the batch waits, retried on fresh
+    connections, and is applied once the database takes writes again; nothing is skipped. Before,
+    each event failed alone and was skipped as poison: the read models lost them until a replay."""
+    import psycopg
+    from psycopg import sql
+    from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+    url = new_database()
+    name = conninfo_to_dict(url)["dbname"]
+    store = await PostgresEventStore.open(url)
+    try:
+        tenant = new_tenant()
+        report = await LedgerService(store).append(
+            with_tenant(tenant, [b.customer("C1"), b.invoice("INV-1", "C1")])
+        )
+        assert not report.rejected
+        events = [ProjectedEvent.from_recorded(e) for e in await store.read(tenant, 1, 10)]
+
+        def read_only(on: bool) -> None:
+            # From another database: this one's connections are read-only while it is.
+            with psycopg.connect(make_conninfo(url, dbname="postgres"), autocommit=True) as admin:
+                statement = "ALTER DATABASE {} SET default_transaction_read_only = on"
+                if not on:
+                    statement = "ALTER DATABASE {} RESET default_transaction_read_only"
+                admin.execute(sql.SQL(statement).format(sql.Identifier(name)))
+
+        read_only(True)
+        projecting = _Projecting(url, all_projectors(), None)
+        skipped_before = metrics.events_skipped._value.get()
+        applying = asyncio.create_task(projecting.apply(events))
+        await asyncio.sleep(refused_writes_s)
+        assert not applying.done(), "the batch ended while the database refused every write"
+        assert metrics.events_skipped._value.get() == skipped_before
+        read_only(False)
+        await asyncio.wait_for(applying, refused_writes_back_timeout_s)
+        assert metrics.events_skipped._value.get() == skipped_before
+        conn = await AsyncConnection.connect(url, autocommit=True)
+        await configure_connection(conn)
+        try:
+            assert [row["invoice_id"] for row in await read_rows(conn, ar_invoices)] == ["INV-1"]
         finally:
             await conn.close()
     finally:
@@ -169,3 +222,33 @@ async def test_projecting_goes_on_while_redis_is_away_and_kpis_follow_when_it_is
         await direct.aclose()
         await switch.close()
         await store.close()
+
+
+def test_errors_of_the_database_block_and_errors_of_an_event_skip() -> None:
+    """Which errors block a batch (retried) and which make the worker look for the event that
+    caused them (and skip it): by what the server says, not by psycopg's class alone."""
+    import psycopg
+    from psycopg import errors
+
+    from projections.worker import _not_the_events
+
+    blocking = [
+        psycopg.OperationalError("connection refused"),
+        errors.AdminShutdown(),
+        errors.DiskFull(),
+        errors.SerializationFailure(),
+        errors.ReadOnlySqlTransaction(),
+        errors.InsufficientPrivilege(),
+        errors.UndefinedTable(),
+        ConnectionResetError(),
+    ]
+    skipping = [
+        errors.InvalidTextRepresentation(),
+        errors.NumericValueOutOfRange(),
+        errors.CheckViolation(),
+        psycopg.ProgrammingError("cannot adapt type 'dict' using placeholder '%s'"),
+        KeyError("lines"),
+        ValueError("not a date"),
+    ]
+    assert [_not_the_events(error) for error in blocking] == [True] * len(blocking)
+    assert [_not_the_events(error) for error in skipping] == [False] * len(skipping)
