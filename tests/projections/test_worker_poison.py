@@ -36,6 +36,16 @@ refused_writes_s = 2.0
 refused_writes_back_timeout_s = 20
 
 
+async def _invoice_ids(url: str) -> list[str]:
+    """The invoices in the AR aging read model, by id."""
+    conn = await AsyncConnection.connect(url, autocommit=True)
+    await configure_connection(conn)
+    try:
+        return [row["invoice_id"] for row in await read_rows(conn, ar_invoices)]
+    finally:
+        await conn.close()
+
+
 async def test_a_message_no_projector_can_apply_is_skipped_and_the_rest_applied(
     new_database: Callable[[], str],
 ) -> None:
@@ -68,15 +78,9 @@ async def test_a_message_no_projector_can_apply_is_skipped_and_the_rest_applied(
         skipped_before = metrics.events_skipped._value.get()
         await projecting.apply(batch)
         assert metrics.events_skipped._value.get() == skipped_before + 1
-        conn = await AsyncConnection.connect(url, autocommit=True)
-        await configure_connection(conn)
-        try:
-            invoices = [row["invoice_id"] for row in await read_rows(conn, ar_invoices)]
-            assert invoices == ["INV-1", "INV-2"]
-            await projecting.apply(real)  # redelivered: skipped by position, nothing doubles
-            assert [row["invoice_id"] for row in await read_rows(conn, ar_invoices)] == invoices
-        finally:
-            await conn.close()
+        assert await _invoice_ids(url) == ["INV-1", "INV-2"]
+        await projecting.apply(real)  # redelivered: skipped by position, nothing doubles
+        assert await _invoice_ids(url) == ["INV-1", "INV-2"]
     finally:
         await store.close()
 
@@ -121,12 +125,7 @@ async def test_a_database_refusing_writes_blocks_the_batch_instead_of_skipping_i
         read_only(False)
         await asyncio.wait_for(applying, refused_writes_back_timeout_s)
         assert metrics.events_skipped._value.get() == skipped_before
-        conn = await AsyncConnection.connect(url, autocommit=True)
-        await configure_connection(conn)
-        try:
-            assert [row["invoice_id"] for row in await read_rows(conn, ar_invoices)] == ["INV-1"]
-        finally:
-            await conn.close()
+        assert await _invoice_ids(url) == ["INV-1"]
     finally:
         await store.close()
 
@@ -199,12 +198,7 @@ async def test_projecting_goes_on_while_redis_is_away_and_kpis_follow_when_it_is
         switch.cut()
         events = [ProjectedEvent.from_recorded(e) for e in await store.read(tenant, 1, 10)]
         await asyncio.wait_for(projecting.apply(events), redis_away_apply_timeout_s)
-        conn = await AsyncConnection.connect(url, autocommit=True)
-        await configure_connection(conn)
-        try:
-            assert [row["invoice_id"] for row in await read_rows(conn, ar_invoices)] == ["INV-1"]
-        finally:
-            await conn.close()
+        assert await _invoice_ids(url) == ["INV-1"]
         await asyncio.sleep(0.5)  # the publisher tries and fails meanwhile
         assert await direct.hget(state_key(tenant), "position") is None
         switch.up = True
