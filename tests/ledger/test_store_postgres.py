@@ -422,12 +422,19 @@ grown_store_unit_events = 500
 stats_flush_timeout_s = 15
 
 
+async def _events_scans(conn: AsyncConnection[Any]) -> dict[str, int]:
+    """Scans of `events` so far, as the statistics have them: sequential (`seq`) and by index."""
+    cursor = await conn.execute(
+        "SELECT 'seq', seq_scan FROM pg_stat_user_tables WHERE relname = 'events'"
+        " UNION ALL SELECT indexrelname, idx_scan FROM pg_stat_user_indexes"
+        " WHERE relname = 'events'"
+    )
+    return {name: int(count) for name, count in await cursor.fetchall()}
+
+
 async def _scans_and_inserts(conninfo: str) -> tuple[dict[str, int], int]:
     async with await AsyncConnection.connect(conninfo, autocommit=True) as conn:
-        cursor = await conn.execute(
-            "SELECT indexrelname, idx_scan FROM pg_stat_user_indexes WHERE relname = 'events'"
-        )
-        scans = {name: count for name, count in await cursor.fetchall()}
+        scans = await _events_scans(conn)
         cursor = await conn.execute(
             "SELECT n_tup_ins FROM pg_stat_user_tables WHERE relname = 'events'"
         )
@@ -486,14 +493,12 @@ async def test_lookups_keep_to_the_unique_indexes_as_the_store_grows(
     assert scanned["events_tenant_position"] == 0, scanned
 
 
-async def _events_scans(conn: AsyncConnection[Any]) -> dict[str, int]:
-    """Scans of `events` so far, as the statistics have them: sequential (`seq`) and by index."""
-    cursor = await conn.execute(
-        "SELECT 'seq', seq_scan FROM pg_stat_user_tables WHERE relname = 'events'"
-        " UNION ALL SELECT indexrelname, idx_scan FROM pg_stat_user_indexes"
-        " WHERE relname = 'events'"
-    )
-    return {name: int(count) for name, count in await cursor.fetchall()}
+async def _reader_scans(store: PostgresEventStore) -> dict[str, int]:
+    """`_events_scans` through the store's read pool (its one connection: reads one at a time
+    never open a second), that connection's statistics reported first."""
+    async with store._pool.connection() as pooled:
+        await pooled.execute("SELECT pg_stat_force_next_flush()")
+        return await _events_scans(pooled)
 
 
 async def test_reads_in_position_order_walk_the_position_index(
@@ -531,15 +536,11 @@ async def test_reads_in_position_order_walk_the_position_index(
         )
         async with await AsyncConnection.connect(conninfo, autocommit=True) as reader:
             await postgres_store.configure_connection(reader)
-            async with store._pool.connection() as pooled:  # the pool's one connection
-                await pooled.execute("SELECT pg_stat_force_next_flush()")
-                before = await _events_scans(pooled)
+            before = await _reader_scans(store)
             read = await store.read(None, 1, 1000)
             page = await _read(reader, job, 1)
             await reader.execute("SELECT pg_stat_force_next_flush()")
-            async with store._pool.connection() as pooled:
-                await pooled.execute("SELECT pg_stat_force_next_flush()")
-                after = await _events_scans(pooled)
+            after = await _reader_scans(store)
     finally:
         await store.close()
     assert [event.position for event in read] == list(range(1, 1001))
