@@ -21,17 +21,27 @@ import asyncio
 import dataclasses
 import uuid
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import psycopg
 import pytest
-from psycopg import AsyncConnection
+from psycopg import AsyncConnection, sql
 
 from ledger.decide import Accepted, Duplicate, Refused
 from ledger.errors import RejectionCode, StoreError
 from ledger.store import RecordedEvent, Unit
 from ledger.store import postgres as postgres_store
-from ledger.store.postgres import PostgresEventStore, app_role, migrate, notify_channel
+from ledger.store.postgres import (
+    PostgresEventStore,
+    app_role,
+    configure_connection,
+    migrate,
+    notify_channel,
+    scoped_position_read,
+    select_events,
+)
+from projections.core import ProjectedEvent
 from tests.ledger.store_builders import Book, credit_note, customer, invoice, payment
 
 all_versions = [int(name.split("_", 1)[0]) for name in postgres_store._migrations]
@@ -346,6 +356,43 @@ async def test_events_are_append_only_even_for_a_superuser(database_url: str) ->
                 ):
                     await conn.execute(statement, [book.tenant] if "%s" in statement else None)
         assert await book.events() == before
+    finally:
+        await store.close()
+
+
+async def test_times_read_back_in_utc_whatever_the_servers_time_zone(
+    new_database: Callable[[], str],
+) -> None:
+    """A database (or server, or role) whose TimeZone is not UTC changes the offset psycopg gives
+    the times it reads, not the instant: every connection the ledger configures reads in UTC, so
+    an event's times render the same (`...Z`) to the API, the relay's headers and the projectors."""
+    url = new_database()
+    async with await AsyncConnection.connect(url, autocommit=True) as conn:
+        await conn.execute(
+            sql.SQL("ALTER DATABASE {} SET TimeZone = 'Asia/Kolkata'").format(
+                sql.Identifier(conn.info.dbname)
+            )
+        )
+    store = await PostgresEventStore.open(url)
+    try:
+        book = Book(store)
+        await book.accept(customer(time="2026-01-15T10:00:00Z"))
+        [event] = await store.read(book.tenant)
+        assert event.time == datetime(2026, 1, 15, 10, tzinfo=UTC)
+        assert event.time.utcoffset() == event.recorded_at.utcoffset() == timedelta(0)
+        rendered = event.as_json()
+        assert rendered["time"] == "2026-01-15T10:00:00Z"
+        assert rendered["recordedat"].endswith("Z")
+        assert ProjectedEvent.from_recorded(event).time == "2026-01-15T10:00:00Z"
+        # The connections the worker, replay's fold and the gateway open themselves.
+        async with await AsyncConnection.connect(url, autocommit=True) as conn:
+            await configure_connection(conn)
+            async with conn.transaction():
+                await conn.execute(scoped_position_read, ["*"])
+                cursor = await conn.execute(select_events + "ORDER BY position")
+                [row] = await cursor.fetchall()
+        assert ProjectedEvent.from_row(row).time == "2026-01-15T10:00:00Z"
+        assert ProjectedEvent.from_row(row).recorded_at == rendered["recordedat"]
     finally:
         await store.close()
 

@@ -178,12 +178,17 @@ async def _ensure_app_role(conn: AsyncConnection[TupleRow]) -> None:
 
 
 async def configure_connection(conn: AsyncConnection[Any], *, app_role_too: bool = True) -> None:
-    """JSON through orjson, no JIT, and (unless `app_role_too` is false: a maintenance command
-    that must delete what the app role may not) the row-security app role."""
+    """JSON through orjson, no JIT, times in UTC, and (unless `app_role_too` is false: a
+    maintenance command that must delete what the app role may not) the row-security app role."""
     set_json_loads(orjson.loads, conn)
     set_json_dumps(lambda value: orjson.dumps(value).decode(), conn)
     # Our statements are short lookups by key: JIT compilation only adds milliseconds to them.
-    await conn.execute("SET jit = off")
+    # psycopg gives a timestamptz in the session's time zone, which the server's, the database's
+    # or the role's settings choose: the same instant, but rendered with their offset (an event's
+    # `time` to the API, the relay's headers and the projectors). In UTC it is `...Z` everywhere.
+    await conn.execute(
+        "SELECT set_config('jit', 'off', false), set_config('TimeZone', 'UTC', false)"
+    )
     if not app_role_too:
         return
     cursor = await conn.execute(
