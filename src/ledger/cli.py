@@ -216,7 +216,7 @@ async def _start_api(
 async def _api_command(settings: Settings, args: argparse.Namespace) -> int:
     from ledger.runtime import open_service
 
-    async with open_service(settings) as service:
+    async with open_service(settings, wait=True) as service:
         runner = await _start_api(
             service, args.host, args.port, settings.jwt_secret, args.gateway_url
         )
@@ -246,7 +246,7 @@ async def _relay_command(settings: Settings, args: argparse.Namespace) -> int:
     if not settings.kafka_bootstrap:
         return _fail("relay: set LEDGER_KAFKA_BOOTSTRAP (or run everything with `ledger up`)")
     metrics.serve(settings.metrics_port)
-    async with open_store(settings) as store:
+    async with open_store(settings, wait=True) as store:
         stop = _stop_on_signals()
         await _run_relay(settings, store, stop)
     return 0
@@ -273,7 +273,7 @@ async def _ingest_command(settings: Settings, args: argparse.Namespace) -> int:
     if not settings.kafka_bootstrap:
         return _fail("ingest: set LEDGER_KAFKA_BOOTSTRAP (or run everything with `ledger up`)")
     metrics.serve(settings.metrics_port)
-    async with open_service(settings) as service:
+    async with open_service(settings, wait=True) as service:
         await _ingest(settings, service).run(_stop_on_signals())
     return 0
 
@@ -580,7 +580,7 @@ async def _up_command(settings: Settings, args: argparse.Namespace) -> int:
     ):
         settings = dataclasses.replace(settings, redis_url=redis, database_url=database)
         bootstrap = settings.kafka_bootstrap
-        async with open_store(settings) as store:
+        async with open_store(settings, wait=True) as store:
             gateway = await start_gateway(args.host, args.gateway_port, redis, secret, database)
             gateway_url = f"ws://{args.host}:{gateway.port}/v1/stream"
             runner = await _start_api(

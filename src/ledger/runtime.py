@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import gc
 import logging
@@ -9,6 +10,7 @@ from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 
 from ledger.config import Settings
+from ledger.errors import StoreUnavailableError
 from ledger.service import LedgerService
 from ledger.store.postgres import PostgresEventStore
 
@@ -19,6 +21,11 @@ logger = logging.getLogger(__name__)
 # most of a request's temporaries are scanned once or twice and the survivors promoted, which
 # brings on full collections sooner.
 gc_young_threshold = 10_000
+
+# A service (`ledger relay`, `api`, `ingest`, `up`) started before its database answers waits for
+# it, retrying this often at first, doubling up to the most (as the worker's start-up does).
+store_retry_delay_initial_s = 0.2
+store_retry_delay_max_s = 10.0
 
 
 def settle_memory() -> None:
@@ -48,18 +55,37 @@ def database_url(settings: Settings) -> Iterator[str]:
 
 
 @asynccontextmanager
-async def open_store(settings: Settings) -> AsyncIterator[PostgresEventStore]:
+async def open_store(
+    settings: Settings, *, wait: bool = False
+) -> AsyncIterator[PostgresEventStore]:
+    """The event store, migrated. A database that cannot be reached fails a one-off command at
+    once (`StoreUnavailableError`); with `wait` (a long-running service) it is retried, with a
+    warning each time, until it answers: a service started before its database (a compose
+    file's start order, a database restarting or failing over) comes up with it instead of
+    exiting. A database that will never answer (a wrong address or password) is retried as
+    long, each warning naming why."""
     with database_url(settings) as url:
-        store = await PostgresEventStore.open(url)
+        store = await (_open_waiting(url) if wait else PostgresEventStore.open(url))
         try:
             yield store
         finally:
             await store.close()
 
 
+async def _open_waiting(url: str) -> PostgresEventStore:
+    delay = store_retry_delay_initial_s
+    while True:
+        try:
+            return await PostgresEventStore.open(url)
+        except StoreUnavailableError as error:
+            logger.warning("%s; retrying in %.1f s", error, delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, store_retry_delay_max_s)
+
+
 @asynccontextmanager
-async def open_service(settings: Settings) -> AsyncIterator[LedgerService]:
-    async with open_store(settings) as store:
+async def open_service(settings: Settings, *, wait: bool = False) -> AsyncIterator[LedgerService]:
+    async with open_store(settings, wait=wait) as store:
         yield LedgerService(store)
 
 

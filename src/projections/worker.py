@@ -223,12 +223,16 @@ def make_app(settings: Settings, database_url: str, projectors: Sequence[Project
     if not settings.kafka_bootstrap:
         raise ValueError("the worker needs LEDGER_KAFKA_BOOTSTRAP")
     session_timeout_s, heartbeat_interval_s = _group_settings(settings.kafka_session_timeout_ms)
+    (settings.data_dir / "worker").mkdir(parents=True, exist_ok=True)  # faust makes one level
     app = _app_class(settings.fetch_max_wait_ms)(
         settings.worker_group,
         broker=f"kafka://{settings.kafka_bootstrap}",
         value_serializer="raw",
         key_serializer="raw",
         store="memory://",
+        # faust makes a data folder even with memory tables: under the ledger's data folder, not
+        # `<group>-data` in whatever directory the worker was started from.
+        datadir=str(settings.data_dir / "worker" / "{conf.name}"),
         web_enabled=False,
         producer_acks=-1,
         broker_commit_every=projection_batch_max,

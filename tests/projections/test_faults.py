@@ -252,13 +252,15 @@ async def test_database_restart_with_relay_and_worker_running(
         shutil.rmtree(folder, ignore_errors=True)
 
 
-async def test_a_worker_started_while_the_database_is_down_waits_for_it(
+async def test_services_started_while_the_database_is_down_wait_for_it(
     kafka_environment: dict[str, str], redis_url: str, tmp_path: Path
 ) -> None:
-    """The worker's migrations at start-up meet a database that is down (or restarting): it
-    retries them, projects nothing until they are in, and then catches up. Before, the failed
-    migration crashed the faust app and the worker exited (seen in CI, when the database
-    restarted while a slow start-up was still migrating)."""
+    """The worker's migrations and the relay's store at start-up meet a database that is down (or
+    restarting): each retries, the worker projects nothing until its migrations are in, and once
+    the database is up the relay publishes and the worker catches up. Before, the failed
+    migration crashed the worker's faust app and the worker exited (seen in CI, when the database
+    restarted while a slow start-up was still migrating), and the relay exited with "cannot reach
+    the event store database" (as `ledger api`, `ingest` and `up` did: they share its start)."""
     import shutil
     import tempfile
 
@@ -271,37 +273,54 @@ async def test_a_worker_started_while_the_database_is_down_waits_for_it(
     assert not (await LedgerService(private).append([customer(tenant)])).rejected
     suffix = uuid.uuid4().hex[:8]
     topic, group = f"ledger.events.{suffix}", f"down-{suffix}"
-    log = tmp_path / "worker.log"
+    log, relay_log = tmp_path / "worker.log", tmp_path / "relay.log"
     await private.close()
     server.stop()
-    worker = spawn_ledger("worker", private, kafka_environment, redis_url, topic, group, log)
-    relay = None
+    data_dir = tmp_path / "data"
+    worker = spawn_ledger(
+        "worker",
+        private,
+        kafka_environment,
+        redis_url,
+        topic,
+        group,
+        log,
+        {"LEDGER_DATA_DIR": str(data_dir)},
+    )
+    relay = spawn_ledger("relay", private, kafka_environment, redis_url, topic, group, relay_log)
+    processes = {worker: log, relay: relay_log}
     try:
         deadline = time.monotonic() + settle_timeout_s
-        while "migrations not applied" not in log.read_text():
-            assert worker.poll() is None, log.read_text()[-3000:]
-            assert time.monotonic() < deadline, log.read_text()[-3000:]
-            await asyncio.sleep(0.2)
+        for process, retried in (
+            (worker, "migrations not applied"),
+            (relay, "cannot reach the event store database"),
+        ):
+            while retried not in processes[process].read_text():
+                assert process.poll() is None, processes[process].read_text()[-3000:]
+                assert time.monotonic() < deadline, processes[process].read_text()[-3000:]
+                await asyncio.sleep(0.2)
         await asyncio.sleep(1.0)  # a retry or two more
-        assert worker.poll() is None, log.read_text()[-3000:]
+        for process, process_log in processes.items():
+            assert process.poll() is None, process_log.read_text()[-3000:]
         server = EmbeddedPostgres.start(folder / "data")
         private = await PostgresEventStore.open(server.url)
-        relay = spawn_ledger(
-            "relay", private, kafka_environment, redis_url, topic, group, tmp_path / "relay.log"
-        )
         assert not (await LedgerService(private).append([invoice(tenant, "INV-1")])).rejected
         expected = await _expected(private)
         conn = await _connection(private)
         try:
             while await read_states(conn, "event_counts") != expected:
-                assert worker.poll() is None, log.read_text()[-3000:]
+                for process, process_log in processes.items():
+                    assert process.poll() is None, process_log.read_text()[-3000:]
                 assert time.monotonic() < deadline, log.read_text()[-3000:]
                 await asyncio.sleep(0.3)
         finally:
             await conn.close()
         assert {state["events"] for _, state in expected.values()} == {2}
+        # faust's data folder is the ledger's, not one left where the worker was started.
+        assert (data_dir / "worker" / group).is_dir()
+        assert not Path(f"{group}-data").exists()
     finally:
-        _stop([process for process in (worker, relay) if process is not None])
+        _stop(processes)
         await private.close()
         server.stop()
         shutil.rmtree(folder, ignore_errors=True)
