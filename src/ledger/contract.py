@@ -103,6 +103,21 @@ Label = Annotated[
 date_min = date(1900, 1, 1)
 date_max = date(2999, 12, 31)
 
+# The longest contract term: its end_date at most 100 years after its start_date, beyond any
+# commercial contract. Deferred revenue works out a changed line's schedule month by month over
+# the term, so an amendment costs (lines x months): a 1,100-year term of 100 lines took the
+# projector 7 s per amendment (1,000 lines: over a minute, the worker's partition stalled). A
+# hundred years bounds it at a tenth of that.
+contract_term_years_max = 100
+
+
+def _years_after(day: date, years: int) -> date:
+    """The same day `years` later; 29 February becomes the 28th in a year without one."""
+    try:
+        return day.replace(year=day.year + years)
+    except ValueError:
+        return day.replace(year=day.year + years, day=28)
+
 
 def _parse_date(value: Any) -> date:
     if isinstance(value, date) and not isinstance(value, datetime):
@@ -673,6 +688,15 @@ def _rules_contract_signed(payload: ContractSigned) -> list[Rejection]:
                 RejectionCode.end_date_not_after_start_date,
                 "data.end_date",
                 "must be after start_date (the end date is exclusive)",
+            )
+        )
+    elif payload.end_date > (last := _years_after(payload.start_date, contract_term_years_max)):
+        rejections.append(
+            Rejection(
+                RejectionCode.contract_term_too_long,
+                "data.end_date",
+                f"must be at most {contract_term_years_max} years after start_date"
+                f" (on or before {last})",
             )
         )
     return rejections + _duplicate_line_ids(payload.lines)

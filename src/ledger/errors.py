@@ -39,6 +39,7 @@ class RejectionCode(StrEnum):
     unknown_currency = "unknown_currency"
     # Rules within one event.
     end_date_not_after_start_date = "end_date_not_after_start_date"
+    contract_term_too_long = "contract_term_too_long"
     due_date_before_issue_date = "due_date_before_issue_date"
     duplicate_line_id = "duplicate_line_id"
     total_mismatch = "total_mismatch"

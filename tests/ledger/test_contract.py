@@ -161,6 +161,15 @@ def test_lines_at_the_count_limit_are_accepted() -> None:
         pytest.param(
             with_data("contract.signed", (("end_date",), "2026-01-02")), id="end-next-day"
         ),
+        pytest.param(
+            with_data("contract.signed", (("end_date",), "2126-01-01")), id="term-of-100-years"
+        ),
+        pytest.param(
+            with_data(
+                "contract.signed", (("start_date",), "2000-02-29"), (("end_date",), "2100-02-28")
+            ),
+            id="term-of-100-years-from-29-february",
+        ),
         pytest.param(with_data("invoice.issued", (("due_date",), "2026-01-15")), id="due-on-issue"),
         pytest.param(
             with_data("expense.recorded", (("due_date",), "2026-01-31")), id="expense-due-same-day"
@@ -611,6 +620,20 @@ rejection_cases = [
         C.end_date_not_after_start_date,
         "data.end_date",
         id="end-before-start",
+    ),
+    pytest.param(
+        with_data("contract.signed", (("end_date",), "2126-01-02")),
+        C.contract_term_too_long,
+        "data.end_date",
+        id="term-over-100-years",
+    ),
+    pytest.param(
+        with_data(
+            "contract.signed", (("start_date",), "2000-02-29"), (("end_date",), "2100-03-01")
+        ),
+        C.contract_term_too_long,
+        "data.end_date",
+        id="term-over-100-years-from-29-february",
     ),
     pytest.param(
         with_data("invoice.issued", (("due_date",), "2026-01-14")),

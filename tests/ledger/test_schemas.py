@@ -212,6 +212,12 @@ def test_invalid_event_is_refused_by_schema_and_parse_event(
             id="total",
         ),
         pytest.param(
+            "contract.signed",
+            with_data("contract.signed", (("end_date",), "2126-01-02")),
+            C.contract_term_too_long,
+            id="term",
+        ),
+        pytest.param(
             "invoice.written_off",
             with_data("invoice.written_off", (("amount",), "10.001")),
             C.amount_too_many_digits,
