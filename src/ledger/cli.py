@@ -166,7 +166,7 @@ async def _events_command(settings: Settings, args: argparse.Namespace) -> int:
             events = await service.store.read(args.tenant, position, page_size)
             for event in events:
                 sys.stdout.buffer.write(orjson.dumps(event.as_json()) + b"\n")
-            if len(events) < page_size:
+            if not events:  # a short page may end at its size in bytes
                 break
             position = events[-1].position + 1
             if remaining is not None:

@@ -116,6 +116,8 @@ class LedgerClient:
     async def events(
         self, tenant: str, from_position: int = 1, limit: int = 100
     ) -> list[dict[str, Any]]:
+        """A page of the tenant's events from `from_position`: at most `limit`, and fewer once
+        the page is large in bytes; only an empty page means there are no more."""
         async with self._http().get(
             f"{self.base_url}/v1/events",
             params={"tenant": tenant, "from_position": from_position, "limit": limit},

@@ -1205,7 +1205,7 @@ async def _newest_demo_day(store: EventStore, tenant: str) -> int | None:
                 parsed = parse_demo_event_id(event.event_id)
                 if parsed is not None and (newest is None or parsed[1] > newest):
                     newest = parsed[1]
-            if len(page) < read_limit_max:
+            if not page:  # a short page may end at its size in bytes
                 break
             position = page[-1].position + 1
         if newest is not None or low == 1:

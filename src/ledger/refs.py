@@ -160,22 +160,22 @@ async def _fold_from(
     started: float,
 ) -> None:
     """Fold every event after `fold.position` (of `tenant`, or all) that `conn` sees."""
-    from ledger.store.postgres import position_order_settings, recorded_from_row, select_events
+    from ledger.store.postgres import event_page, position_order_settings, recorded_from_row
 
     await conn.execute("SELECT " + position_order_settings)  # for the rest of the transaction
     while True:
         cursor = await conn.execute(
-            select_events + _after_position,
+            event_page(_after_position),
             {"after": fold.position, "tenant": tenant, "limit": read_limit_max},
         )
         rows = await cursor.fetchall()
         for row in rows:
             fold.apply(recorded_from_row(row))
-        if len(rows) < read_limit_max:
+        if not rows:  # a short page may end at its size in bytes: only an empty one is the end
             fold.position = max(fold.position, head)
         if progress is not None:
             progress(fold.position, head, time.monotonic() - started)
-        if len(rows) < read_limit_max:
+        if not rows:
             return
 
 

@@ -204,8 +204,6 @@ class Relay:
         # Only now, with every message acknowledged, may the checkpoint move past them.
         await self.save_checkpoint(events[-1].position, marks)
         metrics.events_relayed.inc(len(events))
-        if len(events) < relay_batch_events_max:
-            metrics.relay_lag_events.set(0)  # a short page means the head was reached
         return len(events)
 
     async def catch_up(self) -> int:

@@ -338,10 +338,9 @@ async def _event_pages(
     while after < through:
         page = await store.read(tenant, after + 1, verify_page_events)
         events = [event for event in page if event.position <= through]
-        if events:
-            yield events
-        if len(events) < verify_page_events:
+        if not events:  # a short page may end at its size in bytes: only an empty one is the end
             return
+        yield events
         after = events[-1].position
 
 

@@ -30,7 +30,7 @@ from psycopg import AsyncConnection
 from psycopg.rows import TupleRow
 from sqlalchemy import Table
 
-from ledger.store.postgres import configure_connection, scoped_position_read, select_events
+from ledger.store.postgres import configure_connection, event_page, scoped_position_read
 from projections.core import ProjectedEvent, State, fold, is_table_projector
 from projections.tables import Key, MemoryTables, Row, insert_json_rows, metadata
 
@@ -159,16 +159,16 @@ async def _read(
 ) -> list[ProjectedEvent]:
     """The partition's next page, as `PostgresEventStore.read` would give it (the store reads
     every tenant or one; replay wants a share of them)."""
-    query = select_events + "WHERE position >= %s AND position <= %s"
+    where = "WHERE position >= %s AND position <= %s"
     params: list[Any] = [position, job.until]
     if job.tenants is not None:
-        query += " AND tenant_id = ANY(%s)"
+        where += " AND tenant_id = ANY(%s)"
         params.append(job.tenants)
-    query += " ORDER BY position LIMIT %s"
+    where += " ORDER BY position LIMIT %s"
     params.append(job.page_events)
     async with conn.transaction():
         await conn.execute(scoped_position_read, ["*"])
-        cursor = await conn.execute(query.encode(), params)
+        cursor = await conn.execute(event_page(where).encode(), params)
         rows = await cursor.fetchall()
     return [ProjectedEvent.from_row(row) for row in rows]
 

@@ -84,7 +84,10 @@ class EventStore(Protocol):
     async def read(
         self, tenant_id: str | None, from_position: int = 1, limit: int = 1000
     ) -> list[RecordedEvent]:
-        """Events with position >= from_position, in position order; tenant None means all."""
+        """Events with position >= from_position, in position order; tenant None means all. At
+        most `limit` of them, and possibly fewer while more follow (a store may end a page at a
+        size in bytes, as PostgreSQL's does at `page_bytes_max`): only an empty page means that
+        nothing follows."""
         ...
 
     async def head(self) -> int:

@@ -90,11 +90,36 @@ _migrations = (
     "008_open_invoices_in_order.sql",
 )
 
-select_events = """
-SELECT position, tenant_id, stream_id, stream_version, event_id, type, time, recorded_at,
-       data, metadata, hash
-FROM events
-"""
+_event_columns = (
+    "position, tenant_id, stream_id, stream_version, event_id, type, time, recorded_at,"
+    " data, metadata, hash"
+)
+select_events = f"SELECT {_event_columns}\nFROM events\n"
+
+# A page of events read in position order ends at its `limit` of events or at the event that
+# brings it past this many bytes of stored data and metadata, whichever comes first (never
+# before its first event). Pages of 1,000-10,000 events are a few MB of ordinary events, but an
+# event may be 1 MiB: a page of 5,000 such was 5 GB of JSON before it was parsed into Python
+# objects, in replay's fold, the relay or an API read. The bytes are PostgreSQL's stored sizes
+# (`pg_column_size`, read without decompressing): a compressed event counts for less than its
+# text, so a page holds at most a few times this in JSON.
+page_bytes_max = 8 * 1024 * 1024
+
+
+def event_page(where: str) -> str:
+    """A statement reading a page of events (the columns of `select_events`) from `where`: its
+    conditions, then `ORDER BY position LIMIT ...`. The page also ends at `page_bytes_max`: a
+    running sum of the events' sizes, over the limited rows only (the limit still stops the
+    walk of the position index), keeps the events that start within the budget. A short page
+    therefore does not mean the end: an empty one does."""
+    return (
+        f"SELECT {_event_columns} FROM ("
+        f"SELECT {_event_columns}, sum(pg_column_size(data) + pg_column_size(metadata))"
+        " OVER (ORDER BY position ROWS UNBOUNDED PRECEDING)"
+        " - pg_column_size(data) - pg_column_size(metadata) AS bytes_before"
+        f" FROM events {where}) page WHERE bytes_before < {page_bytes_max} ORDER BY position"
+    )
+
 
 # What a transaction that reads events in position order (`ORDER BY position LIMIT n`) sets
 # besides its tenant scope, in the same statement. The events' row-level security policy hides
@@ -471,7 +496,7 @@ class PostgresEventStore:
         self, tenant_id: str | None, from_position: int = 1, limit: int = 1000
     ) -> list[RecordedEvent]:
         limit = max(0, min(limit, read_limit_max))
-        query = select_events + (
+        query = event_page(
             "WHERE position >= %s ORDER BY position LIMIT %s"
             if tenant_id is None
             else "WHERE tenant_id = %s AND position >= %s ORDER BY position LIMIT %s"
