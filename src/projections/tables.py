@@ -42,9 +42,17 @@ Row = dict[str, Any]
 Key = tuple[Any, ...]  # the primary key's values after tenant_id
 
 
-def tenant_table(name: str, *columns: Any) -> Table:
-    """A read model table: `tenant_id` first, then `columns` (mark key columns primary_key=True)."""
-    return Table(name, metadata, Column("tenant_id", Text, primary_key=True), *columns)
+def tenant_table(name: str, *columns: Any, zero_is_absent: bool = False) -> Table:
+    """A read model table: `tenant_id` first, then `columns` (mark key columns primary_key=True).
+    `zero_is_absent`: a table of running totals (`Rows.add`) whose readers take a row of zeros for
+    no row; a row brought to zero is deleted, by the live writer and by replay's merge alike."""
+    return Table(
+        name,
+        metadata,
+        Column("tenant_id", Text, primary_key=True),
+        *columns,
+        info={"zero_is_absent": zero_is_absent},
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +63,7 @@ class _Spec:
     keys: tuple[str, ...]  # the key columns after tenant_id
     values: tuple[str, ...]  # the other columns
     key_of: Callable[[Mapping[str, Any]], Key]  # a row's key
+    zero_is_absent: bool  # see `tenant_table`
 
 
 _specs: dict[str, _Spec] = {}
@@ -73,7 +82,8 @@ def _spec(table: Table) -> _Spec:
             for column in table.columns
             if column.name not in keys and column.name != "tenant_id"
         )
-        return _specs.setdefault(table.name, _Spec(keys, values, _key_getter(keys)))
+        zero_is_absent = bool(table.info.get("zero_is_absent", False))
+        return _specs.setdefault(table.name, _Spec(keys, values, _key_getter(keys), zero_is_absent))
 
 
 def key_columns(table: Table) -> tuple[str, ...]:
@@ -290,6 +300,8 @@ class MemoryTables:
                 stored[(tenant, key)] = current
             for name, amount in amounts.items():
                 current[name] = current[name] + amount
+            if spec.zero_is_absent and not any(current[name] for name in spec.values):
+                del stored[(tenant, key)]
 
     def rows(self, table: Table) -> list[Row]:
         """Every row of a table, tenant_id included, sorted by primary key."""
@@ -427,8 +439,12 @@ async def _upsert(
     value columns. One statement per table, the rows as one JSON document (as `insert_json_rows`):
     a statement per row cost ~0.3 ms each, most of a batch's write. The rows' keys are distinct
     (they come from `Changes`), so no row is updated twice by the statement."""
-    query = _upsert_statement(table.name, name, add)
-    await conn.execute(query, [orjson.dumps(rows, default=_json_default).decode()])
+    document = orjson.dumps(rows, default=_json_default).decode()
+    await conn.execute(_upsert_statement(table.name, name, add), [document])
+    if add and _spec(table).zero_is_absent:
+        # The rows the batch brought to zero (or created at zero) go, as replay's merge drops
+        # them: the same keys, in the same transaction, so the statement above is seen.
+        await conn.execute(_drop_zero_statement(table.name, name), [document])
 
 
 async def insert_json_rows(
@@ -489,6 +505,26 @@ def _insert_statement(table_name: str, target: str) -> str:
         .format(target=sql.Identifier(target), names=names)
         .as_string()
     )
+
+
+@functools.cache
+def _drop_zero_statement(table_name: str, name: str) -> str:
+    table = metadata.tables[table_name]
+    target = sql.Identifier(name)
+    keys = ["tenant_id", *key_columns(table)]
+    conditions = [
+        sql.SQL("t.{column} = k.{column}").format(column=sql.Identifier(column)) for column in keys
+    ] + [
+        sql.SQL("t.{column} = 0").format(column=sql.Identifier(column))
+        for column in value_columns(table)
+    ]
+    return (
+        sql.SQL(
+            "DELETE FROM {target} t USING json_populate_recordset(NULL::{target}, %s::json) k"
+            " WHERE "
+        ).format(target=target)
+        + sql.SQL(" AND ").join(conditions)
+    ).as_string()
 
 
 @functools.cache

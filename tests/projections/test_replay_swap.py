@@ -25,7 +25,7 @@ from ledger import cli
 from ledger.service import LedgerService
 from ledger.store.postgres import PostgresEventStore, configure_connection
 from projections import replay as replay_module
-from projections import replay_fold
+from projections import replay_fold, reports
 from projections.core import ProjectedEvent, ProjectionWriter, read_states, run_in_memory
 from projections.general_ledger import GeneralLedger
 from projections.registry import all_projectors, select
@@ -166,6 +166,37 @@ async def test_replay_equals_catch_up_for_every_table_and_keeps_the_definitions(
     expected_tables, expected_states = await _expected(store)
     assert await _rows(conn) == expected_tables
     assert await read_states(conn, "event_counts") == expected_states
+
+
+async def test_schedule_months_that_fall_to_zero_are_dropped_live_and_in_replay(
+    store: PostgresEventStore, conn: AsyncConnection[Any]
+) -> None:
+    """An amendment takes a line's old schedule off `dr_schedule_months`, and its months fall to
+    zero for good. To the waterfall's sums a zero is no row, so the live writer deletes a row that
+    falls to zero (over two batches here: the signature's rows, then the amendment's), as
+    replay's merge drops it: neither keeps one, and they agree row for row with the test runner,
+    the deferred revenue report too."""
+    tenant = new_tenant()
+    events = everything(tenant)
+    amended = next(i for i, event in enumerate(events) if event["type"].endswith("amended.v1"))
+    await _append(store, events[:amended])
+    await catch_up(store, conn, all_projectors())
+    signed = {row["seg_start"] for row in (await _rows(conn))["dr_schedule_months"]}
+    assert date(2026, 1, 1) in signed  # K1's line L1, as signed
+    await _append(store, events[amended:])
+    await catch_up(store, conn, all_projectors())
+    live = (await _rows(conn))["dr_schedule_months"]
+    assert live and all(row["amount"] != 0 for row in live)
+    assert date(2026, 1, 1) not in {row["seg_start"] for row in live}  # taken off: gone
+    await configure_connection(conn)
+    report_before = await reports.report(conn, "deferred-revenue", tenant, date(2026, 4, 15))
+    await replay(store, conn, all_projectors())
+    assert (await _rows(conn))["dr_schedule_months"] == live
+    assert (await _expected(store))[0]["dr_schedule_months"] == live
+    await configure_connection(conn)
+    assert (
+        await reports.report(conn, "deferred-revenue", tenant, date(2026, 4, 15)) == report_before
+    )
 
 
 async def test_one_projection_is_rebuilt_alone(

@@ -207,6 +207,49 @@ async def test_migration_0005_fills_the_payables_from_the_events(
         await store.close()
 
 
+async def test_migration_0006_deletes_the_schedule_months_at_zero(
+    new_database: Callable[[], str],
+) -> None:
+    """A database at 0005 whose `dr_schedule_months` holds rows at zero (as the projector left a
+    schedule taken off before it deleted them) gets, from migration 0006, only the others: what
+    a replay builds, with the same deferred revenue report."""
+    url = new_database()
+    store = await PostgresEventStore.open(url)
+    tenant = new_tenant()
+    report_ = await LedgerService(store).append(with_tenant(tenant, everything(tenant)))
+    assert not report_.rejected, report_.rejected
+    async with store.connection() as conn:
+        await catch_up_tenant(store, conn, tenant)
+
+    async def waterfall() -> object:
+        async with store.connection() as conn:
+            return await report(conn, "deferred-revenue", tenant, date(2026, 4, 15))
+
+    def months() -> list[tuple[object, ...]]:
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute("SET ledger.tenants = '*'")
+            return conn.execute("SELECT * FROM dr_schedule_months ORDER BY 1, 2, 3").fetchall()
+
+    projected, before = months(), await waterfall()
+    assert projected and all(row[3] != 0 for row in projected)
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("SET ledger.tenants = '*'")
+        conn.execute(
+            "INSERT INTO dr_schedule_months VALUES (%s, '2026-01-01', '2026-02-01', 0.00),"
+            " (%s, '2026-01-01', '2026-03-01', 0)",
+            [tenant, tenant],
+        )
+        assert await waterfall() == before  # a zero changes no report
+        conn.execute("UPDATE read_model_migrations SET version_num = '0005'")
+    await store.close()
+    store = await PostgresEventStore.open(url)  # migrates 0005 -> 0006
+    try:
+        assert months() == projected
+        assert await waterfall() == before
+    finally:
+        await store.close()
+
+
 def test_rows_are_written_with_decimals_exact_and_nothing_else_guessed() -> None:
     """The rows' JSON (`insert_json_rows`, the upserts): a Decimal as its exact text, dates as ISO
     8601, and any other type orjson does not know refused, not turned into some text."""
