@@ -130,6 +130,9 @@ class Relay:
         self.name = name or f"relay:{topic}"
         self.checkpoint = 0
         self.marks: Marks = {}
+        # The highest head seen: read when the checkpoint is loaded, then from each NOTIFY's
+        # payload (the new head). `ledger_relay_lag_events` is how far the checkpoint is behind it.
+        self.head_seen = 0
         self._wakeup = asyncio.Event()
         self._conn: AsyncConnection[Any] | None = None
 
@@ -154,6 +157,8 @@ class Relay:
         row = await cursor.fetchone()
         self.checkpoint = int(row[0]) if row else 0
         self.marks = {int(p): list(mark) for p, mark in (row[1] if row else {}).items()}
+        self.head_seen = max(self.head_seen, await self.store.head())
+        metrics.relay_lag_events.set(max(0, self.head_seen - self.checkpoint))
         return self.checkpoint
 
     async def save_checkpoint(self, position: int, marks: Marks) -> None:
@@ -204,6 +209,8 @@ class Relay:
         # Only now, with every message acknowledged, may the checkpoint move past them.
         await self.save_checkpoint(events[-1].position, marks)
         metrics.events_relayed.inc(len(events))
+        self.head_seen = max(self.head_seen, self.checkpoint)
+        metrics.relay_lag_events.set(self.head_seen - self.checkpoint)
         return len(events)
 
     async def catch_up(self) -> int:
@@ -265,7 +272,9 @@ class Relay:
                     await conn.execute(f"LISTEN {notify_channel}")
                     delay = retry_delay_initial_s
                     self._wakeup.set()  # anything appended while we were not listening
-                    async for _ in conn.notifies():
+                    async for notice in conn.notifies():
+                        with contextlib.suppress(ValueError):
+                            self.head_seen = max(self.head_seen, int(notice.payload))
                         self._wakeup.set()
             except psycopg.Error as error:
                 logger.warning("relay listener lost the database (%s); retrying", error)

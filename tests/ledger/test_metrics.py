@@ -8,10 +8,12 @@ import re
 from collections.abc import Callable
 from typing import Any
 
+import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client import REGISTRY
 from psycopg import AsyncConnection
 
+from ledger import relay as relay_module
 from ledger.api import make_app
 from ledger.relay import Relay
 from ledger.service import LedgerService
@@ -67,4 +69,28 @@ async def test_relay_and_projection_metrics(new_database: Callable[[], str]) -> 
         )
     finally:
         await conn.close()
+        await store.close()
+
+
+async def test_relay_lag_counts_the_committed_events_not_yet_published(
+    new_database: Callable[[], str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`ledger_relay_lag_events`: the head the relay has seen (read with its checkpoint, then
+    from each NOTIFY) less its checkpoint, after each batch; it was only ever set to 0."""
+    store = await PostgresEventStore.open(new_database())
+    try:
+        tenant = new_tenant()
+        events = [customer(tenant)] + [invoice(tenant, f"INV-{n}") for n in range(4)]
+        assert (await LedgerService(store).append(events)).ok
+        monkeypatch.setattr(relay_module, "relay_batch_events_max", 2)
+        relay = Relay(store, FakePublisher(), topic="events")
+        await relay.repair_broker()
+        assert await relay.load_checkpoint() == 0
+        assert value("ledger_relay_lag_events") == 5
+        lags = []
+        while await relay.publish_once():
+            lags.append(value("ledger_relay_lag_events"))
+        assert lags == [3, 1, 0]
+        assert value("ledger_relay_lag_events") == 0
+    finally:
         await store.close()
