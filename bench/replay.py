@@ -17,8 +17,10 @@ Each size runs on a fresh database (CREATE DATABASE bench_<hex>, dropped after):
    over empty live tables, the next ones over the tables the previous one swapped in (as in
    production). Each runs in a child process, so its peak RSS is replay's own; with fold
    processes, the largest one's peak RSS is reported too. `--sources PARENT,HEAD` runs each of
-   them with each commit's `src/` in turn, on the same seeded database: alternated, as every
-   comparison of two commits here should be.
+   them with each commit's `src/` in turn, each on its own file copy of the seeded database:
+   alternated, as every comparison of two commits here should be. A commit whose read-model
+   migrations end before the seed's (the working tree's) gets its copy without read models, and
+   creates them its own way (its first replay is then into empty tables, as every source's is).
 
 After each replay the rebuilt tables are checked: projection positions equal the store's last
 position per tenant, the journal balances, and no `__rebuild` or `__old` table is left.
@@ -29,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import cProfile
 import datetime
 import json
@@ -45,7 +48,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from psycopg import AsyncConnection
+import psycopg
+from psycopg import AsyncConnection, sql
+from psycopg.conninfo import conninfo_to_dict
 
 root = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(root))
@@ -59,6 +64,7 @@ from ledger.store.postgres import PostgresEventStore, configure_connection  # no
 from projections.core import ProjectedEvent, ProjectionWriter  # noqa: E402
 from projections.registry import select  # noqa: E402
 from projections.replay import replay  # noqa: E402
+from projections.tables import metadata  # noqa: E402
 
 default_url = (
     os.environ.get("LEDGER_DATABASE_URL") or "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -289,7 +295,10 @@ async def apply_probe(url: str, count: int, batch: int) -> dict[str, Any]:
         assert not report.rejected, report.rejected[:3]
     recorded = []
     for tenant in ("probe", "base0"):
-        recorded += await store.read(tenant, first, count)
+        position = first
+        while page := await store.read(tenant, position, count):  # pages end at a size too
+            recorded += page
+            position = page[-1].position + 1
     await store.close()
     async with await AsyncConnection.connect(url, autocommit=True) as admin:
         await admin.execute("CHECKPOINT")
@@ -326,6 +335,30 @@ def export_sources(revisions: list[str], folder: Path) -> dict[str, Path]:
         commit, source = export_src(revision, folder / revision)
         sources[commit] = source
     return sources
+
+
+def _revisions(source: Path) -> set[str]:
+    """The read-model migration revisions `source` (a `src/` folder) knows."""
+    found = set()
+    for path in (source / "projections" / "migrations" / "versions").glob("*.py"):
+        text = path.read_text(encoding="utf-8")
+        revision = re.search(r'^revision = "([^"]+)"', text, re.MULTILINE)
+        if revision:
+            found.add(revision.group(1))
+    return found
+
+
+def prepare_copy(url: str, source: Path) -> None:
+    """Make a copy of the seeded store fit for `source`: when its migrations do not know the
+    revision the read models are at (an older commit than the working tree that seeded them),
+    drop the read models, which it then creates its own way; the events stay as they are."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        row = conn.execute("SELECT version_num FROM read_model_migrations").fetchone()
+        if row is None or row[0] in _revisions(source):
+            return
+        for name in [*metadata.tables, "read_model_migrations"]:
+            conn.execute(sql.SQL("DROP TABLE IF EXISTS {} CASCADE").format(sql.Identifier(name)))
+        conn.execute("DELETE FROM projection_state")
 
 
 def measure(
@@ -389,16 +422,31 @@ def main() -> None:
     folder = tempfile.TemporaryDirectory()
     sources = export_sources(args.sources.split(","), Path(folder.name))
     for size in sizes:
-        with fresh_database(args.database_url) as url:
+        with fresh_database(args.database_url) as url, contextlib.ExitStack() as copies:
             asyncio.run(seed(url, size))
+            # One database per source: the seeded one, or file copies of it for two or more.
+            urls = {}
+            for code, source in sources.items():
+                urls[code] = (
+                    url
+                    if len(sources) == 1
+                    else copies.enter_context(
+                        fresh_database(args.database_url, template=conninfo_to_dict(url)["dbname"])
+                    )
+                )
+                prepare_copy(urls[code], source)
+            replayed: set[str] = set()
             for count in processes:
                 for code, source in sources.items():
-                    result = measure(url, args.projection, count, args.cprofile, source)
+                    result = measure(urls[code], args.projection, count, args.cprofile, source)
                     progress(f"replay ({code}): {result}")
-                    live = "empty" if not rows or rows[-1][0] != size else "full"
-                    rows.append((size, count, live, result, code))
+                    rows.append(
+                        (size, count, "full" if code in replayed else "empty", result, code)
+                    )
+                    replayed.add(code)
             if args.apply_events and not args.projection:
-                probe = asyncio.run(apply_probe(url, args.apply_events, args.apply_batch))
+                last = urls[list(sources)[-1]]  # over the read models the last source built
+                probe = asyncio.run(apply_probe(last, args.apply_events, args.apply_batch))
                 progress(f"live apply: {probe}")
                 applied.append((size, probe))
     folder.cleanup()
