@@ -75,6 +75,15 @@ def new_database(database_url: str) -> Iterator[Callable[[], str]]:
         drop_database(conninfo)
 
 
+@pytest.fixture
+async def fresh_store(new_database: Callable[[], str]) -> AsyncIterator[PostgresEventStore]:
+    """A PostgreSQL event store on a database of its own (for tests that read every tenant's
+    events, or change the database)."""
+    store = await PostgresEventStore.open(new_database())
+    yield store
+    await store.close()
+
+
 @pytest.fixture(scope="session")
 def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """LEDGER_KAFKA_BOOTSTRAP, or an embedded tansu broker ("127.0.0.1:PORT")."""

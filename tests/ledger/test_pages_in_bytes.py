@@ -7,7 +7,7 @@ Here the budget is made small enough that ordinary events fill a page after a fe
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 
 import orjson
 import psycopg
@@ -35,13 +35,6 @@ small_page_bytes = 2000
 @pytest.fixture
 def small_pages(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(postgres_store, "page_bytes_max", small_page_bytes)
-
-
-@pytest.fixture
-async def store(new_database: Callable[[], str]) -> AsyncIterator[PostgresEventStore]:
-    opened = await PostgresEventStore.open(new_database())
-    yield opened
-    await opened.close()
 
 
 async def _append_story(store: PostgresEventStore) -> list[str]:
@@ -76,8 +69,9 @@ async def _paged(store: PostgresEventStore, tenant: str | None, limit: int) -> l
 
 
 async def test_a_page_ends_at_its_size_in_bytes_and_paging_reads_every_event(
-    store: PostgresEventStore, small_pages: None, monkeypatch: pytest.MonkeyPatch
+    fresh_store: PostgresEventStore, small_pages: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    store = fresh_store
     tenants = await _append_story(store)
     sizes = _stored_sizes(store.conninfo)
     head = await store.head()
@@ -117,8 +111,9 @@ async def _all_of(store: PostgresEventStore, tenant: str) -> list[object]:
 
 
 async def test_every_reader_of_pages_reads_to_the_end(
-    store: PostgresEventStore, small_pages: None
+    fresh_store: PostgresEventStore, small_pages: None
 ) -> None:
+    store = fresh_store
     tenants = await _append_story(store)
     head = await store.head()
     # The relay publishes every event once, in order.

@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
@@ -58,13 +57,6 @@ class FakePublisher:
 
 def _header(message: Message, name: str) -> str:
     return dict(message.headers)[name].decode()
-
-
-@pytest.fixture
-async def fresh_store(new_database: Callable[[], str]) -> AsyncIterator[PostgresEventStore]:
-    store = await PostgresEventStore.open(new_database())
-    yield store
-    await store.close()
 
 
 async def _append_story(store: PostgresEventStore, tenants: list[str], invoices: int) -> int:
