@@ -303,6 +303,45 @@ async def test_write_off_void_and_refund_reopening_an_invoice(store: PostgresEve
     assert (await get(store, "trial-balance", tenant, "2026-03-31"))["balanced"]
 
 
+async def test_an_invoice_paid_refunded_and_then_voided(store: PostgresEventStore) -> None:
+    """Paid in full, the payment refunded in full (the invoice open again), then voided after the
+    refund (a void dated before it is refused): each report as of each step."""
+    tenant = new_tenant()
+    await append(
+        store,
+        tenant,
+        b.customer("C1"),
+        b.invoice("INV-1", "C1", "100.00", "2026-01-01", "2026-01-31"),
+        b.payment("100.00", "PAY-1", "C1", "2026-01-10", allocations={"INV-1": "100.00"}),
+        b.refund("100.00", "PAY-1", "2026-01-20"),
+    )
+    early = await LedgerService(store).append(with_tenant(tenant, [b.void("INV-1", "2026-01-15")]))
+    assert [(r["code"], r["field"]) for r in early.rejected] == [
+        ("date_before_reference", "data.date")
+    ]
+    await append(store, tenant, b.void("INV-1", "2026-01-25"))
+    steps = {
+        "2026-01-05": ("100.00", ["INV-1"], {"accounts_receivable": "100.00", "cash": "0.00"}),
+        "2026-01-15": ("0.00", [], {"accounts_receivable": "0.00", "cash": "100.00"}),
+        "2026-01-22": ("100.00", ["INV-1"], {"accounts_receivable": "100.00", "cash": "0.00"}),
+        "2026-01-31": ("0.00", [], {"accounts_receivable": "0.00", "cash": "0.00"}),
+    }
+    for as_of, (open_total, open_invoices, balances) in steps.items():
+        aging = await get(store, "ar-aging", tenant, as_of)
+        assert (aging["total"], [i["invoice_id"] for i in aging["invoices"]]) == (
+            open_total,
+            open_invoices,
+        ), as_of
+        trial = await get(store, "trial-balance", tenant, as_of)
+        accounts = {a["account"]: a["balance"] for a in trial["accounts"]}
+        assert trial["balanced"], as_of
+        assert {name: accounts.get(name, "0.00") for name in balances} == balances, as_of
+        revenue = "0.00" if as_of == "2026-01-31" else "100.00"  # the void takes it back
+        assert accounts.get("revenue", "0.00") == revenue, as_of
+    kpis = (await get(store, "kpi", tenant, "2026-01-31"))["kpis"]
+    assert (kpis["ar"], kpis["cash"], kpis["revenue_mtd"]) == ("0.00", "0.00", "0.00")
+
+
 # --- MRR -------------------------------------------------------------------------------------------
 
 
