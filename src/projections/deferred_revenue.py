@@ -432,37 +432,79 @@ def _spread(segment: dict[str, Any], digits: int) -> _Spread | None:
     return _Spread(segment, base, amount)
 
 
+class _DecimalSegment:
+    """A segment `_Spread` cannot take (its base or amount not whole minor units: an amended
+    line's base is what it had recognised, in full precision): what
+    `accounting.recognised_in_segment` recognises by the end of a day, by the same Decimal
+    operations in the same order, so the same digits, with the segment's fields taken once
+    instead of at every call; rounded half to even to minor units as a report rounds it.
+    (`tests/projections/test_recognition_minor_units.py` holds it to `recognised_in_segment`.)"""
+
+    __slots__ = (
+        "amount",
+        "base",
+        "complete",
+        "days",
+        "digits",
+        "point_in_time",
+        "quantum",
+        "satisfied_on",
+        "start",
+    )
+
+    def __init__(self, segment: dict[str, Any], digits: int) -> None:
+        self.base, self.amount = acc.money(segment["base"]), acc.money(segment["amount"])
+        self.complete = self.base + self.amount
+        self.start: date = segment["seg_start"]
+        self.days: int = (segment["seg_end"] - self.start).days
+        self.point_in_time = segment["recognition"] == "point_in_time"
+        self.satisfied_on: date | None = segment.get("satisfied_on")
+        self.digits = digits
+        self.quantum = Decimal(1).scaleb(-digits)
+
+    def recognised(self, through: date) -> Decimal:
+        """Full precision, as `accounting.recognised_in_segment(segment, through)`."""
+        if self.point_in_time:
+            satisfied = self.satisfied_on
+            return self.complete if satisfied is not None and satisfied <= through else self.base
+        days = self.days
+        if days <= 0:
+            return self.complete
+        elapsed = min(max((through - self.start).days + 1, 0), days)
+        if elapsed == days:
+            return self.complete
+        return self.base + self.amount * elapsed / days
+
+    def __call__(self, through: date) -> int:
+        rounded = self.recognised(through).quantize(self.quantum, rounding=ROUND_HALF_EVEN)
+        return int(rounded.scaleb(self.digits))
+
+
 class _RecognisedBy:
     """A line's segments parsed once (dates and Decimals, which `accounting` takes as well as
     text), and its recognition by the end of a day in minor units, rounded as a report rounds it;
     each day once (the month loops below ask for many of the same days). The segment in force on
     a day is the one `accounting.recognised_by_line` takes, the latest starting on or before it
-    (the last of equal starts), found here by bisection; a `_Spread` or
-    `accounting.recognised_in_segment` does the rest."""
+    (the last of equal starts), found here by bisection; a `_Spread` or a `_DecimalSegment` does
+    the rest."""
 
     def __init__(self, line: dict[str, Any] | None, digits: int) -> None:
         self.segments = _parsed(line)
         self.ordered = sorted(self.segments, key=lambda segment: segment["seg_start"])  # stable
         self.starts = [segment["seg_start"] for segment in self.ordered]
         self.spreads = [_spread(segment, digits) for segment in self.ordered]
-        self.digits = digits
-        self.quantum = Decimal(1).scaleb(-digits)
+        # What each segment in force on a day recognises by its end, in minor units.
+        self.evaluators: list[_Spread | _DecimalSegment] = [
+            _DecimalSegment(segment, digits) if spread is None else spread
+            for segment, spread in zip(self.ordered, self.spreads, strict=True)
+        ]
         self.found: dict[date, int] = {}
 
     def __call__(self, day: date) -> int:
         found = self.found.get(day)
         if found is None:
             index = bisect_right(self.starts, day) - 1
-            if index < 0:
-                found = 0
-            else:
-                spread = self.spreads[index]
-                if spread is not None:
-                    found = spread(day)
-                else:
-                    value = acc.recognised_in_segment(self.ordered[index], day)
-                    rounded = value.quantize(self.quantum, rounding=ROUND_HALF_EVEN)
-                    found = int(rounded.scaleb(self.digits))
+            found = 0 if index < 0 else self.evaluators[index](day)
             self.found[day] = found
         return found
 

@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 
 from projections import accounting as acc
 from projections.deferred_revenue import (
+    _DecimalSegment,
     _fresh_line_months,
     _RecognisedBy,
     _spread,
@@ -165,6 +166,49 @@ def test_line_with_an_amendment_equals_decimal_recognition(
         segment = first if through < effective else second
         expected = 0 if through < start else decimal_recognised(segment, through, digits)
         assert by_day(through) == expected
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    base=st.decimals(
+        min_value=-(10**15), max_value=10**15, allow_nan=False, allow_infinity=False, places=20
+    ),
+    amount=st.decimals(
+        min_value=-(10**15), max_value=10**15, allow_nan=False, allow_infinity=False, places=6
+    ),
+    digits=st.sampled_from(digits_choices),
+    recognition=st.sampled_from(("ratable", "point_in_time")),
+    days=st.integers(min_value=-3, max_value=40 * 366),
+    satisfied_offset=st.one_of(st.none(), st.integers(min_value=0, max_value=40 * 366)),
+    through_offset=st.integers(min_value=-5, max_value=40 * 366 + 5),
+)
+def test_decimal_segment_equals_decimal_recognition(
+    base: Decimal,
+    amount: Decimal,
+    digits: int,
+    recognition: str,
+    days: int,
+    satisfied_offset: int | None,
+    through_offset: int,
+) -> None:
+    """`_DecimalSegment`, the segments `_Spread` cannot take (an amended line's base in full
+    precision, an amount not whole minor units), gives `recognised_in_segment`'s value and its
+    rounding, on every kind of segment and day."""
+    start = date(2026, 1, 15)
+    segment = {
+        "seg_start": start,
+        "seg_end": start + timedelta(days=days),
+        "recognition": recognition,
+        "base": base,
+        "amount": amount,
+        "satisfied_on": None
+        if satisfied_offset is None
+        else start + timedelta(days=satisfied_offset),
+    }
+    through = start + timedelta(days=through_offset)
+    evaluator = _DecimalSegment(segment, digits)
+    assert evaluator.recognised(through) == acc.recognised_in_segment(segment, through)
+    assert evaluator(through) == decimal_recognised(segment, through, digits)
 
 
 def test_point_in_time_segment() -> None:
