@@ -6,8 +6,9 @@ import asyncio
 import dataclasses
 import gc
 import logging
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
+from typing import TypeVar
 
 from ledger.config import Settings
 from ledger.errors import StoreUnavailableError
@@ -22,10 +23,30 @@ logger = logging.getLogger(__name__)
 # brings on full collections sooner.
 gc_young_threshold = 10_000
 
-# A service (`ledger relay`, `api`, `ingest`, `up`) started before its database answers waits for
-# it, retrying this often at first, doubling up to the most (as the worker's start-up does).
-store_retry_delay_initial_s = 0.2
-store_retry_delay_max_s = 10.0
+# A service (`ledger relay`, `api`, `ingest`, `up`, the worker's migrations) started before its
+# database answers waits for it, retrying this often at first, doubling up to the most.
+start_retry_delay_initial_s = 0.2
+start_retry_delay_max_s = 10.0
+
+_Result = TypeVar("_Result")
+
+
+async def retry_until_up(
+    attempt: Callable[[], Awaitable[_Result]],
+    errors: tuple[type[BaseException], ...],
+    what: str,
+) -> _Result:
+    """`attempt()` again until it does not fail with one of `errors` (the database down,
+    restarting or failing over), with a warning naming the error each time: "`what` (error);
+    retrying in N s"."""
+    delay = start_retry_delay_initial_s
+    while True:
+        try:
+            return await attempt()
+        except errors as error:
+            logger.warning("%s (%s); retrying in %.1f s", what, error, delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, start_retry_delay_max_s)
 
 
 def settle_memory() -> None:
@@ -65,22 +86,19 @@ async def open_store(
     exiting. A database that will never answer (a wrong address or password) is retried as
     long, each warning naming why."""
     with database_url(settings) as url:
-        store = await (_open_waiting(url) if wait else PostgresEventStore.open(url))
+        store = await (
+            retry_until_up(
+                lambda: PostgresEventStore.open(url),
+                (StoreUnavailableError,),
+                "event store not opened",
+            )
+            if wait
+            else PostgresEventStore.open(url)
+        )
         try:
             yield store
         finally:
             await store.close()
-
-
-async def _open_waiting(url: str) -> PostgresEventStore:
-    delay = store_retry_delay_initial_s
-    while True:
-        try:
-            return await PostgresEventStore.open(url)
-        except StoreUnavailableError as error:
-            logger.warning("%s; retrying in %.1f s", error, delay)
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, store_retry_delay_max_s)
 
 
 @asynccontextmanager

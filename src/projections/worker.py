@@ -29,6 +29,7 @@ from psycopg.rows import TupleRow
 
 from ledger import metrics
 from ledger.config import Settings, group_timeouts
+from ledger.runtime import retry_until_up
 from ledger.store.postgres import configure_connection, migrate
 from projections.core import ProjectedEvent, ProjectionWriter, Projector, Touched
 from projections.live import KpiPublisher
@@ -208,15 +209,11 @@ async def migrate_retrying(database_url: str) -> None:
     connection error and the worker exited)."""
     from sqlalchemy.exc import OperationalError as SQLAlchemyOperationalError
 
-    delay = retry_delay_initial_s
-    while True:
-        try:
-            await migrate(database_url)
-            return
-        except (psycopg.OperationalError, SQLAlchemyOperationalError, OSError) as error:
-            logger.warning("migrations not applied (%s); retrying in %.1f s", error, delay)
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, retry_delay_max_s)
+    await retry_until_up(
+        lambda: migrate(database_url),
+        (psycopg.OperationalError, SQLAlchemyOperationalError, OSError),
+        "migrations not applied",
+    )
 
 
 def make_app(settings: Settings, database_url: str, projectors: Sequence[Projector]) -> Any:
