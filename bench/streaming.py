@@ -3,7 +3,9 @@
     python3 dev.py bench streaming [--database-url URL] [--replay-events N] [--quick]
                                    [--parts relay,latency,replay]
 
-- relay: events/s from the store to the embedded tansu broker, acks awaited, checkpoints written;
+- relay: events/s from the store to the embedded tansu broker, acks awaited, checkpoints written,
+  uncompressed and with each codec of `relay_codecs` (rounds alternated), and the bytes an event
+  takes on the broker (its record batches as stored, read back with raw fetches);
 - latency: events offered at 1,000 events/s, open loop (each sent at its scheduled time whether or
   not earlier ones have answered), while `ledger relay` and `ledger worker` run as processes; the
   worker's own histogram (`ledger_projection_latency_seconds`, from the event's commit to its read
@@ -22,6 +24,7 @@ import asyncio
 import os
 import re
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -38,6 +41,7 @@ sys.path.insert(0, str(root))
 
 from bench.append import default_url, fresh_database  # noqa: E402
 from bench.events import stream  # noqa: E402
+from tests.kafka_batches import stored  # noqa: E402
 
 from ledger.embedded import (  # noqa: E402
     EmbeddedKafka,
@@ -51,21 +55,42 @@ from ledger.store.postgres import PostgresEventStore, configure_connection  # no
 from projections.registry import all_projectors  # noqa: E402
 from projections.replay import replay  # noqa: E402
 
+# The relay's codecs measured side by side (None: uncompressed), each this many times, alternated.
+relay_codecs: list[str | None] = [None, "lz4", "zstd"]
+relay_rounds = 3
 
-async def relay_throughput(url: str, bootstrap: str, count: int) -> float:
+
+@dataclass
+class Relayed:
+    codec: str | None
+    rates: list[float]  # events/s of each round
+    bytes_per_event: float  # what the broker holds, batch headers included
+
+
+async def relay_throughput(url: str, bootstrap: str, count: int) -> list[Relayed]:
+    """Every codec of `relay_codecs` publishes the same stored events to a topic of its own per
+    round (a fresh relay checkpoint each time), rounds alternated across codecs."""
     store = await PostgresEventStore.open(url)
     events = list(stream("relay", count))
     for start in range(0, count, 1000):
         await LedgerService(store).append(events[start : start + 1000])
-    publisher = KafkaPublisher(bootstrap, idempotent=False)
-    relay = Relay(store, publisher, topic="bench.relay", partitions=6)
-    await relay.repair_broker()
-    started = time.perf_counter()
-    published = await relay.catch_up()
-    elapsed = time.perf_counter() - started
-    await publisher.close()
+    results = {codec: Relayed(codec, [], 0.0) for codec in relay_codecs}
+    for round_ in range(relay_rounds):
+        for codec in relay_codecs:
+            topic = f"bench.relay.{codec or 'none'}.{round_}"
+            publisher = KafkaPublisher(bootstrap, idempotent=False, compression=codec)
+            relay = Relay(store, publisher, topic=topic, partitions=6)
+            await relay.repair_broker()
+            started = time.perf_counter()
+            published = await relay.catch_up()
+            elapsed = time.perf_counter() - started
+            await publisher.close()
+            results[codec].rates.append(published / elapsed)
+            held = await stored(bootstrap, topic)
+            assert held.records == published == count, (held.records, published, count)
+            results[codec].bytes_per_event = held.size / held.records
     await store.close()
-    return published / elapsed
+    return list(results.values())
 
 
 def _count(text: str, name: str) -> float:
@@ -252,11 +277,16 @@ def main() -> None:
         try:
             if "relay" in parts:
                 with fresh_database(args.database_url) as url:
-                    rate = asyncio.run(relay_throughput(url, broker.bootstrap, relay_events))
-                rows.append(
-                    f"| relay to the embedded broker ({relay_events:,} events) |"
-                    f" {rate:,.0f} events/s | >= 20,000 events/s |"
-                )
+                    relayed = asyncio.run(relay_throughput(url, broker.bootstrap, relay_events))
+                for result in relayed:
+                    rates = ", ".join(f"{rate:,.0f}" for rate in result.rates)
+                    rows.append(
+                        f"| relay to the embedded broker ({relay_events:,} events),"
+                        f" compression {result.codec or 'none'} |"
+                        f" {statistics.median(result.rates):,.0f} events/s (median of {rates});"
+                        f" the broker holds {result.bytes_per_event:,.0f} bytes an event |"
+                        " >= 20,000 events/s |"
+                    )
             if "latency" in parts:
                 with fresh_database(args.database_url) as url:
                     paced = asyncio.run(latency(url, broker.bootstrap, latency_s, 1000.0))

@@ -231,7 +231,11 @@ async def _run_relay(settings: Settings, store: Any, stop: asyncio.Event) -> Non
     from ledger.relay import KafkaPublisher, Relay
 
     assert settings.kafka_bootstrap
-    publisher = KafkaPublisher(settings.kafka_bootstrap, idempotent=settings.kafka_idempotent)
+    publisher = KafkaPublisher(
+        settings.kafka_bootstrap,
+        idempotent=settings.kafka_idempotent,
+        compression=settings.kafka_compression,
+    )
     try:
         await Relay(
             store, publisher, topic=settings.events_topic, partitions=settings.kafka_partitions
@@ -264,6 +268,7 @@ def _ingest(settings: Settings, service: LedgerService) -> Any:
         dead_letters=f"{topic}.dlq",
         fetch_max_wait_ms=settings.fetch_max_wait_ms,
         session_timeout_ms=settings.kafka_session_timeout_ms,
+        compression=settings.kafka_compression,
     )
 
 

@@ -10,7 +10,10 @@ are idempotent by event id. A message that cannot even be decoded is a rejection
 nothing a publisher sends can stop the consumer.
 
 Both CloudEvents Kafka modes are accepted: binary (`ce_*` headers, the data as the value) and
-structured (the whole event as the value, content type `application/cloudevents+json`).
+structured (the whole event as the value, content type `application/cloudevents+json`), in batches
+compressed with any of Kafka's codecs (gzip, snappy, lz4, zstd: a publisher's producer chooses; a
+codec the client could not decode would stop the consumer at that batch for good). Dead letters go
+out compressed with `LEDGER_KAFKA_COMPRESSION`.
 """
 
 from __future__ import annotations
@@ -24,7 +27,11 @@ from typing import Any
 import orjson
 
 from ledger import metrics
-from ledger.config import group_timeouts, kafka_fetch_max_wait_ms_default
+from ledger.config import (
+    group_timeouts,
+    kafka_compression_default,
+    kafka_fetch_max_wait_ms_default,
+)
 from ledger.relay import message_bytes_max
 from ledger.service import AppendReport, LedgerService
 
@@ -121,8 +128,10 @@ class Ingest:
         group: str = ingest_group,
         fetch_max_wait_ms: int = kafka_fetch_max_wait_ms_default,
         session_timeout_ms: int | None = None,
+        compression: str | None = kafka_compression_default,
     ) -> None:
         self.service = service
+        self.compression = compression
         self.bootstrap = bootstrap
         self.topic = topic
         self.dead_letters = dead_letters
@@ -158,7 +167,10 @@ class Ingest:
         )
         # Dead letters are the messages as they came, however large the broker let them be.
         producer = AIOKafkaProducer(
-            bootstrap_servers=self.bootstrap, acks="all", max_request_size=message_bytes_max
+            bootstrap_servers=self.bootstrap,
+            acks="all",
+            max_request_size=message_bytes_max,
+            compression_type=self.compression,
         )
         await consumer.start()
         try:

@@ -31,6 +31,7 @@ from psycopg import AsyncConnection
 from psycopg.types.json import Jsonb
 
 from ledger import metrics
+from ledger.config import kafka_compression_default
 from ledger.errors import StoreError
 from ledger.store import RecordedEvent
 from ledger.store.postgres import PostgresEventStore, notify_channel
@@ -294,11 +295,19 @@ async def _first_of(*events: asyncio.Event, timeout_s: float) -> None:
 
 
 class KafkaPublisher:
-    """`Publisher` over aiokafka: acks=all; the idempotent producer where the broker supports it."""
+    """`Publisher` over aiokafka: acks=all; the idempotent producer where the broker supports it;
+    batches compressed with `compression` (one of `ledger.config.kafka_compressions`; None: not)."""
 
-    def __init__(self, bootstrap: str, *, idempotent: bool) -> None:
+    def __init__(
+        self,
+        bootstrap: str,
+        *,
+        idempotent: bool,
+        compression: str | None = kafka_compression_default,
+    ) -> None:
         self.bootstrap = bootstrap
         self.idempotent = idempotent
+        self.compression = compression
         self._producer: object | None = None
 
     async def _started_producer(self) -> object:
@@ -311,6 +320,7 @@ class KafkaPublisher:
                 acks="all",
                 enable_idempotence=self.idempotent,
                 linger_ms=5,
+                compression_type=self.compression,
                 max_batch_size=1024 * 1024,
                 max_request_size=message_bytes_max,
             )

@@ -154,6 +154,16 @@ def test_a_malformed_setting_is_named_in_one_line(database_url: str) -> None:
         assert result.stderr.decode() == (
             f"ledger: configuration: {name}: {value!r} is not a positive whole number\n"
         )
+    os.environ["LEDGER_KAFKA_COMPRESSION"] = "brotli"
+    try:
+        result = ledger(database_url, "events", "--tenant", "acme")
+    finally:
+        del os.environ["LEDGER_KAFKA_COMPRESSION"]
+    assert result.returncode == 2
+    assert result.stderr.decode() == (
+        "ledger: configuration: LEDGER_KAFKA_COMPRESSION: 'brotli' is not one of"
+        " none, gzip, snappy, lz4, zstd\n"
+    )
 
 
 def test_commands_run_with_their_startup_objects_frozen_and_a_larger_young_generation(

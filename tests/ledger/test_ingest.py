@@ -18,6 +18,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from ledger.ingest import Ingest, IngestMessage, decode, ingest_batch
 from ledger.service import LedgerService
 from ledger.store.postgres import PostgresEventStore
+from tests.kafka_batches import codec_ids, stored
 from tests.ledger.events import customer, invoice, new_tenant
 
 # A tansu consumer group takes about 5 s to form; delivery on loopback is milliseconds.
@@ -148,6 +149,61 @@ async def test_ingest_appends_and_dead_letters_for_real(
         assert await committed.committed(TopicPartition(topic, _partition_of(letters))) == 5
     finally:
         await committed.stop()
+
+
+async def test_ingest_reads_batches_compressed_with_every_kafka_codec(
+    service: LedgerService, kafka_bootstrap: str
+) -> None:
+    """Another service's producer chooses the codec: ingest appends what arrives in gzip, snappy,
+    lz4 and zstd batches (without aiokafka's codec libraries it stopped at the first such batch for
+    good), and its dead letters go out compressed with the ledger's codec."""
+    tenant = new_tenant()
+    suffix = uuid.uuid4().hex[:8]
+    topic, dead_letters, group = (
+        f"ledger.ingest.{suffix}",
+        f"ledger.ingest.dlq.{suffix}",
+        f"ingest-{suffix}",
+    )
+    codecs = ["gzip", "snappy", "lz4", "zstd"]
+    events = [customer(tenant, f"C-{codec}") for codec in codecs]
+    for codec, event in zip(codecs, events, strict=True):
+        producer = AIOKafkaProducer(
+            bootstrap_servers=kafka_bootstrap, acks="all", compression_type=codec
+        )
+        await producer.start()
+        try:
+            await producer.send_and_wait(
+                topic, value=orjson.dumps(event), key=tenant.encode(), headers=[]
+            )
+        finally:
+            await producer.stop()
+    producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap, acks="all")
+    await producer.start()
+    try:
+        await producer.send_and_wait(topic, value=b"{oops", key=tenant.encode())
+    finally:
+        await producer.stop()
+    batches = (await stored(kafka_bootstrap, topic)).batches
+    assert [codec for _, codec, _ in batches] == [codec_ids[c] for c in codecs] + [codec_ids[None]]
+
+    ingest = Ingest(service, kafka_bootstrap, topic=topic, dead_letters=dead_letters, group=group)
+    stop = asyncio.Event()
+    task = asyncio.create_task(ingest.run(stop))
+    try:
+        deadline = time.monotonic() + deliver_timeout_s
+        while ingest.appended + ingest.rejected < len(codecs) + 1:
+            assert not task.done(), task
+            assert time.monotonic() < deadline, (ingest.appended, ingest.rejected)
+            await asyncio.sleep(0.1)
+    finally:
+        stop.set()
+        await task
+    appended = await service.store.read(tenant, 1, 10)
+    assert [event.event_id for event in appended] == [event["id"] for event in events]
+    assert ingest.rejected == 1
+    letters = await _read_topic(kafka_bootstrap, dead_letters, 1)
+    assert [value for value, _ in letters] == [b"{oops"]
+    assert (await stored(kafka_bootstrap, dead_letters)).codecs == {codec_ids["zstd"]}
 
 
 def _partition_of(letters: list[tuple[bytes | None, dict[str, bytes]]]) -> int:

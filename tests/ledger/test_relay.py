@@ -14,10 +14,12 @@ import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from ledger import relay as relay_module
+from ledger.config import Settings
 from ledger.embedded import EmbeddedKafka
 from ledger.relay import KafkaPublisher, Marks, Message, Relay
 from ledger.service import LedgerService
 from ledger.store.postgres import PostgresEventStore
+from tests.kafka_batches import codec_ids, stored
 from tests.ledger.events import customer, invoice, new_tenant, payment
 
 # A consumer on loopback sees a published message within milliseconds; tansu needs a few seconds
@@ -207,6 +209,34 @@ async def test_relay_to_tansu_keeps_each_tenants_order(
         assert positions == sorted(positions)
     assert sorted(p for positions in by_tenant.values() for p in positions) == list(
         range(1, head + 2)
+    )
+    # The publisher's default codec, as LEDGER_KAFKA_COMPRESSION's.
+    assert Settings().kafka_compression == "zstd"
+    assert (await stored(kafka_bootstrap, topic)).codecs == {codec_ids["zstd"]}
+
+
+@pytest.mark.parametrize("codec", [None, "gzip", "snappy", "lz4", "zstd"])
+async def test_relay_compresses_its_batches_with_the_configured_codec(
+    fresh_store: PostgresEventStore, kafka_bootstrap: str, codec: str | None
+) -> None:
+    """LEDGER_KAFKA_COMPRESSION reaches the broker: every batch the relay wrote is stored with the
+    codec (none: uncompressed), and a consumer reads every event back."""
+    tenants = [new_tenant(), new_tenant()]
+    head = await _append_story(fresh_store, tenants, invoices=30)
+    topic = f"ledger.events.{uuid.uuid4().hex[:8]}"
+    publisher = KafkaPublisher(kafka_bootstrap, idempotent=False, compression=codec)
+    relay = Relay(fresh_store, publisher, topic=topic, partitions=2)
+    try:
+        await relay.repair_broker()
+        assert await relay.catch_up() == head
+    finally:
+        await publisher.close()
+    held = await stored(kafka_bootstrap, topic)
+    assert held.codecs == {codec_ids[codec]}
+    assert held.records == head
+    received = await _consume_all(kafka_bootstrap, topic, head)
+    assert sorted(int(headers["ce_position"]) for _, headers in received) == list(
+        range(1, head + 1)
     )
 
 
