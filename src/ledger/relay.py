@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -46,6 +47,10 @@ relay_batch_events_max = 1000
 poll_interval_s = 1.0
 # Checking the topic for lost data costs a metadata round trip; once per this many seconds of idling.
 broker_check_interval_s = 10.0
+# The relay's progress goes to the log at INFO when it has caught up after a (re)start, then at most
+# once per this many seconds, as a summary of what it published since; each batch at DEBUG. A line
+# per batch was four lines a second under `ledger up --demo`, scrolling its dashboard links away.
+progress_log_interval_s = 60.0
 # Reading back one marked message; a live broker answers in milliseconds.
 read_back_timeout_s = 5.0
 # The largest message the relay sends (and asks of the topic it creates). An event's data is at
@@ -248,10 +253,26 @@ class Relay:
 
     async def _relay_until(self, stop: asyncio.Event) -> None:
         idle_s = 0.0
+        # Published since the last INFO line, and when that was (None: not since this start).
+        unreported = 0
+        reported_at: float | None = None
         while not stop.is_set():
             published = await self.catch_up()
             if published:
-                logger.info("relayed %d events; checkpoint %d", published, self.checkpoint)
+                logger.debug("relayed %d events; checkpoint %d", published, self.checkpoint)
+                unreported += published
+                now = time.monotonic()
+                if reported_at is None:
+                    logger.info("relayed %d events; checkpoint %d", unreported, self.checkpoint)
+                    unreported, reported_at = 0, now
+                elif now - reported_at >= progress_log_interval_s:
+                    logger.info(
+                        "relayed %d events in the last %.0f s; checkpoint %d",
+                        unreported,
+                        now - reported_at,
+                        self.checkpoint,
+                    )
+                    unreported, reported_at = 0, now
                 idle_s = 0.0
                 continue
             self._wakeup.clear()

@@ -6,6 +6,8 @@ bookkeeping, and for real against PostgreSQL and the tansu broker (restarted, lo
 from __future__ import annotations
 
 import asyncio
+import logging
+import re
 import time
 import uuid
 from pathlib import Path
@@ -93,6 +95,61 @@ async def test_relay_publishes_each_event_once_in_order_with_checkpoint(
         assert _header(message, "ce_tenantid") == event.tenant_id
     assert '"oldest_due_first"' in _header(messages[-1], "ce_ledger")
     assert await relay.catch_up() == 0
+
+
+async def test_relay_logs_its_progress_at_info_once_caught_up_then_at_most_per_interval(
+    fresh_store: PostgresEventStore,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Each batch at DEBUG; at INFO the catch-up after start, then a summary per interval (a line per
+    batch was four a second under the demo, scrolling `ledger up`'s dashboard links away)."""
+    tenant = new_tenant()
+    head = await _append_story(fresh_store, [tenant], invoices=5)
+    service = LedgerService(fresh_store)
+    monkeypatch.setattr(relay_module, "progress_log_interval_s", 3600.0)
+    caplog.set_level(logging.DEBUG, logger="ledger.relay")
+    relay = Relay(fresh_store, FakePublisher(), topic="events")
+    stop, task = await _run_until(relay, head)
+    try:
+        for number in range(3):  # three batches, each after the relay caught up
+            await service.append([invoice(tenant, f"INV-later-{number}")])
+            head += 1
+            await _wait_for_checkpoint(relay, head)
+        monkeypatch.setattr(relay_module, "progress_log_interval_s", 0.0)
+        await service.append([invoice(tenant, f"INV-later-{number}") for number in (3, 4)])
+        head += 2
+        await _wait_for_checkpoint(relay, head)
+    finally:
+        stop.set()
+        await task
+
+    def lines(level: int) -> list[str]:
+        return [
+            r.getMessage()
+            for r in caplog.records
+            if r.name == "ledger.relay" and r.levelno == level and "relayed" in r.getMessage()
+        ]
+
+    started = head - 5
+    assert lines(logging.INFO)[0] == f"relayed {started} events; checkpoint {started}"
+    assert re.fullmatch(
+        rf"relayed 5 events in the last \d+ s; checkpoint {head}", lines(logging.INFO)[1]
+    )
+    assert len(lines(logging.INFO)) == 2
+    assert lines(logging.DEBUG)[-4:] == [
+        f"relayed 1 events; checkpoint {started + 1}",
+        f"relayed 1 events; checkpoint {started + 2}",
+        f"relayed 1 events; checkpoint {started + 3}",
+        f"relayed 2 events; checkpoint {head}",
+    ]
+
+
+async def _wait_for_checkpoint(relay: Relay, position: int) -> None:
+    deadline = time.monotonic() + deliver_timeout_s
+    while relay.checkpoint < position:
+        assert time.monotonic() < deadline, f"relay stuck at {relay.checkpoint} < {position}"
+        await asyncio.sleep(0.02)
 
 
 async def test_failed_publish_keeps_the_checkpoint_and_resends_the_tail(
