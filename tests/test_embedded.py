@@ -97,6 +97,35 @@ def test_postgres_answers_queries_and_keeps_its_data_across_a_restart(server_fol
     assert rows == [("survives a restart",)]
 
 
+def test_postgres_starts_without_a_warning_where_xdg_runtime_dir_is_unset(
+    server_folder: Path,
+) -> None:
+    """As in most containers: pgserver's import made platformdirs print a RuntimeDirWarning on
+    every `ledger up`."""
+    environment = {k: v for k, v in os.environ.items() if k != "XDG_RUNTIME_DIR"}
+    started = subprocess.run(
+        [
+            sys.executable,
+            "-W",
+            "default",
+            "-c",
+            "import sys\n"
+            "from pathlib import Path\n"
+            "from ledger.embedded import EmbeddedPostgres\n"
+            "with EmbeddedPostgres.start(Path(sys.argv[1])) as server:\n"
+            "    print(server.url)\n",
+            str(server_folder / "postgres"),
+        ],
+        capture_output=True,
+        text=True,
+        env=environment,
+        timeout=120,
+    )
+    assert started.returncode == 0, started.stderr
+    assert started.stdout.startswith("postgresql://")
+    assert "Warning" not in started.stderr, started.stderr
+
+
 async def test_kafka_carries_a_message_from_a_producer_to_a_consumer_group() -> None:
     topic = f"test-embedded-{uuid.uuid4().hex[:8]}"
     with EmbeddedKafka.start() as broker:

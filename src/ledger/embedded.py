@@ -36,6 +36,7 @@ import sys
 import tempfile
 import threading
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import TracebackType
@@ -370,8 +371,13 @@ class EmbeddedPostgres(_Stoppable):
         """Start (or, when another process already runs it, join) the server for `data_dir`,
         creating the cluster on first use. pgserver waits for the server itself (pg_ctl -w)."""
         try:
-            # Imported here: pgserver pulls in psutil, platformdirs and fasteners.
-            from pgserver.postgres_server import get_server
+            # Imported here: pgserver pulls in psutil, platformdirs and fasteners. Its import asks
+            # platformdirs for a runtime folder, which warns (and uses /tmp/runtime-<uid>) where
+            # XDG_RUNTIME_DIR is unset, as in most containers: a Python warning for users to read
+            # on every `ledger up`, about nothing they need to do.
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR is not set")
+                from pgserver.postgres_server import get_server
         except ImportError as error:
             raise EmbeddedServerError(
                 "the embedded PostgreSQL needs the pgserver package (pip install pgserver)"
