@@ -1080,8 +1080,6 @@ class _Reader:
 
     # --- KPIs ------------------------------------------------------------------------------
 
-    # --- KPIs ------------------------------------------------------------------------------
-
     async def kpi(self, cache: KpiCache | None = None) -> dict[str, Any]:
         flows_asked = self.kpi_flows()
         queries = {

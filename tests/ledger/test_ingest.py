@@ -92,16 +92,42 @@ async def _read_topic(
         await consumer.stop()
 
 
+def _names() -> tuple[str, str, str]:
+    """A test's own ingest topic, dead-letter topic and consumer group."""
+    suffix = uuid.uuid4().hex[:8]
+    return f"ledger.ingest.{suffix}", f"ledger.ingest.dlq.{suffix}", f"ingest-{suffix}"
+
+
+async def _ingest_until(
+    service: LedgerService,
+    bootstrap: str,
+    topic: str,
+    dead_letters: str,
+    group: str,
+    *,
+    handled: int,
+) -> Ingest:
+    """Run ingest until it has appended or rejected `handled` messages; then stop it."""
+    ingest = Ingest(service, bootstrap, topic=topic, dead_letters=dead_letters, group=group)
+    stop = asyncio.Event()
+    task = asyncio.create_task(ingest.run(stop))
+    try:
+        deadline = time.monotonic() + deliver_timeout_s
+        while ingest.appended + ingest.rejected < handled:
+            assert not task.done(), task
+            assert time.monotonic() < deadline, (ingest.appended, ingest.rejected)
+            await asyncio.sleep(0.1)
+    finally:
+        stop.set()
+        await task
+    return ingest
+
+
 async def test_ingest_appends_and_dead_letters_for_real(
     service: LedgerService, kafka_bootstrap: str
 ) -> None:
     tenant = new_tenant()
-    suffix = uuid.uuid4().hex[:8]
-    topic, dead_letters, group = (
-        f"ledger.ingest.{suffix}",
-        f"ledger.ingest.dlq.{suffix}",
-        f"ingest-{suffix}",
-    )
+    topic, dead_letters, group = _names()
     first, second = customer(tenant, "C1"), customer(tenant, "C2")
     wrong_total = invoice(tenant, "INV-1")
     wrong_total["data"]["total"] = "1.00"
@@ -119,18 +145,7 @@ async def test_ingest_appends_and_dead_letters_for_real(
     finally:
         await producer.stop()
 
-    ingest = Ingest(service, kafka_bootstrap, topic=topic, dead_letters=dead_letters, group=group)
-    stop = asyncio.Event()
-    task = asyncio.create_task(ingest.run(stop))
-    try:
-        deadline = time.monotonic() + deliver_timeout_s
-        while ingest.appended + ingest.rejected < 4:
-            assert not task.done(), task
-            assert time.monotonic() < deadline, (ingest.appended, ingest.rejected)
-            await asyncio.sleep(0.1)
-    finally:
-        stop.set()
-        await task
+    await _ingest_until(service, kafka_bootstrap, topic, dead_letters, group, handled=4)
 
     stored = await service.store.read(tenant, 1, 10)
     assert [event.event_id for event in stored] == [first["id"], second["id"]]
@@ -158,12 +173,7 @@ async def test_ingest_reads_batches_compressed_with_every_kafka_codec(
     lz4 and zstd batches (without aiokafka's codec libraries it stopped at the first such batch for
     good), and its dead letters go out compressed with the ledger's codec."""
     tenant = new_tenant()
-    suffix = uuid.uuid4().hex[:8]
-    topic, dead_letters, group = (
-        f"ledger.ingest.{suffix}",
-        f"ledger.ingest.dlq.{suffix}",
-        f"ingest-{suffix}",
-    )
+    topic, dead_letters, group = _names()
     codecs = ["gzip", "snappy", "lz4", "zstd"]
     events = [customer(tenant, f"C-{codec}") for codec in codecs]
     for codec, event in zip(codecs, events, strict=True):
@@ -186,18 +196,9 @@ async def test_ingest_reads_batches_compressed_with_every_kafka_codec(
     batches = (await stored(kafka_bootstrap, topic)).batches
     assert [codec for _, codec, _ in batches] == [codec_ids[c] for c in codecs] + [codec_ids[None]]
 
-    ingest = Ingest(service, kafka_bootstrap, topic=topic, dead_letters=dead_letters, group=group)
-    stop = asyncio.Event()
-    task = asyncio.create_task(ingest.run(stop))
-    try:
-        deadline = time.monotonic() + deliver_timeout_s
-        while ingest.appended + ingest.rejected < len(codecs) + 1:
-            assert not task.done(), task
-            assert time.monotonic() < deadline, (ingest.appended, ingest.rejected)
-            await asyncio.sleep(0.1)
-    finally:
-        stop.set()
-        await task
+    ingest = await _ingest_until(
+        service, kafka_bootstrap, topic, dead_letters, group, handled=len(codecs) + 1
+    )
     appended = await service.store.read(tenant, 1, 10)
     assert [event.event_id for event in appended] == [event["id"] for event in events]
     assert ingest.rejected == 1
