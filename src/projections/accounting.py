@@ -114,25 +114,42 @@ def whole_months(start: date, end: date) -> int:
     return max(months, 1)
 
 
-def recognised_in_segment(segment: dict[str, Any], through: date) -> Decimal:
-    """Full precision recognised by the end of day `through`, by one segment of a line's schedule.
+class SegmentRecognition:
+    """One segment of a line's schedule, its fields read once: what it has recognised, in full
+    precision, by the end of any day (`recognised`). A segment covers [seg_start, seg_end): `base`
+    was recognised before it; a ratable segment adds `amount` evenly by day over its days, a
+    point-in-time one adds `amount` from `satisfied_on`. Deferred revenue asks one segment for
+    many days; `recognised_in_segment` asks it once."""
 
-    A segment covers [seg_start, seg_end): `base` was recognised before it; a ratable segment adds
-    `amount` evenly by day over its days, a point-in-time one adds `amount` from `satisfied_on`."""
-    base, amount = money(segment["base"]), money(segment["amount"])
-    start, end = _as_date(segment["seg_start"]), _as_date(segment["seg_end"])
-    if segment["recognition"] == "point_in_time":
+    __slots__ = ("amount", "base", "complete", "days", "point_in_time", "satisfied_on", "start")
+
+    def __init__(self, segment: dict[str, Any]) -> None:
+        self.base, self.amount = money(segment["base"]), money(segment["amount"])
+        self.complete = self.base + self.amount
+        self.start = _as_date(segment["seg_start"])
+        self.days = (_as_date(segment["seg_end"]) - self.start).days
+        self.point_in_time = segment["recognition"] == "point_in_time"
         satisfied = segment.get("satisfied_on")
-        if satisfied is not None and _as_date(satisfied) <= through:
-            return base + amount
-        return base
-    days = (end - start).days
-    if days <= 0:
-        return base + amount
-    elapsed = min(max((through - start).days + 1, 0), days)
-    if elapsed == days:
-        return base + amount
-    return base + amount * elapsed / days
+        self.satisfied_on = None if satisfied is None else _as_date(satisfied)
+
+    def recognised(self, through: date) -> Decimal:
+        """Full precision recognised by the end of day `through`."""
+        if self.point_in_time:
+            satisfied = self.satisfied_on
+            return self.complete if satisfied is not None and satisfied <= through else self.base
+        days = self.days
+        if days <= 0:
+            return self.complete
+        elapsed = min(max((through - self.start).days + 1, 0), days)
+        if elapsed == days:
+            return self.complete
+        return self.base + self.amount * elapsed / days
+
+
+def recognised_in_segment(segment: dict[str, Any], through: date) -> Decimal:
+    """Full precision recognised by the end of day `through`, by one segment of a line's schedule
+    (`SegmentRecognition`)."""
+    return SegmentRecognition(segment).recognised(through)
 
 
 def recognised_by_line(segments: list[dict[str, Any]], through: date) -> Decimal:

@@ -432,48 +432,17 @@ def _spread(segment: dict[str, Any], digits: int) -> _Spread | None:
     return _Spread(segment, base, amount)
 
 
-class _DecimalSegment:
+class _DecimalSegment(acc.SegmentRecognition):
     """A segment `_Spread` cannot take (its base or amount not whole minor units: an amended
-    line's base is what it had recognised, in full precision): what
-    `accounting.recognised_in_segment` recognises by the end of a day, by the same Decimal
-    operations in the same order, so the same digits, with the segment's fields taken once
-    instead of at every call; rounded half to even to minor units as a report rounds it.
-    (`tests/projections/test_recognition_minor_units.py` holds it to `recognised_in_segment`.)"""
+    line's base is what it had recognised, in full precision): `accounting.SegmentRecognition`,
+    the one reading of the rule, rounded half to even to minor units as a report rounds it."""
 
-    __slots__ = (
-        "amount",
-        "base",
-        "complete",
-        "days",
-        "digits",
-        "point_in_time",
-        "quantum",
-        "satisfied_on",
-        "start",
-    )
+    __slots__ = ("digits", "quantum")
 
     def __init__(self, segment: dict[str, Any], digits: int) -> None:
-        self.base, self.amount = acc.money(segment["base"]), acc.money(segment["amount"])
-        self.complete = self.base + self.amount
-        self.start: date = segment["seg_start"]
-        self.days: int = (segment["seg_end"] - self.start).days
-        self.point_in_time = segment["recognition"] == "point_in_time"
-        self.satisfied_on: date | None = segment.get("satisfied_on")
+        super().__init__(segment)
         self.digits = digits
         self.quantum = Decimal(1).scaleb(-digits)
-
-    def recognised(self, through: date) -> Decimal:
-        """Full precision, as `accounting.recognised_in_segment(segment, through)`."""
-        if self.point_in_time:
-            satisfied = self.satisfied_on
-            return self.complete if satisfied is not None and satisfied <= through else self.base
-        days = self.days
-        if days <= 0:
-            return self.complete
-        elapsed = min(max((through - self.start).days + 1, 0), days)
-        if elapsed == days:
-            return self.complete
-        return self.base + self.amount * elapsed / days
 
     def __call__(self, through: date) -> int:
         rounded = self.recognised(through).quantize(self.quantum, rounding=ROUND_HALF_EVEN)
