@@ -8,6 +8,7 @@ the session, so a run that needs no Kafka never starts tansu.
 
 from __future__ import annotations
 
+import logging
 import shutil
 import tempfile
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -18,6 +19,21 @@ import pytest
 from ledger.config import Settings
 from ledger.store.postgres import PostgresEventStore
 from tests.servers import create_database, drop_database
+
+
+@pytest.fixture(autouse=True)
+def _restore_logging() -> Iterator[None]:
+    """A test that runs the CLI in-process gets `ledger.logs.configure`: a root handler bound to
+    the stderr pytest captured for that test, closed once it ends. Put the root logger (and the
+    levels it set) back, so a later test's log lines do not end in "--- Logging error ---"."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    levels = {name: logging.getLogger(name).level for name in logging.root.manager.loggerDict}
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
+    for name, before in levels.items():
+        logging.getLogger(name).setLevel(before)
 
 
 @pytest.fixture(scope="session")
