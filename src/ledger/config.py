@@ -23,6 +23,9 @@ kafka_compressions = ("gzip", "snappy", "lz4", "zstd")
 # JSON events compress ~9x in the relay's batches for ~1 us of CPU an event (bench/RESULTS.md).
 kafka_compression_default = "zstd"
 
+# How often the projection worker sweeps the store for what Kafka has not delivered (seconds).
+projection_sweep_s_default = 30
+
 # A group member heartbeats this many times per session timeout (Kafka asks for at least 3).
 heartbeats_per_session = 6
 
@@ -99,6 +102,9 @@ class Settings:
     ingest_topic: str = "ledger.ingest"
     # Where `ledger relay`, `ledger ingest` and `ledger worker` serve /metrics (none when unset).
     metrics_port: int | None = None
+    # How often the worker compares its read models with the store and applies what Kafka has not
+    # delivered within one such interval (`projections.sweep`).
+    projection_sweep_s: int = projection_sweep_s_default
 
     @property
     def fetch_max_wait_ms(self) -> int:
@@ -123,4 +129,7 @@ class Settings:
             worker_group=_env("LEDGER_WORKER_GROUP") or "ledger-projections",
             ingest_topic=_env("LEDGER_INGEST_TOPIC") or "ledger.ingest",
             metrics_port=int(_env("LEDGER_METRICS_PORT") or 0) or None,
+            projection_sweep_s=_positive_int(
+                "LEDGER_PROJECTION_SWEEP_S", projection_sweep_s_default
+            ),
         )

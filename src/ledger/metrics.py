@@ -64,6 +64,19 @@ consumer_lag_messages = Gauge(
 events_skipped = Counter(
     "ledger_events_skipped", "Events the projection worker could not apply and skipped"
 )
+projection_lag_seconds = Gauge(
+    "ledger_projection_lag_seconds",
+    "How long the oldest committed event the read models lack has been committed (0: none),"
+    " as of the worker's last store sweep",
+)
+projection_lagging_tenants = Gauge(
+    "ledger_projection_lagging_tenants",
+    "Tenants whose read models lack committed events, as of the worker's last store sweep",
+)
+events_from_store = Counter(
+    "ledger_projection_events_from_store",
+    "Events the worker's sweep applied from the store because Kafka had not delivered them",
+)
 kpi_parts_reused = Counter(
     "ledger_kpi_parts_reused",
     "Parts of a KPI state taken from the previous state instead of read again, by part",

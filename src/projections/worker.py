@@ -29,8 +29,9 @@ from psycopg.rows import TupleRow
 
 from ledger import metrics
 from ledger.config import Settings, group_timeouts
+from ledger.errors import StoreUnavailableError
 from ledger.runtime import retry_until_up
-from ledger.store.postgres import configure_connection, migrate
+from ledger.store.postgres import PostgresEventStore, configure_connection, migrate
 from projections.core import ProjectedEvent, ProjectionWriter, Projector, Touched
 from projections.live import KpiPublisher
 from projections.notify import Notifier, Notifiers, RedisNotifier
@@ -83,6 +84,10 @@ class _Projecting:
             self._conn = await AsyncConnection.connect(self.database_url, autocommit=True)
             await configure_connection(self._conn)
         return self._conn
+
+    async def close(self) -> None:
+        if self._conn is not None:
+            await self._conn.close()
 
     async def _apply_retrying(
         self, events: list[ProjectedEvent]
@@ -147,6 +152,42 @@ class _Projecting:
             await self.notifier.changed(
                 applied, [projector.name for projector in self.projectors], touched
             )
+
+
+async def sweep_forever(
+    database_url: str,
+    projectors: Sequence[Projector],
+    notifier: Notifier | None,
+    interval_s: float,
+) -> None:
+    """Every `interval_s`, a `StoreSweep` with a `_Projecting` of its own (its own connection: a
+    transaction at a time per connection) sharing the notifier. A sweep that fails (the database
+    away) is logged and tried again at the next interval: it never stops the worker."""
+    from projections.sweep import StoreSweep
+
+    store = await retry_until_up(
+        lambda: PostgresEventStore.open(database_url, run_migrations=False),
+        (psycopg.OperationalError, OSError, StoreUnavailableError),
+        "store sweep not started",
+    )
+    projecting = _Projecting(database_url, projectors, notifier)
+    sweep = StoreSweep(store, [projector.name for projector in projectors], projecting.apply)
+    try:
+        while True:
+            await asyncio.sleep(interval_s)
+            try:
+                await sweep.run_once()
+            except Exception as error:
+                logger.warning(
+                    "store sweep failed (%s: %s); next in %.0f s",
+                    type(error).__name__,
+                    error,
+                    interval_s,
+                )
+    finally:
+        await sweep.close()
+        await projecting.close()
+        await store.close()
 
 
 def decode_batch(messages: Sequence[Any]) -> list[ProjectedEvent]:
@@ -250,6 +291,11 @@ def make_app(settings: Settings, database_url: str, projectors: Sequence[Project
     async def prepare() -> None:
         await migrate_retrying(database_url)
         migrated.set()
+
+    @app.task  # type: ignore[untyped-decorator]
+    async def sweep() -> None:
+        await migrated.wait()
+        await sweep_forever(database_url, projectors, notifier, float(settings.projection_sweep_s))
 
     @app.agent(topic)
     async def project(stream: Any) -> None:

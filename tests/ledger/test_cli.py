@@ -144,6 +144,7 @@ def test_a_malformed_setting_is_named_in_one_line(database_url: str) -> None:
         ("LEDGER_KAFKA_FETCH_MAX_WAIT_MS", "fast"),
         ("LEDGER_KAFKA_FETCH_MAX_WAIT_MS", "0"),
         ("LEDGER_KAFKA_PARTITIONS", "-3"),
+        ("LEDGER_PROJECTION_SWEEP_S", "0.5"),
     ]:
         os.environ[name] = value
         try:

@@ -109,6 +109,9 @@ def spawn_ledger(
         PYTHONPATH=os.pathsep.join([str(src_dir), environment.get("PYTHONPATH", "")]),
     )
     environment.update(kafka)
+    # Kafka's delivery alone: the worker's store sweep (`projections.sweep`) would otherwise mend
+    # within seconds what these tests hold the broker path to; test_sweep.py tests the sweep.
+    environment["LEDGER_PROJECTION_SWEEP_S"] = "3600"
     environment.update(extra or {})
     return subprocess.Popen(
         [sys.executable, "-m", "ledger.cli", role],
