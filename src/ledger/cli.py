@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import dataclasses
 import logging
 import os
@@ -67,6 +68,12 @@ exit_chain_broken = 2
 exit_refs_differ = 2
 # A child (the projection worker) gets this long to exit on SIGTERM before it is killed.
 child_stop_timeout_s = 20
+# `ledger up` restarts a child that exits: after 1 s, doubling to 30 s while each one fails within
+# a minute of its start (a crash loop does not spin), back to 1 s after a minute up.
+child_restart_delay_initial_s = 1.0
+child_restart_delay_max_s = 30.0
+child_healthy_after_s = 60.0
+child_poll_s = 0.5
 # The tokens `ledger up` prints: a working day of watching a dashboard.
 up_token_ttl_s = 12 * 3600
 # A secret made for the embedded default: 256 bits, as HS256 wants at least.
@@ -517,6 +524,48 @@ def _spawn_worker(settings: Settings) -> Any:
     return subprocess.Popen([sys.executable, "-m", "ledger.cli", "worker"], env=environment)
 
 
+class _Supervised:
+    """A child process `ledger up` keeps running until it stops: one that exits on its own (a
+    crash, the kernel's OOM killer, a kill -9) is logged and started again, so the read models
+    and the KPIs do not silently stop moving while the API keeps accepting events."""
+
+    def __init__(self, name: str, spawn: Callable[[], Any]) -> None:
+        self.name = name
+        self.spawn = spawn
+        self.child = spawn()
+        self.started = time.monotonic()
+        self.restarts = 0
+
+    async def run(self, stop: asyncio.Event) -> None:
+        delay = child_restart_delay_initial_s
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), child_poll_s)
+            code = self.child.poll()
+            if stop.is_set() or code is None:
+                continue
+            if time.monotonic() - self.started >= child_healthy_after_s:
+                delay = child_restart_delay_initial_s
+            logger.error(
+                "the %s (pid %d) exited with code %d; starting it again in %.1f s",
+                self.name,
+                self.child.pid,
+                code,
+                delay,
+            )
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), delay)
+            if stop.is_set():
+                return
+            delay = min(delay * 2, child_restart_delay_max_s)
+            self.child, self.started = self.spawn(), time.monotonic()
+            self.restarts += 1
+            logger.warning("the %s started again (pid %d)", self.name, self.child.pid)
+
+    def stop(self) -> None:
+        _stop_child(self.child)
+
+
 def _stop_child(child: Any) -> None:
     if child.poll() is None:
         child.send_signal(signal.SIGTERM)
@@ -594,7 +643,8 @@ async def _up_command(settings: Settings, args: argparse.Namespace) -> int:
             stop = _stop_on_signals()
             relay = asyncio.create_task(_run_relay(settings, store, stop))
             ingest = asyncio.create_task(_ingest(settings, LedgerService(store)).run(stop))
-            worker = _spawn_worker(settings)
+            worker = _Supervised("projection worker", lambda: _spawn_worker(settings))
+            supervising = asyncio.create_task(worker.run(stop))
             demo, tenants = _start_demo(LedgerService(store), stop) if args.demo else (None, ["*"])
             settle_memory()  # again, with every server started
             sys.stdout.write(
@@ -609,7 +659,7 @@ async def _up_command(settings: Settings, args: argparse.Namespace) -> int:
                         "Kafka": f"{bootstrap} (the relay publishes to ledger.events;"
                         " publish to ledger.ingest to append)",
                         "Redis": f"{redis} (KPI states and change notices)",
-                        "worker": f"pid {worker.pid} (projections)",
+                        "worker": f"pid {worker.child.pid} (projections)",
                         "data": str(settings.data_dir.resolve()),
                     },
                 )
@@ -621,7 +671,8 @@ async def _up_command(settings: Settings, args: argparse.Namespace) -> int:
                 stop.set()
                 if demo is not None:
                     await demo
-                _stop_child(worker)
+                await supervising
+                worker.stop()
                 await relay
                 await ingest
                 await runner.cleanup()

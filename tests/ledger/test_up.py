@@ -1,7 +1,8 @@
 """`ledger up` as a real process tree: an event POSTed to its HTTP API reaches the Kafka topic
 through the relay (on the session's broker, embedded tansu unless LEDGER_KAFKA_BOOTSTRAP is set), an
-event published to ledger.ingest is appended and readable over HTTP, and SIGTERM shuts everything
-down cleanly. `ledger relay` and `ledger ingest` without a broker say so in one line."""
+event published to ledger.ingest is appended and readable over HTTP, the projection worker killed
+with SIGKILL is started again and projects what comes next, and SIGTERM shuts everything down
+cleanly. `ledger relay` and `ledger ingest` without a broker say so in one line."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import orjson
+import psutil
 import psycopg
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -137,28 +139,54 @@ async def test_up_serves_the_api_and_relays_to_kafka(
             listed = [stored["id"] for stored in answer["events"]]
 
         # The projection worker (a child process) has both events in its read model.
-        deadline = time.monotonic() + worker_timeout_s
-        counted = 0
-        while counted < 2:
-            assert time.monotonic() < deadline, "the worker did not project the events"
-            await asyncio.sleep(0.3)
-            with psycopg.connect(database, autocommit=True) as conn:
-                conn.execute("SELECT set_config('ledger.tenants', %s, false)", [event["tenantid"]])
-                row = conn.execute(
-                    "SELECT state FROM projection_state WHERE projection = 'event_counts'"
-                    " AND tenant_id = %s",
-                    [event["tenantid"]],
-                ).fetchone()
-                counted = row[0]["events"] if row else 0
+        await _wait_counted(database, event["tenantid"], 2)
+
+        # Killed (the OOM killer, kill -9), the worker is started again and projects what comes.
+        os.kill(first_worker_pid := _child_worker(process.pid), signal.SIGKILL)
+        _post(
+            f"http://127.0.0.1:{port}/v1/events",
+            orjson.dumps(customer(event["tenantid"], "C3")),
+        )
+        await _wait_counted(database, event["tenantid"], 3)
+        second_worker_pid = _child_worker(process.pid)
+        assert second_worker_pid != first_worker_pid
     finally:
         process.send_signal(signal.SIGTERM)
         stdout, stderr = process.communicate(timeout=30)
     assert process.returncode == 0, stderr.decode()
     assert b"ledger is up." in stdout
-    worker_pid = int(stdout.split(b"worker:    pid ")[1].split()[0])
+    assert int(stdout.split(b"worker:    pid ")[1].split()[0]) == first_worker_pid
+    assert f"the projection worker (pid {first_worker_pid}) exited with code -9".encode() in stderr
     with pytest.raises(ProcessLookupError):
-        os.kill(worker_pid, 0)  # the child worker was stopped with its parent
+        os.kill(second_worker_pid, 0)  # the restarted worker was stopped with its parent
     assert b"Traceback" not in stderr
+
+
+def _child_worker(parent_pid: int) -> int:
+    """The pid of `ledger worker` among the children of `parent_pid` (exactly one)."""
+    workers = [
+        int(child.pid)
+        for child in psutil.Process(parent_pid).children()
+        if child.cmdline()[-1:] == ["worker"]
+    ]
+    assert len(workers) == 1, workers
+    return workers[0]
+
+
+async def _wait_counted(database: str, tenant: str, events: int) -> None:
+    deadline = time.monotonic() + worker_timeout_s
+    counted = 0
+    while counted < events:
+        assert time.monotonic() < deadline, f"the worker did not project {events} events"
+        await asyncio.sleep(0.3)
+        with psycopg.connect(database, autocommit=True) as conn:
+            conn.execute("SELECT set_config('ledger.tenants', %s, false)", [tenant])
+            row = conn.execute(
+                "SELECT state FROM projection_state WHERE projection = 'event_counts'"
+                " AND tenant_id = %s",
+                [tenant],
+            ).fetchone()
+            counted = row[0]["events"] if row else 0
 
 
 @pytest.mark.parametrize("command", ["relay", "ingest"])
@@ -174,3 +202,37 @@ def test_kafka_roles_without_a_broker_say_so(command: str) -> None:
     )
     assert result.returncode == 2
     assert result.stderr.decode().startswith(f"ledger: {command}: set LEDGER_KAFKA_BOOTSTRAP")
+
+
+async def test_a_child_that_keeps_failing_is_restarted_ever_more_slowly(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from ledger import cli
+
+    monkeypatch.setattr(cli, "child_poll_s", 0.01)
+    monkeypatch.setattr(cli, "child_restart_delay_initial_s", 0.1)
+    monkeypatch.setattr(cli, "child_restart_delay_max_s", 0.4)
+    spawned: list[subprocess.Popen[bytes]] = []
+
+    def spawn() -> subprocess.Popen[bytes]:
+        spawned.append(subprocess.Popen([sys.executable, "-c", "raise SystemExit(3)"]))
+        return spawned[-1]
+
+    supervised = cli._Supervised("failing child", spawn)
+    stop = asyncio.Event()
+    running = asyncio.create_task(supervised.run(stop))
+    await asyncio.sleep(3.0)
+    stop.set()
+    await running
+    supervised.stop()
+    delays = [
+        float(record.getMessage().rsplit(" in ", 1)[1].removesuffix(" s"))
+        for record in caplog.records
+        if "exited with code 3" in record.getMessage()
+    ]
+    # 0.1, 0.2, 0.4, then 0.4 s a try: at most ~10 starts in 3 s (each child also takes its own
+    # interpreter's start-up), never a spin.
+    assert supervised.restarts == len(spawned) - 1 >= 3
+    assert len(spawned) <= 12
+    assert delays[:3] == [0.1, 0.2, 0.4] and set(delays[3:]) <= {0.4}
+    assert all(child.poll() == 3 for child in spawned)
