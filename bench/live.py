@@ -1282,6 +1282,9 @@ async def soak(up: RunningUp, args: argparse.Namespace, load_tenant: str) -> dic
     processes[f"bench ({args.soak_clients} websocket clients)"] = os.getpid()
     samples: dict[str, list[tuple[float, float]]] = {name: [] for name in processes}
     appended: list[tuple[float, float]] = []
+    # The worker's store sweep: how old the oldest event its read models lack is, and how many
+    # events it had to take from the store because Kafka did not deliver them.
+    lag: list[tuple[float, float, float]] = []
     started = time.monotonic()
     end = started + args.soak_minutes * 60
     while time.monotonic() < end:
@@ -1291,6 +1294,13 @@ async def soak(up: RunningUp, args: argparse.Namespace, load_tenant: str) -> dic
             if value is not None:
                 samples[name].append((elapsed, value))
         appended.append((elapsed, events_appended(up)))
+        lag.append(
+            (
+                elapsed,
+                metric_value(up.worker_metrics, "ledger_projection_lag_seconds"),
+                metric_value(up.worker_metrics, "ledger_projection_events_from_store_total"),
+            )
+        )
         if clients.done():
             clients.result()  # a client that failed says why
         if len(appended) % 6 == 1:
@@ -1309,15 +1319,21 @@ async def soak(up: RunningUp, args: argparse.Namespace, load_tenant: str) -> dic
         "frames": counts,
         "load_sent": int(args.soak_rate * args.soak_minutes * 60),
         "load_failed": len(sent),
+        "projection_lag": lag,
     }
 
 
 def events_appended(up: RunningUp) -> float:
+    return metric_value(f"{up.api}/metrics", "ledger_events_appended_total", up.token())
+
+
+def metric_value(url: str, name: str, token: str | None = None) -> float:
+    """One unlabelled sample of a Prometheus endpoint (NaN when it cannot be read)."""
     try:
-        text = _get(f"{up.api}/metrics", up.token()).decode()
+        text = _get(url, token).decode()
     except OSError:
         return float("nan")
-    found = re.search(r"^ledger_events_appended_total (\S+)$", text, re.MULTILINE)
+    found = re.search(rf"^{re.escape(name)} (\S+)$", text, re.MULTILINE)
     return float(found.group(1)) if found else float("nan")
 
 
@@ -1331,13 +1347,31 @@ def run_soak(args: argparse.Namespace) -> dict[str, Any]:
             result = asyncio.run(soak(up, args, load_tenant))
         finally:
             problem = stop_up(up, args.keep_logs)
-        result.update(stop=problem or "clean", load_before=load_start, load_after=load_average())
+        output = up.log_path.read_text(errors="replace")
+        result.update(
+            stop=problem or "clean",
+            load_before=load_start,
+            load_after=load_average(),
+            # faust's own report of a partition it stopped consuming, and the sweep's mends
+            consumer_stalled_lines=output.count("Stream stopped processing"),
+            sweep_lines=output.count("events from the store"),
+        )
     print_soak_progress(result)
+    log(
+        f"  worker log: {result['consumer_stalled_lines']} 'Stream stopped processing' lines,"
+        f" {result['sweep_lines']} store sweep warnings"
+    )
     return result
 
 
 def print_soak_progress(result: dict[str, Any]) -> None:
     log(f"  soak done: frames per client {_frames_per_tenant(result['frames'])}")
+    lags = [seconds for _, seconds, _ in result["projection_lag"] if seconds == seconds]
+    from_store = [count for _, _, count in result["projection_lag"] if count == count]
+    log(
+        f"  projection lag (the worker's store sweep): max {max(lags, default=float('nan')):.1f} s,"
+        f" {from_store[-1] if from_store else float('nan'):,.0f} events applied from the store"
+    )
 
 
 def _frames_per_tenant(frames: list[int]) -> str:
