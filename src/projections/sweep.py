@@ -3,9 +3,8 @@ the store.
 
 The live worker trusts the broker to deliver every event the relay published. When it does not (a
 consumer that stopped fetching a partition while the others go on, as faust-streaming can: its
-issues #175 and #640; a relay that is down; a projector added since the events were published, which
-Kafka will never deliver again), the read models fall behind with no error anywhere. Every
-`LEDGER_PROJECTION_SWEEP_S` seconds (30) the worker therefore compares, per tenant, the lowest
+issues #175 and #640; a relay that is down), the read models fall behind with no error anywhere.
+Every `LEDGER_PROJECTION_SWEEP_S` seconds (30) the worker therefore compares, per tenant, the lowest
 position its projectors have applied with the store, and:
 
 - sets the gauges `ledger_projection_lag_seconds` (how long the oldest committed event that the read
