@@ -13,11 +13,13 @@ import shutil
 import tempfile
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+from psycopg import AsyncConnection
 
 from ledger.config import Settings
-from ledger.store.postgres import PostgresEventStore
+from ledger.store.postgres import PostgresEventStore, configure_connection
 from tests.servers import create_database, drop_database
 
 
@@ -98,6 +100,16 @@ async def fresh_store(new_database: Callable[[], str]) -> AsyncIterator[Postgres
     store = await PostgresEventStore.open(new_database())
     yield store
     await store.close()
+
+
+@pytest.fixture
+async def fresh_conn(fresh_store: PostgresEventStore) -> AsyncIterator[AsyncConnection[Any]]:
+    """A connection to `fresh_store`'s database as the application uses it: the app role, under
+    row-level security."""
+    connection = await AsyncConnection.connect(fresh_store.conninfo, autocommit=True)
+    await configure_connection(connection)
+    yield connection
+    await connection.close()
 
 
 @pytest.fixture(scope="session")

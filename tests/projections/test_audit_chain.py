@@ -13,7 +13,7 @@ import os
 import subprocess
 import sys
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -35,7 +35,7 @@ from ledger.errors import InvariantError
 from ledger.relay import to_message
 from ledger.service import LedgerService
 from ledger.store import RecordedEvent
-from ledger.store.postgres import PostgresEventStore, configure_connection
+from ledger.store.postgres import PostgresEventStore
 from projections import audit_chain
 from projections.audit_chain import (
     AuditChain,
@@ -66,18 +66,13 @@ cli_timeout_s = 120
 
 
 @pytest.fixture
-async def store(new_database: Callable[[], str]) -> AsyncIterator[PostgresEventStore]:
-    opened = await PostgresEventStore.open(new_database())
-    yield opened
-    await opened.close()
+def store(fresh_store: PostgresEventStore) -> PostgresEventStore:
+    return fresh_store
 
 
 @pytest.fixture
-async def conn(store: PostgresEventStore) -> AsyncIterator[AsyncConnection[Any]]:
-    connection = await AsyncConnection.connect(store.conninfo, autocommit=True)
-    await configure_connection(connection)
-    yield connection
-    await connection.close()
+def conn(fresh_conn: AsyncConnection[Any]) -> AsyncConnection[Any]:
+    return fresh_conn
 
 
 def traced_customer(tenant: str) -> dict[str, Any]:

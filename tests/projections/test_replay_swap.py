@@ -12,7 +12,7 @@ import asyncio
 import io
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Iterator
 from datetime import date
 from decimal import Decimal
 from typing import Any
@@ -39,18 +39,13 @@ Snapshot = dict[str, list[Row]]
 
 
 @pytest.fixture
-async def store(new_database: Callable[[], str]) -> AsyncIterator[PostgresEventStore]:
-    opened = await PostgresEventStore.open(new_database())
-    yield opened
-    await opened.close()
+def store(fresh_store: PostgresEventStore) -> PostgresEventStore:
+    return fresh_store
 
 
 @pytest.fixture
-async def conn(store: PostgresEventStore) -> AsyncIterator[AsyncConnection[Any]]:
-    """A connection as the application uses it: the app role, under row-level security."""
-    connection = await _connection(store)
-    yield connection
-    await connection.close()
+def conn(fresh_conn: AsyncConnection[Any]) -> AsyncConnection[Any]:
+    return fresh_conn
 
 
 async def _connection(store: PostgresEventStore) -> AsyncConnection[Any]:

@@ -13,7 +13,6 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -39,10 +38,8 @@ States = dict[tuple[str, str], tuple[int, State]]
 
 
 @pytest.fixture
-async def store(new_database: Callable[[], str]) -> AsyncIterator[PostgresEventStore]:
-    opened = await PostgresEventStore.open(new_database())
-    yield opened
-    await opened.close()
+def store(fresh_store: PostgresEventStore) -> PostgresEventStore:
+    return fresh_store
 
 
 async def _connection(store: PostgresEventStore) -> AsyncConnection[Any]:

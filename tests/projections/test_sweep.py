@@ -10,7 +10,6 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +20,7 @@ from ledger import metrics
 from ledger.config import Settings
 from ledger.relay import KafkaPublisher, Relay
 from ledger.service import LedgerService
-from ledger.store.postgres import PostgresEventStore, configure_connection
+from ledger.store.postgres import PostgresEventStore
 from projections.core import ProjectedEvent, State, read_states, run_in_memory
 from projections.event_counts import EventCounts
 from projections.registry import all_projectors
@@ -35,19 +34,14 @@ States = dict[tuple[str, str], tuple[int, State]]
 
 
 @pytest.fixture
-async def store(new_database: Callable[[], str]) -> AsyncIterator[PostgresEventStore]:
+def store(fresh_store: PostgresEventStore) -> PostgresEventStore:
     """A database of its own: the sweep looks at every tenant of the store."""
-    opened = await PostgresEventStore.open(new_database())
-    yield opened
-    await opened.close()
+    return fresh_store
 
 
 @pytest.fixture
-async def conn(store: PostgresEventStore) -> AsyncIterator[AsyncConnection[Any]]:
-    opened = await AsyncConnection.connect(store.conninfo, autocommit=True)
-    await configure_connection(opened)
-    yield opened
-    await opened.close()
+def conn(fresh_conn: AsyncConnection[Any]) -> AsyncConnection[Any]:
+    return fresh_conn
 
 
 async def _append(store: PostgresEventStore, tenant: str, invoices: int, tag: str = "") -> None:
