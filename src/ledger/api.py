@@ -1,5 +1,5 @@
 """The HTTP API (aiohttp): `POST /v1/events`, `GET /v1/events`, `GET /v1/reports/{kind}`,
-`GET /v1/audit/verify`, `GET /healthz`, `GET /metrics`, and the live dashboard: `GET /` (its page),
+`GET /v1/audit/verify`, `GET /v1/audit/tree-head|inclusion|consistency`, `GET /healthz`, `GET /metrics`, and the live dashboard: `GET /` (its page),
 `GET /dashboard/{name}` (its scripts and style) and `GET /v1/dashboard/config` (the gateway's URL).
 
 Answers are JSON. A rejected batch answers 422 and lists every rejection with its index, id, code,
@@ -328,6 +328,48 @@ async def get_audit_verify(request: web.Request) -> web.Response:
         return _json(await verify(store, conn, tenant))
 
 
+async def get_audit_proof(request: web.Request) -> web.Response:
+    """`GET /v1/audit/tree-head?tenant=[&size=N]`, `GET /v1/audit/inclusion?tenant=&position=
+    [&size=N]`, `GET /v1/audit/consistency?tenant=&first=M[&second=N]`: the CLI's `ledger audit
+    tree-head|prove|consistency` (`projections.audit_proofs`)."""
+    from ledger.store.postgres import PostgresEventStore
+    from projections import audit_proofs
+
+    tenant = _queried_tenant(request, _query_error)
+    if isinstance(tenant, web.Response):
+        return tenant
+    kind = request.match_info["kind"]
+    required = {"tree-head": (), "inclusion": ("position",), "consistency": ("first",)}[kind]
+    numbers: dict[str, int] = {}
+    for name in ("size", "position", "first", "second"):
+        if not request.query.get(name):
+            if name in required:
+                return _query_error(400, "invalid_value", "is required", name)
+            continue
+        value = _int_param(request, name, 0, 0)
+        if isinstance(value, web.Response):
+            return value
+        numbers[name] = value
+    store = request.app[service_key].store
+    if not isinstance(store, PostgresEventStore):
+        return _query_error(501, "no_read_models", "the audit chain needs the PostgreSQL store")
+    try:
+        async with store.connection() as conn:
+            if kind == "tree-head":
+                answer = await audit_proofs.tree_head(store, conn, tenant, numbers.get("size"))
+            elif kind == "inclusion":
+                answer = await audit_proofs.inclusion(
+                    store, conn, tenant, numbers["position"], numbers.get("size")
+                )
+            else:
+                answer = await audit_proofs.consistency(
+                    store, conn, tenant, numbers["first"], numbers.get("second")
+                )
+        return _json(answer)
+    except audit_proofs.ProofError as error:
+        return _query_error(400, "invalid_value", error.reason, error.field)
+
+
 async def metrics_endpoint(request: web.Request) -> web.Response:
     body = generate_latest()
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
@@ -411,6 +453,7 @@ def make_app(
     app.router.add_get("/v1/events", get_events)
     app.router.add_get("/v1/reports/{kind}", get_report)
     app.router.add_get("/v1/audit/verify", get_audit_verify)
+    app.router.add_get("/v1/audit/{kind:tree-head|inclusion|consistency}", get_audit_proof)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics_endpoint)
     app.router.add_get("/", get_dashboard_page)

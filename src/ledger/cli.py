@@ -19,10 +19,14 @@
                 [--after ID]
                                        kpi, ar-aging, deferred-revenue, trial-balance, mrr-movements
     ledger audit verify --tenant T     check the tenant's audit hash chain against the store
+    ledger audit tree-head --tenant T [--size N]   the chain's RFC 9162 Merkle tree head
+    ledger audit prove --tenant T --position P [--size N]   an inclusion proof
+    ledger audit consistency --tenant T --first M [--second N]   a consistency proof
+    ledger audit check FILE|- [--trusted-root HEX]   verify a proof offline
 
 Exit codes: 0 success; 1 something was rejected; 2 bad usage or input that cannot be read;
 3 a server (the database) cannot be reached; `audit verify` exits 2 when the chain is broken
-(its JSON names where). Errors are one line on stderr, never a traceback.
+(its JSON names where), `audit check` when the proof does not hold. Errors are one line on stderr, never a traceback.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ import contextlib
 import dataclasses
 import logging
 import os
+import re
 import secrets
 import signal
 import subprocess
@@ -447,22 +452,64 @@ async def _report_command(settings: Settings, args: argparse.Namespace) -> int:
 
 
 async def _audit_command(settings: Settings, args: argparse.Namespace) -> int:
+    """`ledger audit verify|tree-head|prove|consistency|check`."""
     from psycopg import AsyncConnection
 
     from ledger.contract import tenant_pattern
     from ledger.runtime import open_store
     from ledger.store.postgres import configure_connection
+    from projections import audit_proofs
     from projections.audit_verify import verify
 
+    command = f"audit {args.audit_command}"
+    if args.audit_command == "check":
+        return _audit_check(args)
     if not tenant_pattern.fullmatch(args.tenant):
-        return _fail(f"audit verify: --tenant {args.tenant!r} is not a valid tenant id")
+        return _fail(f"{command}: --tenant {args.tenant!r} is not a valid tenant id")
+    for option in ("size", "position", "first", "second"):
+        value = getattr(args, option, None)
+        if value is not None and value < 0:
+            return _fail(f"{command}: --{option} must be a whole number, not {value}")
     async with open_store(settings) as store:
         conn = await AsyncConnection.connect(store.conninfo, autocommit=True)
         try:
             await configure_connection(conn)
-            result = await verify(store, conn, args.tenant)
+            if args.audit_command == "verify":
+                result = await verify(store, conn, args.tenant)
+            elif args.audit_command == "tree-head":
+                result = await audit_proofs.tree_head(store, conn, args.tenant, args.size)
+            elif args.audit_command == "prove":
+                result = await audit_proofs.inclusion(
+                    store, conn, args.tenant, args.position, args.size
+                )
+            else:
+                result = await audit_proofs.consistency(
+                    store, conn, args.tenant, args.first, args.second
+                )
+        except audit_proofs.ProofError as error:
+            return _fail(f"{command}: --{error.field}: {error.reason}")
         finally:
             await conn.close()
+    _print_json(result)
+    return 0 if result.get("ok", True) else exit_chain_broken
+
+
+def _audit_check(args: argparse.Namespace) -> int:
+    """`ledger audit check FILE [--trusted-root HEX]`: a proof verified offline; exit 2 when it
+    does not hold."""
+    from projections import audit_proofs
+
+    try:
+        text = sys.stdin.buffer.read() if args.file == "-" else Path(args.file).read_bytes()
+        answer = orjson.loads(text)
+    except (OSError, orjson.JSONDecodeError) as error:
+        return _fail(f"audit check: {args.file}: {error}")
+    if not isinstance(answer, dict):
+        return _fail(f"audit check: {args.file}: not a JSON object")
+    trusted = args.trusted_root
+    if trusted is not None and not re.fullmatch(r"[0-9a-f]{64}", trusted):
+        return _fail("audit check: --trusted-root must be 64 lowercase hex digits (a SHA-256)")
+    result = audit_proofs.check(answer, trusted)
     _print_json(result)
     return 0 if result["ok"] else exit_chain_broken
 
@@ -806,6 +853,32 @@ def _parser() -> argparse.ArgumentParser:
         "verify", help="recompute a tenant's chain from the store; exit 2 where it breaks"
     )
     verify.add_argument("--tenant", required=True)
+    head = audit_commands.add_parser(
+        "tree-head", help="the RFC 9162 Merkle tree head (size, root) of a tenant's chain"
+    )
+    head.add_argument("--tenant", required=True)
+    head.add_argument("--size", type=int, help="of the first N events (default: all)")
+    prove = audit_commands.add_parser(
+        "prove", help="an inclusion proof of the event at a position in the tree"
+    )
+    prove.add_argument("--tenant", required=True)
+    prove.add_argument("--position", type=int, required=True)
+    prove.add_argument("--size", type=int, help="in the tree of the first N events (default: all)")
+    consistent = audit_commands.add_parser(
+        "consistency", help="a proof that the tree of N events extends the tree of M"
+    )
+    consistent.add_argument("--tenant", required=True)
+    consistent.add_argument("--first", type=int, required=True, help="M, the older tree's size")
+    consistent.add_argument("--second", type=int, help="N (default: all the events)")
+    check = audit_commands.add_parser(
+        "check", help="verify a proof (from prove or consistency) offline; exit 2 if it fails"
+    )
+    check.add_argument("file", help="the proof as JSON, or - for standard input")
+    check.add_argument(
+        "--trusted-root",
+        help="a root kept from earlier that the proof must start from (inclusion: its root;"
+        " consistency: its first root)",
+    )
 
     refs = commands.add_parser(
         "refs", help="the append rules' reference state (ledger_refs), derived from the events"
