@@ -3,9 +3,10 @@
 
 Each answer first applies to the audit chain what is committed for the tenant and not yet applied
 (as reports do), so a tree head covers every event committed before it was asked for. The leaves
-are read from `audit_links` (32 bytes a link, in position order): a proof costs O(n) reads and
-hashes for a tree of n events (~1 s for 1,000,000 on a quiet machine), for audits, not for every
-append; stored subtree hashes would make it O(log n).
+are read from `audit_links` (32 bytes a link, in position order) and the tree built in memory: 2n
+hashes for n events (7.7 s for 1,000,000 on a loaded machine, 3.8 us a hash), then the root and
+the proofs in milliseconds. Answers are for audits, not for every append; stored subtree hashes
+(written by the projection) would make them O(log n).
 
 Answers (hashes in lowercase hex):
 - tree head: `{"tenant", "tree_size", "root_hash", "position"}` (the position of the last leaf);
@@ -56,6 +57,10 @@ async def _links(
         return [(int(row[0]), bytes.fromhex(row[1])) for row in await cursor.fetchall()]
 
 
+def _tree(links: list[tuple[int, bytes]], size: int) -> merkle.Tree:
+    return merkle.Tree([merkle.leaf_hash(link) for _, link in links[:size]])
+
+
 def _size(size: int | None, built: int, field: str = "size") -> int:
     if size is None:
         return built
@@ -72,11 +77,10 @@ async def tree_head(
 ) -> dict[str, Any]:
     links = await _links(store, conn, tenant)
     size = _size(size, len(links))
-    leaves = [merkle.leaf_hash(link) for _, link in links[:size]]
     return {
         "tenant": tenant,
         "tree_size": size,
-        "root_hash": merkle.root(leaves).hex(),
+        "root_hash": _tree(links, size).root().hex(),
         "position": links[size - 1][0] if size else 0,
     }
 
@@ -96,16 +100,16 @@ async def inclusion(
     if index >= size:
         raise ProofError("size", f"the event is leaf {index + 1}, after a tree of {size}")
     (event,) = await store.read(tenant, position, 1)
-    leaves = [merkle.leaf_hash(link) for _, link in links[:size]]
+    tree = _tree(links, size)
     return {
         "tenant": tenant,
         "position": position,
         "leaf_index": index,
         "tree_size": size,
-        "root_hash": merkle.root(leaves).hex(),
+        "root_hash": tree.root().hex(),
         "previous_link": links[index - 1][1].hex() if index else genesis_hash,
         "event": hashed_document(ProjectedEvent.from_recorded(event)),
-        "audit_path": [node.hex() for node in merkle.inclusion_proof(index, leaves)],
+        "audit_path": [node.hex() for node in tree.inclusion_proof(index)],
     }
 
 
@@ -119,14 +123,14 @@ async def consistency(
     links = await _links(store, conn, tenant)
     second = _size(second, len(links), "second")
     first = _size(first, second, "first")
-    leaves = [merkle.leaf_hash(link) for _, link in links[:second]]
+    tree = _tree(links, second)
     return {
         "tenant": tenant,
         "first_size": first,
         "second_size": second,
-        "first_root": merkle.root(leaves[:first]).hex(),
-        "second_root": merkle.root(leaves).hex(),
-        "proof": [node.hex() for node in merkle.consistency_proof(first, leaves)] if first else [],
+        "first_root": tree.root(first).hex(),
+        "second_root": tree.root().hex(),
+        "proof": [node.hex() for node in tree.consistency_proof(first)] if first else [],
     }
 
 

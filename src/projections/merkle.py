@@ -45,18 +45,76 @@ def leaf_of_event(previous_link: bytes, canonical_event: bytes) -> bytes:
     return leaf_hash(hashlib.sha256(previous_link + canonical_event).digest())
 
 
-def root(leaves: Sequence[bytes]) -> bytes:
-    """MTH(D[n]) of leaf hashes: adjacent nodes paired level by level, a lone last node carried
-    up unchanged, which is the RFC's split at the largest power of two."""
-    if not leaves:
-        return empty_root
-    level = list(leaves)
-    while len(level) > 1:
-        paired = [node_hash(level[i], level[i + 1]) for i in range(0, len(level) - 1, 2)]
-        if len(level) % 2:
-            paired.append(level[-1])
-        level = paired
-    return level[0]
+class Tree:
+    """A tree of leaf hashes with every level kept: node j of level k is MTH of the leaves
+    [j * 2^k, min((j + 1) * 2^k, size)) (adjacent nodes paired, a lone last node carried up
+    unchanged, which is the RFC's split at the largest power of two). Built in size - 1 hashes;
+    then the root, the root of any prefix and every proof are O(log size) lookups, since each
+    range the RFC's recursions ask for is such a node or a few of them."""
+
+    def __init__(self, leaves: Sequence[bytes]) -> None:
+        self.size = len(leaves)
+        self.levels: list[list[bytes]] = [list(leaves)]
+        level = self.levels[0]
+        while len(level) > 1:
+            paired = [node_hash(level[i], level[i + 1]) for i in range(0, len(level) - 1, 2)]
+            if len(level) % 2:
+                paired.append(level[-1])
+            self.levels.append(paired)
+            level = paired
+
+    def root(self, size: int | None = None) -> bytes:
+        """MTH of the first `size` leaves (default: all)."""
+        size = self.size if size is None else size
+        if not 0 <= size <= self.size:
+            raise ValueError(f"no tree of {size} in a tree of {self.size}")
+        return self._mth(0, size) if size else empty_root
+
+    def _mth(self, start: int, end: int) -> bytes:
+        width = end - start
+        level = (width - 1).bit_length()  # the smallest level whose nodes span `width` leaves
+        if start % (1 << level) == 0 and (width == 1 << level or end == self.size):
+            return self.levels[level][start >> level]
+        k = _split(width)
+        return node_hash(self._mth(start, start + k), self._mth(start + k, end))
+
+    def inclusion_proof(self, index: int) -> list[bytes]:
+        """PATH(index, D[size]) (RFC 9162 2.1.3.1), leaf-side hash first."""
+        if not 0 <= index < self.size:
+            raise ValueError(f"leaf {index} is not in a tree of {self.size}")
+        proof: list[bytes] = []
+        start, end = 0, self.size
+        while end - start > 1:
+            k = _split(end - start)
+            if index - start < k:
+                proof.append(self._mth(start + k, end))
+                end = start + k
+            else:
+                proof.append(self._mth(start, start + k))
+                start += k
+        proof.reverse()
+        return proof
+
+    def consistency_proof(self, first: int) -> list[bytes]:
+        """PROOF(first, D[size]) (RFC 9162 2.1.4.1): the tree of the first `first` leaves is a
+        prefix of this one."""
+        if not 0 < first <= self.size:
+            raise ValueError(f"no consistency proof from {first} to {self.size} leaves")
+        proof: list[bytes] = []
+        start, end, whole = 0, self.size, True
+        m = first
+        while m != end - start:
+            k = _split(end - start)
+            if m <= k:
+                proof.append(self._mth(start + k, end))
+                end = start + k
+            else:
+                proof.append(self._mth(start, start + k))
+                start, m, whole = start + k, m - k, False
+        if not whole:
+            proof.append(self._mth(start, end))
+        proof.reverse()
+        return proof
 
 
 def _split(n: int) -> int:
@@ -64,44 +122,17 @@ def _split(n: int) -> int:
     return 1 << ((n - 1).bit_length() - 1)
 
 
+def root(leaves: Sequence[bytes]) -> bytes:
+    """MTH(D[n]) of leaf hashes."""
+    return Tree(leaves).root()
+
+
 def inclusion_proof(index: int, leaves: Sequence[bytes]) -> list[bytes]:
-    """PATH(index, D[n]) (RFC 9162 2.1.3.1), leaf-side hash first."""
-    if not 0 <= index < len(leaves):
-        raise ValueError(f"leaf {index} is not in a tree of {len(leaves)}")
-    proof: list[bytes] = []
-    start, end = 0, len(leaves)
-    while end - start > 1:
-        k = _split(end - start)
-        if index - start < k:
-            proof.append(root(leaves[start + k : end]))
-            end = start + k
-        else:
-            proof.append(root(leaves[start : start + k]))
-            start += k
-    proof.reverse()
-    return proof
+    return Tree(leaves).inclusion_proof(index)
 
 
 def consistency_proof(first: int, leaves: Sequence[bytes]) -> list[bytes]:
-    """PROOF(first, D[n]) (RFC 9162 2.1.4.1): the tree of the first `first` leaves is a prefix of
-    the tree of all of them."""
-    if not 0 < first <= len(leaves):
-        raise ValueError(f"no consistency proof from {first} to {len(leaves)} leaves")
-    proof: list[bytes] = []
-    start, end, whole = 0, len(leaves), True
-    m = first
-    while m != end - start:
-        k = _split(end - start)
-        if m <= k:
-            proof.append(root(leaves[start + k : end]))
-            end = start + k
-        else:
-            proof.append(root(leaves[start : start + k]))
-            start, m, whole = start + k, m - k, False
-    if not whole:
-        proof.append(root(leaves[start:end]))
-    proof.reverse()
-    return proof
+    return Tree(leaves).consistency_proof(first)
 
 
 def verify_inclusion(

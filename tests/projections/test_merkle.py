@@ -158,6 +158,8 @@ def test_every_consistency_proof_verifies_and_a_changed_history_does_not(
 ) -> None:
     tree = _tree(size, salt)
     roots_by_size = {m: merkle.root(tree[:m]) for m in range(size + 1)}
+    whole = merkle.Tree(tree)
+    assert [whole.root(m) for m in range(size + 1)] == list(roots_by_size.values())
     for first in range(1, size + 1):
         proof = merkle.consistency_proof(first, tree)
         assert merkle.verify_consistency(
