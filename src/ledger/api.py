@@ -22,7 +22,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import PurePosixPath
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from aiohttp import web
@@ -32,6 +32,9 @@ from ledger.auth import AuthError, may_act_for, tenant_of
 from ledger.contract import tenant_pattern
 from ledger.errors import LedgerError, RejectionCode, StoreError, StoreUnavailableError
 from ledger.service import LedgerService
+
+if TYPE_CHECKING:
+    from ledger.signed_note import Signer
 from ledger.store import position_max, read_limit_max, whole_number
 
 logger = logging.getLogger(__name__)
@@ -68,6 +71,7 @@ dashboard_headers = {
 service_key = web.AppKey("service", LedgerService)
 secret_key: web.AppKey[str | None] = web.AppKey("jwt_secret")
 gateway_url_key: web.AppKey[str | None] = web.AppKey("gateway_url")
+audit_signer_key: web.AppKey[Signer | None] = web.AppKey("audit_signer")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -356,7 +360,9 @@ async def get_audit_proof(request: web.Request) -> web.Response:
     try:
         async with store.connection() as conn:
             if kind == "tree-head":
-                answer = await audit_proofs.tree_head(store, conn, tenant, numbers.get("size"))
+                answer = await audit_proofs.tree_head(
+                    store, conn, tenant, numbers.get("size"), request.app[audit_signer_key]
+                )
             elif kind == "inclusion":
                 answer = await audit_proofs.inclusion(
                     store, conn, tenant, numbers["position"], numbers.get("size")
@@ -437,10 +443,14 @@ async def get_dashboard_config(request: web.Request) -> web.Response:
 
 
 def make_app(
-    service: LedgerService, jwt_secret: str | None = None, gateway_url: str | None = None
+    service: LedgerService,
+    jwt_secret: str | None = None,
+    gateway_url: str | None = None,
+    audit_signer: Signer | None = None,
 ) -> web.Application:
     """The API; `gateway_url` (e.g. "ws://127.0.0.1:8765/v1/stream") is what the dashboard's
-    config answers, None when no gateway runs beside this API."""
+    config answers, None when no gateway runs beside this API; `audit_signer` signs the audit
+    tree heads' checkpoints."""
     # aiohttp's own limit is a backstop above ours, so our 413 answer (JSON, named) is what callers see.
     app = web.Application(
         middlewares=[_errors_middleware], client_max_size=request_body_bytes_max + 1
@@ -448,6 +458,7 @@ def make_app(
     app[service_key] = service
     app[secret_key] = jwt_secret
     app[gateway_url_key] = gateway_url
+    app[audit_signer_key] = audit_signer
     app[dashboard_files_key] = dashboard_files()
     app.router.add_post("/v1/events", post_events)
     app.router.add_get("/v1/events", get_events)

@@ -22,7 +22,8 @@
     ledger audit tree-head --tenant T [--size N]   the chain's RFC 9162 Merkle tree head
     ledger audit prove --tenant T --position P [--size N]   an inclusion proof
     ledger audit consistency --tenant T --first M [--second N]   a consistency proof
-    ledger audit check FILE|- [--trusted-root HEX]   verify a proof offline
+    ledger audit check FILE|- [--trusted-root HEX] [--verifier-key K]   verify a proof offline
+    ledger audit keygen --name NAME    an Ed25519 key for signed tree heads (checkpoints)
 
 Exit codes: 0 success; 1 something was rejected; 2 bad usage or input that cannot be read;
 3 a server (the database) cannot be reached; `audit verify` exits 2 when the chain is broken
@@ -59,6 +60,7 @@ if TYPE_CHECKING:
     from psycopg import AsyncConnection
     from psycopg.rows import TupleRow
 
+    from ledger.signed_note import Signer
     from ledger.store.postgres import PostgresEventStore
 
 logger = logging.getLogger("ledger")
@@ -211,6 +213,7 @@ async def _start_api(
     port: int,
     jwt_secret: str | None = None,
     gateway_url: str | None = None,
+    audit_signer: Signer | None = None,
 ) -> Any:
     from aiohttp import web
 
@@ -218,7 +221,9 @@ async def _start_api(
 
     if jwt_secret is None:
         logger.warning("the HTTP API is open to anyone: set LEDGER_JWT_SECRET to require tokens")
-    runner = web.AppRunner(make_app(service, jwt_secret, gateway_url), access_log=None)
+    runner = web.AppRunner(
+        make_app(service, jwt_secret, gateway_url, audit_signer), access_log=None
+    )
     await runner.setup()
     await web.TCPSite(runner, host, port).start()
     logger.info("HTTP API listening on http://%s:%d", host, port)
@@ -230,7 +235,12 @@ async def _api_command(settings: Settings, args: argparse.Namespace) -> int:
 
     async with open_service(settings, wait=True) as service:
         runner = await _start_api(
-            service, args.host, args.port, settings.jwt_secret, args.gateway_url
+            service,
+            args.host,
+            args.port,
+            settings.jwt_secret,
+            args.gateway_url,
+            settings.audit_signer,
         )
         try:
             await _stop_on_signals().wait()
@@ -464,6 +474,8 @@ async def _audit_command(settings: Settings, args: argparse.Namespace) -> int:
     command = f"audit {args.audit_command}"
     if args.audit_command == "check":
         return _audit_check(args)
+    if args.audit_command == "keygen":
+        return _audit_keygen(args)
     if not tenant_pattern.fullmatch(args.tenant):
         return _fail(f"{command}: --tenant {args.tenant!r} is not a valid tenant id")
     for option in ("size", "position", "first", "second"):
@@ -477,7 +489,9 @@ async def _audit_command(settings: Settings, args: argparse.Namespace) -> int:
             if args.audit_command == "verify":
                 result = await verify(store, conn, args.tenant)
             elif args.audit_command == "tree-head":
-                result = await audit_proofs.tree_head(store, conn, args.tenant, args.size)
+                result = await audit_proofs.tree_head(
+                    store, conn, args.tenant, args.size, settings.audit_signer
+                )
             elif args.audit_command == "prove":
                 result = await audit_proofs.inclusion(
                     store, conn, args.tenant, args.position, args.size
@@ -509,9 +523,29 @@ def _audit_check(args: argparse.Namespace) -> int:
     trusted = args.trusted_root
     if trusted is not None and not re.fullmatch(r"[0-9a-f]{64}", trusted):
         return _fail("audit check: --trusted-root must be 64 lowercase hex digits (a SHA-256)")
-    result = audit_proofs.check(answer, trusted)
+    from ledger.signed_note import NoteError, Verifier
+
+    verifier = None
+    if args.verifier_key is not None:
+        try:
+            verifier = Verifier.parse(args.verifier_key)
+        except NoteError as error:
+            return _fail(f"audit check: --verifier-key: {error}")
+    result = audit_proofs.check(answer, trusted, verifier)
     _print_json(result)
     return 0 if result["ok"] else exit_chain_broken
+
+
+def _audit_keygen(args: argparse.Namespace) -> int:
+    """`ledger audit keygen --name NAME`: a new Ed25519 key for the tree heads' checkpoints."""
+    from ledger.signed_note import NoteError, Signer
+
+    try:
+        signer = Signer.generate(args.name)
+    except NoteError as error:
+        return _fail(f"audit keygen: --name: {error}")
+    _print_json({"signer_key": str(signer), "verifier_key": str(signer.verifier)})
+    return 0
 
 
 async def _refs_command(settings: Settings, args: argparse.Namespace) -> int:
@@ -685,7 +719,12 @@ async def _up_command(settings: Settings, args: argparse.Namespace) -> int:
             gateway = await start_gateway(args.host, args.gateway_port, redis, secret, database)
             gateway_url = f"ws://{args.host}:{gateway.port}/v1/stream"
             runner = await _start_api(
-                LedgerService(store), args.host, args.api_port, settings.jwt_secret, gateway_url
+                LedgerService(store),
+                args.host,
+                args.api_port,
+                settings.jwt_secret,
+                gateway_url,
+                settings.audit_signer,
             )
             stop = _stop_on_signals()
             relay = asyncio.create_task(_run_relay(settings, store, stop))
@@ -879,6 +918,15 @@ def _parser() -> argparse.ArgumentParser:
         help="a root kept from earlier that the proof must start from (inclusion: its root;"
         " consistency: its first root)",
     )
+    check.add_argument(
+        "--verifier-key", help="the key a tree head's checkpoint must be signed with"
+    )
+    keygen = audit_commands.add_parser(
+        "keygen",
+        help="a new Ed25519 key for signed tree heads: the signer key for"
+        " LEDGER_AUDIT_SIGNING_KEY (secret) and the verifier key to hand out",
+    )
+    keygen.add_argument("--name", required=True, help="the key's name, e.g. ledger.example.com")
 
     refs = commands.add_parser(
         "refs", help="the append rules' reference state (ledger_refs), derived from the events"

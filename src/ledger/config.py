@@ -10,7 +10,10 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import overload
+from typing import TYPE_CHECKING, overload
+
+if TYPE_CHECKING:  # cryptography takes a good part of a second to import: only when a key is set
+    from ledger.signed_note import Signer
 
 # Apache Kafka's own fetch.max.wait.ms, for a configured cluster.
 kafka_fetch_max_wait_ms_default = 500
@@ -56,6 +59,18 @@ def _positive_int(name: str, default: int | None = None) -> int | None:
     if not value.isdigit() or int(value) == 0:
         raise ValueError(f"{name}: {value!r} is not a positive whole number")
     return int(value)
+
+
+def _signer(name: str) -> Signer | None:
+    value = _env(name)
+    if value is None:
+        return None
+    from ledger.signed_note import NoteError, Signer
+
+    try:
+        return Signer.parse(value)
+    except NoteError as error:
+        raise ValueError(f"{name}: {error}") from None
 
 
 def _compression(name: str, default: str | None) -> str | None:
@@ -105,6 +120,8 @@ class Settings:
     # How often the worker compares its read models with the store and applies what Kafka has not
     # delivered within one such interval (`projections.sweep`).
     projection_sweep_s: int = projection_sweep_s_default
+    # The key that signs the audit tree's checkpoints (`ledger audit keygen`); None: unsigned.
+    audit_signer: Signer | None = None
 
     @property
     def fetch_max_wait_ms(self) -> int:
@@ -132,4 +149,5 @@ class Settings:
             projection_sweep_s=_positive_int(
                 "LEDGER_PROJECTION_SWEEP_S", projection_sweep_s_default
             ),
+            audit_signer=_signer("LEDGER_AUDIT_SIGNING_KEY"),
         )

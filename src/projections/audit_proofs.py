@@ -25,6 +25,14 @@ from psycopg import AsyncConnection
 from psycopg.rows import TupleRow
 
 from ledger.contract import canonical_json
+from ledger.signed_note import (
+    NoteError,
+    Signer,
+    Verifier,
+    checkpoint_text,
+    open_note,
+    parse_checkpoint,
+)
 from ledger.store.postgres import PostgresEventStore
 from projections import merkle
 from projections.audit_chain import audit_links, genesis_hash, hashed_document
@@ -74,15 +82,23 @@ async def tree_head(
     conn: AsyncConnection[TupleRow],
     tenant: str,
     size: int | None = None,
+    signer: Signer | None = None,
 ) -> dict[str, Any]:
+    """With `signer`, the head also as a signed checkpoint (`ledger.signed_note`) whose origin is
+    `<key name>/<tenant>`, and the verifier key that checks it."""
     links = await _links(store, conn, tenant)
     size = _size(size, len(links))
-    return {
+    root = _tree(links, size).root()
+    head: dict[str, Any] = {
         "tenant": tenant,
         "tree_size": size,
-        "root_hash": _tree(links, size).root().hex(),
+        "root_hash": root.hex(),
         "position": links[size - 1][0] if size else 0,
     }
+    if signer is not None:
+        head["checkpoint"] = signer.sign(checkpoint_text(f"{signer.name}/{tenant}", size, root))
+        head["verifier_key"] = str(signer.verifier)
+    return head
 
 
 async def inclusion(
@@ -134,18 +150,41 @@ async def consistency(
     }
 
 
-def check(answer: dict[str, Any], trusted_root: str | None = None) -> dict[str, Any]:
-    """Verify an inclusion or consistency answer offline: `{"ok", "kind", "reason"}`. With
-    `trusted_root` (a root kept from earlier), the proof must also be anchored there: the
-    inclusion's root, or the consistency proof's first root."""
+def check(
+    answer: dict[str, Any], trusted_root: str | None = None, verifier: Verifier | None = None
+) -> dict[str, Any]:
+    """Verify an answer offline: `{"ok", "kind", "reason"}`. An inclusion or consistency proof
+    must hold; with `trusted_root` (a root kept from earlier) it must also start there (the
+    inclusion's root, the consistency proof's first root). A tree head with a checkpoint needs
+    `verifier`: the checkpoint must be signed by that key and name the head's size and root."""
     try:
         if "audit_path" in answer:
             return _check_inclusion(answer, trusted_root)
         if "proof" in answer and "first_root" in answer:
             return _check_consistency(answer, trusted_root)
+        if "checkpoint" in answer:
+            return _check_checkpoint(answer, verifier)
     except (KeyError, TypeError, ValueError) as error:
         return {"ok": False, "kind": None, "reason": f"not a proof answer: {error!r}"}
-    return {"ok": False, "kind": None, "reason": "neither an inclusion nor a consistency answer"}
+    return {
+        "ok": False,
+        "kind": None,
+        "reason": "neither an inclusion nor a consistency proof, nor a signed tree head",
+    }
+
+
+def _check_checkpoint(answer: dict[str, Any], verifier: Verifier | None) -> dict[str, Any]:
+    if verifier is None:
+        return _verdict("checkpoint", False, "a signed tree head is checked with a verifier key")
+    try:
+        origin, size, root = parse_checkpoint(open_note(answer["checkpoint"], verifier))
+    except NoteError as error:
+        return _verdict("checkpoint", False, str(error))
+    if (size, root.hex()) != (answer["tree_size"], answer["root_hash"]):
+        return _verdict("checkpoint", False, "the checkpoint signs another size or root")
+    if origin != f"{verifier.name}/{answer['tenant']}":
+        return _verdict("checkpoint", False, f"the checkpoint is of another log: {origin}")
+    return _verdict("checkpoint", True, "")
 
 
 def _verdict(kind: str, ok: bool, reason: str) -> dict[str, Any]:

@@ -17,6 +17,7 @@ from psycopg import AsyncConnection
 from ledger.api import make_app
 from ledger.auth import issue_token
 from ledger.service import LedgerService
+from ledger.signed_note import Signer, Verifier
 from ledger.store.postgres import PostgresEventStore
 from projections import audit_proofs, merkle
 from projections.audit_chain import chain_hash, genesis_hash
@@ -233,3 +234,80 @@ async def test_http_serves_the_same_proofs_for_the_token_tenant(
             assert status == 400 and answer["error"]["field"] == field, (path, params, answer)
         response = await client.get("/v1/audit/tree-head", params={"tenant": other}, headers=mine)
         assert response.status == 403
+
+
+async def test_a_signed_tree_head_checks_with_the_verifier_key_only(
+    store: PostgresEventStore, conn: AsyncConnection[Any]
+) -> None:
+    tenant, other = await seed(store)
+    signer = Signer.generate("ledger.example.com")
+    verifier = Verifier.parse(str(signer.verifier))
+    head = await audit_proofs.tree_head(store, conn, tenant, 5, signer)
+    assert head["verifier_key"] == str(signer.verifier)
+    assert head["checkpoint"].startswith(f"ledger.example.com/{tenant}\n5\n")
+    assert audit_proofs.check(head, verifier=verifier) == {
+        "ok": True,
+        "kind": "checkpoint",
+        "reason": "",
+    }
+    unsigned = await audit_proofs.tree_head(store, conn, tenant, 5)
+    assert "checkpoint" not in unsigned and unsigned["root_hash"] == head["root_hash"]
+
+    def reason(answer: dict[str, Any], key: Verifier | None = verifier) -> str:
+        verdict = audit_proofs.check(answer, verifier=key)
+        assert not verdict["ok"]
+        return str(verdict["reason"])
+
+    assert reason({**head, "root_hash": "0" * 64}) == "the checkpoint signs another size or root"
+    assert reason({**head, "tree_size": 6}) == "the checkpoint signs another size or root"
+    assert reason({**head, "tenant": other}).startswith("the checkpoint is of another log")
+    stranger = Verifier.parse(str(Signer.generate("ledger.example.com").verifier))
+    assert reason(head, stranger).startswith("the note has no signature by ledger.example.com+")
+    assert reason(head, None) == "a signed tree head is checked with a verifier key"
+
+    # HTTP signs with the key the API was given.
+    mine = {"Authorization": f"Bearer {issue_token(jwt_secret, tenant)}"}
+    app = make_app(LedgerService(store), jwt_secret, audit_signer=signer)
+    async with TestClient(TestServer(app)) as client:
+        response = await client.get("/v1/audit/tree-head", params={"tenant": tenant}, headers=mine)
+        assert response.status == 200
+        assert audit_proofs.check(await response.json(), verifier=verifier)["ok"]
+
+
+async def test_the_cli_makes_a_key_and_signs_with_it(
+    store: PostgresEventStore, tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tenant, _ = await seed(store)
+    made = ledger_cli(store.conninfo, "audit", "keygen", "--name", "ledger.example.com")
+    assert made.returncode == 0, made.stderr
+    keys = orjson.loads(made.stdout)
+    monkeypatch.setenv("LEDGER_AUDIT_SIGNING_KEY", keys["signer_key"])
+    head = ledger_cli(store.conninfo, "audit", "tree-head", "--tenant", tenant)
+    assert head.returncode == 0, head.stderr
+    (tmp_path / "head.json").write_bytes(head.stdout)
+    checked = ledger_cli(
+        store.conninfo,
+        "audit",
+        "check",
+        str(tmp_path / "head.json"),
+        "--verifier-key",
+        keys["verifier_key"],
+    )
+    assert checked.returncode == 0, checked.stdout
+    assert orjson.loads(checked.stdout)["kind"] == "checkpoint"
+    unverified = ledger_cli(store.conninfo, "audit", "check", str(tmp_path / "head.json"))
+    assert unverified.returncode == 2
+
+    for args, message in [
+        (["check", str(tmp_path / "head.json"), "--verifier-key", "nope"], b"--verifier-key: not"),
+        (["keygen", "--name", "two words"], b"--name: a key name is non-empty"),
+    ]:
+        refused = ledger_cli(store.conninfo, "audit", *args)
+        assert refused.returncode == 2 and message in refused.stderr, refused.stderr
+    monkeypatch.setenv("LEDGER_AUDIT_SIGNING_KEY", "PRIVATE+KEY+oops")
+    refused = ledger_cli(store.conninfo, "audit", "tree-head", "--tenant", tenant)
+    assert refused.returncode == 2
+    assert refused.stderr.decode().startswith(
+        "ledger: configuration: LEDGER_AUDIT_SIGNING_KEY: not a signer key"
+    ), refused.stderr
+    assert b"oops" not in refused.stderr  # a secret is never echoed
