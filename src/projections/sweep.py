@@ -2,8 +2,10 @@
 the store.
 
 The live worker trusts the broker to deliver every event the relay published. When it does not (a
-consumer that stopped fetching a partition while the others go on, as faust-streaming can: its
-issues #175 and #640; a relay that is down), the read models fall behind with no error anywhere.
+partition the consumer stopped receiving while the others go on: the embedded tansu answers fetches
+it cannot serve within their wait with nothing, see `projections.worker.widen_fetch_wait`, and
+faust-streaming has open reports of consumers that stop, its issues #175 and #640; a relay that is
+down), the read models fall behind with no error anywhere.
 Every `LEDGER_PROJECTION_SWEEP_S` seconds (30) the worker therefore compares, per tenant, the lowest
 position its projectors have applied with the store, and:
 

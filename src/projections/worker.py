@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -28,7 +28,7 @@ from psycopg import AsyncConnection
 from psycopg.rows import TupleRow
 
 from ledger import metrics
-from ledger.config import Settings, group_timeouts
+from ledger.config import Settings, group_timeouts, kafka_fetch_max_wait_ms_default
 from ledger.errors import StoreUnavailableError
 from ledger.runtime import retry_until_up
 from ledger.store.postgres import PostgresEventStore, configure_connection, migrate
@@ -159,10 +159,12 @@ async def sweep_forever(
     projectors: Sequence[Projector],
     notifier: Notifier | None,
     interval_s: float,
+    undelivered: Callable[[], None] | None = None,
 ) -> None:
     """Every `interval_s`, a `StoreSweep` with a `_Projecting` of its own (its own connection: a
-    transaction at a time per connection) sharing the notifier. A sweep that fails (the database
-    away) is logged and tried again at the next interval: it never stops the worker."""
+    transaction at a time per connection) sharing the notifier; `undelivered` is called after a
+    sweep that had to apply events Kafka did not deliver. A sweep that fails (the database away)
+    is logged and tried again at the next interval: it never stops the worker."""
     from projections.sweep import StoreSweep
 
     store = await retry_until_up(
@@ -176,7 +178,8 @@ async def sweep_forever(
         while True:
             await asyncio.sleep(interval_s)
             try:
-                await sweep.run_once()
+                if await sweep.run_once() and undelivered is not None:
+                    undelivered()
             except Exception as error:
                 logger.warning(
                     "store sweep failed (%s: %s); next in %.0f s",
@@ -214,12 +217,15 @@ def _app_class(fetch_max_wait_ms: int) -> type[faust.App]:
     from faust.transport.drivers import aiokafka as driver
 
     class ConsumerThread(driver.AIOKafkaConsumerThread):
+        created: Any = None  # the aiokafka consumer, for `widen_fetch_wait`
+
         def _create_worker_consumer(self, transport: Any) -> Any:
             consumer = super()._create_worker_consumer(transport)
             # aiokafka hands this to its Fetcher in start(); fail loudly should it be renamed.
             if not hasattr(consumer, "_fetch_max_wait_ms"):
                 raise RuntimeError("aiokafka's consumer has no _fetch_max_wait_ms to set")
             consumer._fetch_max_wait_ms = fetch_max_wait_ms
+            self.created = consumer
             return consumer
 
     class FetchWaitConsumer(driver.Consumer):
@@ -234,6 +240,41 @@ def _app_class(fetch_max_wait_ms: int) -> type[faust.App]:
             return Transport(self.conf.broker_consumer, self)
 
     return App
+
+
+def widen_fetch_wait(app: Any) -> int | None:
+    """Raise the worker consumer's fetch wait a step (x4, up to Kafka's default 500 ms); return
+    the new wait, or None when it was at the top already or there is no consumer yet.
+
+    Why: the embedded tansu broker answers a fetch with nothing for a partition whose in-memory
+    log it cannot read within the fetch's wait, and that read grows with the partition (~40-120 ms
+    per fetch once a partition held 64,000 messages, stop 21): with the 10 ms wait `ledger up`
+    gives the worker for latency, a busy partition stopped being delivered after ~32,000 messages
+    while the others went on, faust logging "Stream stopped processing". The store sweep finds
+    such events undelivered and calls this; a longer wait lets the broker answer again (applied
+    by hand to a stalled worker, 100 ms resumed its partition within a second). On Apache Kafka
+    the wait is 500 ms already and this changes nothing."""
+    thread = getattr(app.consumer, "_thread", None)
+    consumer = getattr(thread, "created", None)
+    fetcher = getattr(consumer, "_fetcher", None)
+    if fetcher is None or not hasattr(fetcher, "_fetch_max_wait_ms"):
+        return None
+    current = int(fetcher._fetch_max_wait_ms)
+    if current >= kafka_fetch_max_wait_ms_default:
+        return None
+    fetcher._fetch_max_wait_ms = min(current * 4, kafka_fetch_max_wait_ms_default)
+    return int(fetcher._fetch_max_wait_ms)
+
+
+def _widened(app: Any) -> None:
+    wait_ms = widen_fetch_wait(app)
+    if wait_ms is not None:
+        logger.warning(
+            "Kafka did not deliver events the store holds; the consumer's fetch wait is now"
+            " %d ms (a broker that answers slow reads with nothing, as the embedded tansu does,"
+            " answers again)",
+            wait_ms,
+        )
 
 
 def _group_settings(session_timeout_ms: int | None) -> tuple[float | None, float | None]:
@@ -295,7 +336,13 @@ def make_app(settings: Settings, database_url: str, projectors: Sequence[Project
     @app.task  # type: ignore[untyped-decorator]
     async def sweep() -> None:
         await migrated.wait()
-        await sweep_forever(database_url, projectors, notifier, float(settings.projection_sweep_s))
+        await sweep_forever(
+            database_url,
+            projectors,
+            notifier,
+            float(settings.projection_sweep_s),
+            undelivered=lambda: _widened(app),
+        )
 
     @app.agent(topic)
     async def project(stream: Any) -> None:

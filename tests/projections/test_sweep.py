@@ -271,3 +271,28 @@ def test_the_sweep_interval_comes_from_the_environment(monkeypatch: pytest.Monke
     assert Settings.from_env().projection_sweep_s == 30
     monkeypatch.setenv("LEDGER_PROJECTION_SWEEP_S", "5")
     assert Settings.from_env().projection_sweep_s == 5
+
+
+async def test_the_worker_is_told_when_a_sweep_applied_what_kafka_did_not_deliver(
+    store: PostgresEventStore, conn: AsyncConnection[Any]
+) -> None:
+    tenant = new_tenant()
+    await _append(store, tenant, invoices=2)
+    told: list[float] = []
+    sweeping = asyncio.create_task(
+        sweep_forever(
+            store.conninfo, all_projectors(), None, 0.05, lambda: told.append(time.monotonic())
+        )
+    )
+    try:
+        deadline = time.monotonic() + 20
+        while not told:
+            assert time.monotonic() < deadline and not sweeping.done()
+            await asyncio.sleep(0.05)
+        assert _counts(await read_states(conn, "event_counts")) == {tenant: 3}
+        await asyncio.sleep(0.5)  # ten sweeps more, with nothing to apply: nothing said
+        assert len(told) == 1
+    finally:
+        sweeping.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await sweeping

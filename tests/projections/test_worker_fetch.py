@@ -10,7 +10,7 @@ import uuid
 import pytest
 
 from ledger.config import Settings, group_timeouts
-from projections.worker import make_app
+from projections.worker import make_app, widen_fetch_wait
 
 
 @pytest.mark.parametrize(
@@ -56,3 +56,25 @@ def test_fetch_wait_and_session_timeout_come_from_the_environment(
     assert Settings.from_env().kafka_session_timeout_ms == 9000
     assert group_timeouts(9000) == {"session_timeout_ms": 9000, "heartbeat_interval_ms": 1500}
     assert group_timeouts(None) == {}
+
+
+async def test_the_fetch_wait_widens_in_steps_to_kafkas_default(
+    kafka_bootstrap: str, database_url: str
+) -> None:
+    """What the store sweep does when Kafka did not deliver (`widen_fetch_wait`): the embedded
+    tansu answers a fetch it cannot serve within its wait with nothing."""
+    settings = Settings(
+        kafka_bootstrap=kafka_bootstrap,
+        kafka_fetch_max_wait_ms=10,
+        worker_group=f"widen-{uuid.uuid4().hex[:8]}",
+    )
+    app = make_app(settings, database_url, [])
+    assert widen_fetch_wait(app) is None  # no consumer yet
+    consumer = app.consumer._thread._create_worker_consumer(app.transport)
+    await consumer.start()
+    try:
+        steps = [widen_fetch_wait(app) for _ in range(5)]
+        assert steps == [40, 160, 500, None, None]
+        assert consumer._fetcher._fetch_max_wait_ms == 500
+    finally:
+        await consumer.stop()
