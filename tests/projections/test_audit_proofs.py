@@ -118,7 +118,7 @@ async def test_a_proof_does_not_hold_for_anything_changed(
     )
     assert audit_proofs.check({"audit_path": []})["reason"].startswith("not a proof answer")
     assert audit_proofs.check({"x": 1})["reason"] == (
-        "neither an inclusion nor a consistency answer"
+        "neither an inclusion nor a consistency proof, nor a signed tree head"
     )
 
     # A row changed behind the ledger's back: the ledger still serves its stored chain's root,
