@@ -13,6 +13,11 @@ A database outage, or a database that refuses writes for reasons of its own (rea
 schema: `_not_the_events`), blocks the batch (retried with backoff) rather than skipping it; a
 message that is not a ledger event (no `ce_position`, bad JSON) is logged and skipped: nothing on
 the topic can stop the worker.
+
+Beside the stream, every `LEDGER_PROJECTION_SWEEP_S` the store sweep (`projections.sweep`) applies
+from the store what Kafka left undelivered for a whole interval, and then lengthens the consumer's
+fetch wait a step (`widen_fetch_wait`): nothing the store holds is left out of the read models
+because a broker did not deliver it.
 """
 
 from __future__ import annotations
