@@ -257,6 +257,10 @@ class Relay:
         unreported = 0
         reported_at: float | None = None
         while not stop.is_set():
+            # Cleared before the store is read, not after: a NOTIFY that arrives while the read
+            # finds nothing (its event committed just after) must still end the wait below.
+            # Cleared after the read, it was lost, and that event waited for the next poll.
+            self._wakeup.clear()
             published = await self.catch_up()
             if published:
                 logger.debug("relayed %d events; checkpoint %d", published, self.checkpoint)
@@ -275,7 +279,6 @@ class Relay:
                     unreported, reported_at = 0, now
                 idle_s = 0.0
                 continue
-            self._wakeup.clear()
             await _first_of(self._wakeup, stop, timeout_s=poll_interval_s)
             if not self._wakeup.is_set() and not stop.is_set():
                 idle_s += poll_interval_s

@@ -11,6 +11,7 @@ import re
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -371,3 +372,43 @@ async def test_an_event_over_kafkas_default_message_size_is_published(
     assert relay.checkpoint == head
     received = await _consume_all(kafka_bootstrap, topic, head)
     assert [int(headers["ce_position"]) for _key, headers in received] == list(range(1, head + 1))
+
+
+async def test_a_notify_while_the_relay_reads_nothing_is_not_lost(
+    fresh_store: PostgresEventStore, kafka_bootstrap: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The NOTIFY of an event committed while the relay's read was finding nothing (the CI run
+    where `test_relay_to_tansu_keeps_each_tenants_order` waited out its 30 s): the relay must not
+    then sleep its poll interval. Made certain: the append and its NOTIFY land inside the read."""
+    tenant = new_tenant()
+    head = await _append_story(fresh_store, [tenant], invoices=2)
+    topic = f"ledger.events.{uuid.uuid4().hex[:8]}"
+    publisher = KafkaPublisher(kafka_bootstrap, idempotent=False)
+    relay = Relay(fresh_store, publisher, topic=topic, partitions=3)
+    monkeypatch.setattr(relay_module, "poll_interval_s", 60.0)
+    stop, task = await _run_until(relay, head)
+    read = fresh_store.read
+    appended = asyncio.Event()
+
+    async def read_then_append(tenant_id: str | None, start: int = 1, limit: int = 1000) -> Any:
+        events = await read(tenant_id, start, limit)
+        if not events and not appended.is_set():
+            appended.set()  # the read found nothing; now the event commits, its NOTIFY follows
+            await LedgerService(fresh_store).append([invoice(tenant, "INV-in-the-gap")])
+            deadline = time.monotonic() + deliver_timeout_s
+            while not relay._wakeup.is_set():  # the listener has the NOTIFY
+                assert time.monotonic() < deadline
+                await asyncio.sleep(0.01)
+        return events
+
+    monkeypatch.setattr(fresh_store, "read", read_then_append)
+    try:
+        relay._wakeup.set()  # one more pass of the loop, through the patched read
+        deadline = time.monotonic() + 10.0
+        while relay.checkpoint < head + 1:
+            assert time.monotonic() < deadline, "the relay slept through the NOTIFY"
+            await asyncio.sleep(0.01)
+    finally:
+        stop.set()
+        await task
+        await publisher.close()
