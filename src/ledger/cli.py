@@ -27,7 +27,8 @@
 
 Exit codes: 0 success; 1 something was rejected; 2 bad usage or input that cannot be read;
 3 a server (the database) cannot be reached; `audit verify` exits 2 when the chain is broken
-(its JSON names where), `audit check` when the proof does not hold. Errors are one line on stderr, never a traceback.
+(its JSON names where), `audit check` when the proof does not hold. Errors are one line on
+stderr, never a traceback.
 """
 
 from __future__ import annotations
