@@ -70,10 +70,15 @@ def database_url(postgres_server_url: str) -> Iterator[str]:
 
 
 @pytest.fixture
-async def store(database_url: str) -> AsyncIterator[PostgresEventStore]:
-    """A PostgreSQL event store on the session database (tests keep apart by tenant). Modules that
-    need a database of their own, or one store per module, define their own `store`."""
-    opened = await PostgresEventStore.open(database_url)
+async def store(
+    request: pytest.FixtureRequest, database_url: str, new_database: Callable[[], str]
+) -> AsyncIterator[PostgresEventStore]:
+    """A PostgreSQL event store on the session database (tests keep apart by tenant); in a module
+    that sets `own_database = True` (its tests read every tenant of the store, or change the
+    database), on a database of the test's own. Modules that need one store per module define
+    their own `store`."""
+    own = getattr(request.module, "own_database", False)
+    opened = await PostgresEventStore.open(new_database() if own else database_url)
     yield opened
     await opened.close()
 
@@ -103,10 +108,10 @@ async def fresh_store(new_database: Callable[[], str]) -> AsyncIterator[Postgres
 
 
 @pytest.fixture
-async def fresh_conn(fresh_store: PostgresEventStore) -> AsyncIterator[AsyncConnection[Any]]:
-    """A connection to `fresh_store`'s database as the application uses it: the app role, under
+async def conn(store: PostgresEventStore) -> AsyncIterator[AsyncConnection[Any]]:
+    """A connection to `store`'s database as the application uses it: the app role, under
     row-level security."""
-    connection = await AsyncConnection.connect(fresh_store.conninfo, autocommit=True)
+    connection = await AsyncConnection.connect(store.conninfo, autocommit=True)
     await configure_connection(connection)
     yield connection
     await connection.close()

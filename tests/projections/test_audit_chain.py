@@ -57,22 +57,16 @@ from projections.tables import Changes, MemoryTables, Rows, read_rows
 from tests.ledger.events import customer, new_tenant
 from tests.projections.scenario import everything
 
+# Every test on a database of its own (`store` in tests/conftest.py): they read every tenant
+# of the store or change the database.
+own_database = True
+
 src_dir = Path(__file__).resolve().parents[2] / "src"
 jwt_secret = "audit-test-secret-0123456789abcdef0123"
 # The live writer gets the Kafka form in batches of this many (not a divisor of the event count,
 # so batches straddle tenants and pages).
 live_batch_events = 7
 cli_timeout_s = 120
-
-
-@pytest.fixture
-def store(fresh_store: PostgresEventStore) -> PostgresEventStore:
-    return fresh_store
-
-
-@pytest.fixture
-def conn(fresh_conn: AsyncConnection[Any]) -> AsyncConnection[Any]:
-    return fresh_conn
 
 
 def traced_customer(tenant: str) -> dict[str, Any]:

@@ -31,15 +31,9 @@ from tests.projections.test_audit_chain import (
     seed,
 )
 
-
-@pytest.fixture
-def store(fresh_store: PostgresEventStore) -> PostgresEventStore:
-    return fresh_store
-
-
-@pytest.fixture
-def conn(fresh_conn: AsyncConnection[Any]) -> AsyncConnection[Any]:
-    return fresh_conn
+# Every test on a database of its own (`store` in tests/conftest.py): they read every tenant
+# of the store or change the database.
+own_database = True
 
 
 async def _root_from_the_store(store: PostgresEventStore, tenant: str, size: int) -> str:

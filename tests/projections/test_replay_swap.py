@@ -35,17 +35,11 @@ from projections.tables import MemoryTables, Row, insert_json_rows, metadata, re
 from tests.ledger.events import customer, invoice, new_tenant, payment
 from tests.projections.scenario import everything
 
+# Every test on a database of its own (`store` in tests/conftest.py): they read every tenant
+# of the store or change the database.
+own_database = True
+
 Snapshot = dict[str, list[Row]]
-
-
-@pytest.fixture
-def store(fresh_store: PostgresEventStore) -> PostgresEventStore:
-    return fresh_store
-
-
-@pytest.fixture
-def conn(fresh_conn: AsyncConnection[Any]) -> AsyncConnection[Any]:
-    return fresh_conn
 
 
 async def _connection(store: PostgresEventStore) -> AsyncConnection[Any]:

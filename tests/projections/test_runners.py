@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-import pytest
 import redis.asyncio
 from psycopg import AsyncConnection
 
@@ -30,16 +29,15 @@ from projections.registry import all_projectors
 from projections.replay import catch_up, replay
 from tests.ledger.events import customer, invoice, new_tenant, payment
 
+# Every test on a database of its own (`store` in tests/conftest.py): they read every tenant
+# of the store or change the database.
+own_database = True
+
 src_dir = Path(__file__).resolve().parents[2] / "src"
 # A faust worker joins its consumer group on tansu in about 5-10 s; then batches land in ms.
 worker_timeout_s = 90.0
 
 States = dict[tuple[str, str], tuple[int, State]]
-
-
-@pytest.fixture
-def store(fresh_store: PostgresEventStore) -> PostgresEventStore:
-    return fresh_store
 
 
 async def _connection(store: PostgresEventStore) -> AsyncConnection[Any]:

@@ -30,18 +30,11 @@ from projections.worker import _Projecting, sweep_forever
 from tests.ledger.events import customer, invoice, new_tenant
 from tests.projections.test_runners import _stop, _wait_for, spawn_ledger
 
+# Every test on a database of its own (`store` in tests/conftest.py): they read every tenant
+# of the store or change the database.
+own_database = True
+
 States = dict[tuple[str, str], tuple[int, State]]
-
-
-@pytest.fixture
-def store(fresh_store: PostgresEventStore) -> PostgresEventStore:
-    """A database of its own: the sweep looks at every tenant of the store."""
-    return fresh_store
-
-
-@pytest.fixture
-def conn(fresh_conn: AsyncConnection[Any]) -> AsyncConnection[Any]:
-    return fresh_conn
 
 
 async def _append(store: PostgresEventStore, tenant: str, invoices: int, tag: str = "") -> None:
