@@ -3,9 +3,9 @@
 
 Each answer first applies to the audit chain what is committed for the tenant and not yet applied
 (as reports do), so a tree head covers every event committed before it was asked for. The leaves
-are read from `audit_links` (32 bytes a link, in position order) and the tree built in memory: 2n
-hashes for n events (7.7 s for 1,000,000 on a loaded machine, 3.8 us a hash), then the root and
-the proofs in milliseconds. Answers are for audits, not for every append; stored subtree hashes
+are the stored links (`audit_verify.stored_links`: 32 bytes each, in position order) and the tree
+is built in memory: 2n hashes for n events (7.7 s for 1,000,000 on a loaded machine, 3.8 us a
+hash), then the root and the proofs in milliseconds. Answers are for audits, not for every append; stored subtree hashes
 (written by the projection) would make them O(log n).
 
 Answers (hashes in lowercase hex):
@@ -19,6 +19,7 @@ Answers (hashes in lowercase hex):
 
 from __future__ import annotations
 
+from contextlib import aclosing
 from typing import Any
 
 from psycopg import AsyncConnection
@@ -33,9 +34,11 @@ from ledger.signed_note import (
     open_note,
     parse_checkpoint,
 )
+from ledger.store import position_max
 from ledger.store.postgres import PostgresEventStore
 from projections import merkle
-from projections.audit_chain import audit_links, genesis_hash, hashed_document
+from projections.audit_chain import genesis_hash, hashed_document
+from projections.audit_verify import stored_links
 from projections.core import ProjectedEvent
 
 
@@ -56,13 +59,8 @@ async def _links(
     from projections.replay import catch_up
 
     await catch_up(store, conn, select(["audit_chain"]), tenant=tenant)
-    async with conn.transaction():
-        await conn.execute("SELECT set_config('ledger.tenants', %s, true)", [tenant])
-        cursor = await conn.execute(
-            f"SELECT position, hash FROM {audit_links.name} WHERE tenant_id = %s ORDER BY position",
-            [tenant],
-        )
-        return [(int(row[0]), bytes.fromhex(row[1])) for row in await cursor.fetchall()]
+    async with aclosing(stored_links(conn, tenant, 0, position_max)) as links:
+        return [(link.position, bytes.fromhex(link.hash)) async for link in links]
 
 
 def _tree(links: list[tuple[int, bytes]], size: int) -> merkle.Tree:

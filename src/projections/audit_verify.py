@@ -181,7 +181,7 @@ async def _walk(
     (start.position, through]; return the last agreeing head and the first break."""
     head = start
     async with (
-        aclosing(_links(conn, tenant, start.position, through)) as links,
+        aclosing(stored_links(conn, tenant, start.position, through)) as links,
         aclosing(_events(store, tenant, start.position, through)) as events,
     ):
         stored = await anext(links, None)
@@ -309,9 +309,11 @@ def _link(row: tuple[Any, ...]) -> Link:
     return Link(int(row[0]), int(row[1]), row[2], row[3])
 
 
-async def _links(
+async def stored_links(
     conn: AsyncConnection[TupleRow], tenant: str, after: int, through: int
 ) -> AsyncGenerator[Link, None]:
+    """The tenant's chain as the projection stored it, links at positions in (after, through]
+    in order, a page at a time."""
     while after < through:
         async with conn.transaction():
             # Walk `audit_links_pkey` in order: under row-level security the planner took the
