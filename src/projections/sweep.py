@@ -33,11 +33,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from psycopg import AsyncConnection
-from psycopg.rows import TupleRow
-
 from ledger import metrics
-from ledger.store.postgres import PostgresEventStore, configure_connection
+from ledger.store.postgres import PostgresEventStore
 from projections.core import ProjectedEvent
 
 logger = logging.getLogger(__name__)
@@ -91,8 +88,8 @@ Apply = Callable[[list[ProjectedEvent]], Awaitable[Any]]
 
 
 class StoreSweep:
-    """One sweep at a time (`run_once`), each on its own connection; `apply` is the worker's batch
-    path (`_Projecting.apply`), on a connection of its own too."""
+    """One sweep at a time (`run_once`), reading through the store's pool; `apply` is the worker's
+    batch path (`_Projecting.apply`), on a connection of its own."""
 
     def __init__(
         self,
@@ -110,22 +107,10 @@ class StoreSweep:
         # tenant -> the last position the sweep applied (tried) for it: what is still missing at or
         # below it was skipped as poison and is not tried again.
         self.tried: dict[str, int] = {}
-        self._conn: AsyncConnection[TupleRow] | None = None
-
-    async def _connection(self) -> AsyncConnection[TupleRow]:
-        if self._conn is None or self._conn.closed or self._conn.broken:
-            self._conn = await AsyncConnection.connect(self.store.conninfo, autocommit=True)
-            await configure_connection(self._conn)
-        return self._conn
-
-    async def close(self) -> None:
-        if self._conn is not None:
-            await self._conn.close()
 
     async def lagging(self, head: int) -> list[Lagging]:
         """The tenants whose read models lack events at or below `head`, oldest lack first."""
-        conn = await self._connection()
-        async with conn.transaction():
+        async with self.store.connection() as conn, conn.transaction():
             await conn.execute("SELECT set_config('ledger.tenants', '*', true)")
             cursor = await conn.execute(
                 _lagging, {"head": head, "projections": len(self.names), "names": self.names}

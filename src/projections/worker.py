@@ -193,7 +193,6 @@ async def sweep_forever(
                     interval_s,
                 )
     finally:
-        await sweep.close()
         await projecting.close()
         await store.close()
 

@@ -106,7 +106,6 @@ async def test_the_sweep_applies_what_kafka_left_undelivered_for_an_interval_onc
         assert await read_states(conn) == before
         assert await _caught_up(store, conn)
     finally:
-        await sweep.close()
         await projecting.close()
 
 
@@ -126,7 +125,6 @@ async def test_the_sweep_applies_at_most_its_budget_and_the_rest_next_time(
         assert await sweep.run_once() == 1
         assert await _caught_up(store, conn)
     finally:
-        await sweep.close()
         await projecting.close()
 
 
@@ -167,7 +165,6 @@ async def test_an_event_skipped_as_poison_is_not_tried_at_every_sweep(
         assert await sweep.run_once() == 2  # ... but what comes after it is applied
         assert _counts(await read_states(conn, "fragile_counts")) == {tenant: 4}
     finally:
-        await sweep.close()
         await projecting.close()
 
 
