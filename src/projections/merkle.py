@@ -122,19 +122,6 @@ def _split(n: int) -> int:
     return 1 << ((n - 1).bit_length() - 1)
 
 
-def root(leaves: Sequence[bytes]) -> bytes:
-    """MTH(D[n]) of leaf hashes."""
-    return Tree(leaves).root()
-
-
-def inclusion_proof(index: int, leaves: Sequence[bytes]) -> list[bytes]:
-    return Tree(leaves).inclusion_proof(index)
-
-
-def consistency_proof(first: int, leaves: Sequence[bytes]) -> list[bytes]:
-    return Tree(leaves).consistency_proof(first)
-
-
 def verify_inclusion(
     index: int, size: int, leaf: bytes, proof: Sequence[bytes], expected_root: bytes
 ) -> bool:

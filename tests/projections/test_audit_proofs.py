@@ -42,7 +42,7 @@ async def _root_from_the_store(store: PostgresEventStore, tenant: str, size: int
     for event in (await store.read(tenant, 1, 10_000))[:size]:
         link = chain_hash(link, ProjectedEvent.from_recorded(event))
         leaves.append(merkle.leaf_hash(bytes.fromhex(link)))
-    return merkle.root(leaves).hex()
+    return merkle.Tree(leaves).root().hex()
 
 
 async def test_every_event_is_proved_in_the_tree_and_a_kept_head_is_extended(

@@ -102,12 +102,12 @@ consistency_vectors = [
 
 
 def test_the_reference_roots() -> None:
-    assert [merkle.root(leaves[:size]).hex() for size in range(9)] == roots
+    assert [merkle.Tree(leaves[:size]).root().hex() for size in range(9)] == roots
 
 
 @pytest.mark.parametrize(("index", "size", "expected"), inclusion_vectors)
 def test_the_reference_inclusion_proofs(index: int, size: int, expected: list[str]) -> None:
-    proof = merkle.inclusion_proof(index, leaves[:size])
+    proof = merkle.Tree(leaves[:size]).inclusion_proof(index)
     assert [node.hex() for node in proof] == expected
     root = bytes.fromhex(roots[size])
     assert merkle.verify_inclusion(index, size, leaves[index], proof, root)
@@ -116,7 +116,7 @@ def test_the_reference_inclusion_proofs(index: int, size: int, expected: list[st
 
 @pytest.mark.parametrize(("first", "second", "expected"), consistency_vectors)
 def test_the_reference_consistency_proofs(first: int, second: int, expected: list[str]) -> None:
-    proof = merkle.consistency_proof(first, leaves[:second])
+    proof = merkle.Tree(leaves[:second]).consistency_proof(first)
     assert [node.hex() for node in proof] == expected
     first_root, second_root = bytes.fromhex(roots[first]), bytes.fromhex(roots[second])
     assert merkle.verify_consistency(first, second, first_root, second_root, proof)
@@ -134,9 +134,9 @@ def _flip(node: bytes) -> bytes:
 @given(size=st.integers(1, 40), salt=st.integers(0, 1000))
 def test_every_inclusion_proof_verifies_and_nothing_changed_does(size: int, salt: int) -> None:
     tree = _tree(size, salt)
-    root = merkle.root(tree)
+    root = merkle.Tree(tree).root()
     for index in range(size):
-        proof = merkle.inclusion_proof(index, tree)
+        proof = merkle.Tree(tree).inclusion_proof(index)
         assert len(proof) <= size.bit_length()
         assert merkle.verify_inclusion(index, size, tree[index], proof, root)
         assert not merkle.verify_inclusion(index, size, _flip(tree[index]), proof, root)
@@ -157,11 +157,11 @@ def test_every_consistency_proof_verifies_and_a_changed_history_does_not(
     size: int, salt: int
 ) -> None:
     tree = _tree(size, salt)
-    roots_by_size = {m: merkle.root(tree[:m]) for m in range(size + 1)}
+    roots_by_size = {m: merkle.Tree(tree[:m]).root() for m in range(size + 1)}
     whole = merkle.Tree(tree)
     assert [whole.root(m) for m in range(size + 1)] == list(roots_by_size.values())
     for first in range(1, size + 1):
-        proof = merkle.consistency_proof(first, tree)
+        proof = merkle.Tree(tree).consistency_proof(first)
         assert merkle.verify_consistency(
             first, size, roots_by_size[first], roots_by_size[size], proof
         )
@@ -179,8 +179,8 @@ def test_every_consistency_proof_verifies_and_a_changed_history_does_not(
                 first,
                 size,
                 roots_by_size[first],
-                merkle.root(changed),
-                merkle.consistency_proof(first, changed),
+                merkle.Tree(changed).root(),
+                merkle.Tree(changed).consistency_proof(first),
             )
     assert merkle.verify_consistency(0, size, merkle.empty_root, roots_by_size[size], [])
 
@@ -193,7 +193,7 @@ def test_the_leaf_of_an_event_is_the_leaf_of_its_chain_link() -> None:
 
 def test_what_is_not_in_the_tree_has_no_proof() -> None:
     with pytest.raises(ValueError, match="leaf 3 is not in a tree of 3"):
-        merkle.inclusion_proof(3, leaves[:3])
+        merkle.Tree(leaves[:3]).inclusion_proof(3)
     with pytest.raises(ValueError, match="no consistency proof from 4 to 3 leaves"):
-        merkle.consistency_proof(4, leaves[:3])
-    assert not merkle.verify_inclusion(3, 3, leaves[0], [], merkle.root(leaves[:3]))
+        merkle.Tree(leaves[:3]).consistency_proof(4)
+    assert not merkle.verify_inclusion(3, 3, leaves[0], [], merkle.Tree(leaves[:3]).root())
