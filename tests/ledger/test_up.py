@@ -235,4 +235,7 @@ async def test_a_child_that_keeps_failing_is_restarted_ever_more_slowly(
     assert supervised.restarts == len(spawned) - 1 >= 3
     assert len(spawned) <= 12
     assert delays[:3] == [0.1, 0.2, 0.4] and set(delays[3:]) <= {0.4}
-    assert all(child.poll() == 3 for child in spawned)
+    # Each child it started again had exited on its own; the newest may still have been starting
+    # when the supervisor was stopped, and stop() then ended it (SIGTERM).
+    assert all(child.poll() == 3 for child in spawned[:-1])
+    assert spawned[-1].wait(timeout=30) in (3, -signal.SIGTERM)
